@@ -1,0 +1,27 @@
+//! Key hashing that is identical in every process of a cluster.
+//!
+//! `std`'s `RandomState` is seeded per process, so two processes would route the
+//! same key to different workers. Every exchange in streamforge routes by
+//! [`stable_hash`] instead: xxh3 with seed 0 over the key's `Hash` encoding.
+
+use std::hash::{Hash, Hasher};
+
+/// Hashes `value` with xxh3 (seed 0). The result depends only on the value's
+/// `Hash` implementation, never on the process, so it is safe for routing.
+///
+/// # Examples
+/// ```
+/// use streamforge_dataflow::stable_hash;
+/// assert_eq!(stable_hash(&("svc", "op")), stable_hash(&("svc", "op")));
+/// assert_ne!(stable_hash(&("svc", "op")), stable_hash(&("svc", "op2")));
+/// ```
+pub fn stable_hash<T: Hash + ?Sized>(value: &T) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::with_seed(0);
+    value.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Hashes raw bytes with xxh3 (seed 0); the fast path for string keys.
+pub fn stable_hash_bytes(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}

@@ -1,0 +1,19 @@
+//! streamforge operators: window assigners, incremental aggregate functions,
+//! a mergeable quantile sketch, and the keyed event-time window aggregate with a
+//! late side output.
+//!
+//! One operator per file, each with an extension trait named after it; bring them
+//! all in with `use streamforge::prelude::*`.
+#![deny(missing_docs)]
+
+pub mod aggregate;
+pub mod assigner;
+pub mod sketch;
+pub mod window_aggregate;
+
+pub use aggregate::{Numeric, 
+    Avg, AggregateFunction, Count, CountIf, DistinctCount, Max, Min, Quantiles, Sum,
+};
+pub use assigner::{Sliding, Tumbling, Window, WindowAssigner};
+pub use sketch::QuantileSketch;
+pub use window_aggregate::{WindowAggregate, WindowResult, WindowSpec};

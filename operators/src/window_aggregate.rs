@@ -1,0 +1,280 @@
+//! Keyed event-time window aggregation with allowed lateness and a late side output.
+//!
+//! # Semantics
+//!
+//! * Records are routed to workers by the [`stable_hash`] of their key.
+//! * A record delivered at time `(epoch, t)` — `t` is the watermark of its source
+//!   partition when it was read, or less (see `streamforge_dataflow::source`) — is
+//!   added to every window `w` of its event time with `w.end + allowed_lateness > t`.
+//!   When no window qualifies it goes to the **late side output** (Flink's
+//!   `sideOutputLateData`). As `t` is fixed by the source, the decision is the same
+//!   for any number of workers or processes.
+//! * A window fires **once**, with its final value, when the input watermark (the
+//!   minimum event-time coordinate of the input frontier) reaches
+//!   `end + allowed_lateness`, and its state is dropped. With lateness 0 this is
+//!   exactly Flink's on-time firing; with lateness > 0 streamforge emits one final
+//!   row instead of an on-time row followed by updates (see docs/ARCHITECTURE.md).
+//! * Epochs (checkpoints): records of an epoch newer than the oldest incomplete
+//!   one are stashed until that epoch completes, so the state at each epoch
+//!   boundary reflects exactly the records of earlier epochs.
+
+use std::collections::BTreeMap;
+use std::hash::Hash;
+
+use hashbrown::hash_table::Entry;
+use hashbrown::HashTable;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::{Capability, CapabilitySet};
+use timely::dataflow::Stream;
+use timely::ExchangeData;
+
+use streamforge_dataflow::stable_hash;
+use streamforge_dataflow::time::{Epoch, FrontierView, Time};
+
+use crate::aggregate::AggregateFunction;
+use crate::assigner::{Window, WindowAssigner};
+
+/// The window definition: an assigner plus allowed lateness.
+#[derive(Clone, Debug)]
+pub struct WindowSpec<W> {
+    /// Which windows a record belongs to.
+    pub assigner: W,
+    /// How long after `end` a window still accepts records, in ms.
+    pub allowed_lateness_ms: u64,
+}
+
+impl<W> WindowSpec<W> {
+    /// A spec with no allowed lateness.
+    pub fn new(assigner: W) -> Self {
+        WindowSpec { assigner, allowed_lateness_ms: 0 }
+    }
+    /// Sets the allowed lateness in ms.
+    pub fn allowed_lateness_ms(mut self, ms: u64) -> Self {
+        self.allowed_lateness_ms = ms;
+        self
+    }
+}
+
+/// One fired window for one key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WindowResult<K, O> {
+    /// The window.
+    pub window: Window,
+    /// The key.
+    pub key: K,
+    /// The aggregate's result.
+    pub value: O,
+}
+
+/// Extension trait: `stream.window_aggregate(..)`.
+pub trait WindowAggregate<'scope, D: ExchangeData> {
+    /// Aggregates `self` per key and event-time window.
+    ///
+    /// * `key` borrows the key of a record; `event_time_ms` reads its event time.
+    /// * Returns `(results, late)`: one [`WindowResult`] per fired (window, key),
+    ///   and the records that were too late for all their windows.
+    ///
+    /// # Examples
+    /// ```
+    /// use streamforge_dataflow::source::{partitioned_source, vec_partition, SourceSettings};
+    /// use streamforge_operators::{Count, Tumbling, Window, WindowAggregate, WindowSpec};
+    /// use timely::dataflow::operators::capture::{Capture, Extract};
+    /// use timely::dataflow::operators::vec::Map;
+    ///
+    /// let (rows, late) = streamforge_dataflow::time::example(|scope| {
+    ///     // Records are (key, event time); 10 s tumbling windows; 1 s out-of-orderness.
+    ///     let data: Vec<(u64, (u64, u64))> = [1_000, 2_500, 12_000, 500]
+    ///         .into_iter().map(|t| (t, (7, t))).collect();
+    ///     let (spans, _dead) = partitioned_source(
+    ///         scope, SourceSettings::new("src", 1_000), 1,
+    ///         move |_| vec_partition("p", data.clone()), None);
+    ///     let (rows, late) = spans.window_aggregate(
+    ///         "count", WindowSpec::new(Tumbling::new(10_000)),
+    ///         |r: &(u64, u64)| &r.0, |r| r.1, Count);
+    ///     let rows = rows.map(|r| (r.window.start_ms, r.key, r.value));
+    ///     (rows.capture(), late.capture())
+    /// });
+    /// let mut rows: Vec<_> = rows.extract().into_iter().flat_map(|(_, v)| v).collect();
+    /// rows.sort();
+    /// assert_eq!(rows, vec![(0, 7, 2), (10_000, 7, 1)]);
+    /// // 500 arrived when the watermark was 11 000: window [0, 10 000) had closed.
+    /// let late: Vec<_> = late.extract().into_iter().flat_map(|(_, v)| v).collect();
+    /// assert_eq!(late, vec![(7, 500)]);
+    /// ```
+    fn window_aggregate<K, W, A, KF, TF>(
+        self,
+        name: &str,
+        spec: WindowSpec<W>,
+        key: KF,
+        event_time_ms: TF,
+        aggregate: A,
+    ) -> (Stream<'scope, Time, Vec<WindowResult<K, A::Out>>>, Stream<'scope, Time, Vec<D>>)
+    where
+        K: Hash + Eq + Clone + 'static,
+        W: WindowAssigner,
+        A: AggregateFunction<D>,
+        A::Out: 'static,
+        KF: for<'a> Fn(&'a D) -> &'a K + Clone + 'static,
+        TF: Fn(&D) -> u64 + 'static;
+}
+
+struct OpenWindow<K, Acc> {
+    window: Window,
+    entries: HashTable<(u64, K, Acc)>,
+}
+
+impl<'scope, D: ExchangeData> WindowAggregate<'scope, D> for Stream<'scope, Time, Vec<D>> {
+    fn window_aggregate<K, W, A, KF, TF>(
+        self,
+        name: &str,
+        spec: WindowSpec<W>,
+        key: KF,
+        event_time_ms: TF,
+        aggregate: A,
+    ) -> (Stream<'scope, Time, Vec<WindowResult<K, A::Out>>>, Stream<'scope, Time, Vec<D>>)
+    where
+        K: Hash + Eq + Clone + 'static,
+        W: WindowAssigner,
+        A: AggregateFunction<D>,
+        A::Out: 'static,
+        KF: for<'a> Fn(&'a D) -> &'a K + Clone + 'static,
+        TF: Fn(&D) -> u64 + 'static,
+    {
+        let mut builder = OperatorBuilder::new(name.to_owned(), self.scope());
+        let route = key.clone();
+        let mut input = builder.new_input(
+            self,
+            Exchange::new(move |d: &D| stable_hash(route(d))),
+        );
+        let (results_out, results) = builder.new_output::<Vec<WindowResult<K, A::Out>>>();
+        let (late_out, late) = builder.new_output::<Vec<D>>();
+        let mut results_out = OutputBuilder::from(results_out);
+        let mut late_out = OutputBuilder::from(late_out);
+        let lateness = spec.allowed_lateness_ms;
+        let assigner = spec.assigner;
+
+        builder.build(move |mut caps| {
+            let mut late_caps = CapabilitySet::from_elem(caps.pop().expect("late output"));
+            let mut result_caps = CapabilitySet::from_elem(caps.pop().expect("results output"));
+            let mut windows: Vec<OpenWindow<K, A::Acc>> = Vec::new();
+            // Records of epochs newer than the one being applied, with a late-port
+            // capability so they can still be emitted as late after the frontier moves.
+            let mut stash: BTreeMap<Epoch, Vec<(Capability<Time>, Vec<D>)>> = BTreeMap::new();
+            let mut fired: Vec<WindowResult<K, A::Out>> = Vec::new();
+            let mut late_batch: Vec<D> = Vec::new();
+
+            move |frontiers| {
+                let view = FrontierView::of(&frontiers[0]);
+                let mut late_handle = late_out.activate();
+                let mut apply = |t: u64, data: &mut Vec<D>, late_batch: &mut Vec<D>| {
+                    for d in data.drain(..) {
+                        let e = event_time_ms(&d);
+                        if assigner.max_end(e) + lateness <= t {
+                            late_batch.push(d);
+                            continue;
+                        }
+                        let k = key(&d);
+                        let h = stable_hash(k);
+                        assigner.assign(e, |w| {
+                            if w.end_ms + lateness <= t {
+                                return;
+                            }
+                            let acc = find_or_open(&mut windows, w, h, k, &aggregate);
+                            aggregate.add(acc, &d);
+                        });
+                    }
+                };
+                input.for_each_time(|cap, data| {
+                    let t = *cap.time();
+                    if view.oldest_epoch.is_some_and(|e| t.epoch > e) {
+                        let retained = cap.retain(1);
+                        let entry = stash.entry(t.epoch).or_default();
+                        for d in data {
+                            entry.push((retained.clone(), std::mem::take(d)));
+                        }
+                        return;
+                    }
+                    for d in data {
+                        apply(t.event_ms, d, &mut late_batch);
+                    }
+                    if !late_batch.is_empty() {
+                        late_handle.session(&cap.retain(1)).give_container(&mut late_batch);
+                    }
+                });
+                // Epochs that are now current or complete: apply their stashed records.
+                // (The checkpoint issue snapshots state here, before each epoch's stash.)
+                while let Some(entry) = stash.first_entry() {
+                    if view.oldest_epoch.is_some_and(|e| *entry.key() > e) {
+                        break;
+                    }
+                    for (cap, mut data) in entry.remove() {
+                        apply(cap.time().event_ms, &mut data, &mut late_batch);
+                        if !late_batch.is_empty() {
+                            late_handle.session(&cap).give_container(&mut late_batch);
+                        }
+                    }
+                }
+                // Fire every window whose end + lateness the watermark has reached and
+                // that no stashed record can still contribute to.
+                let stash_low = stash.values().flatten().map(|(c, _)| c.time().event_ms).min();
+                let limit = match (view.watermark_ms, stash_low) {
+                    (None, None) => u64::MAX,
+                    (Some(w), None) | (None, Some(w)) => w,
+                    (Some(a), Some(b)) => a.min(b),
+                };
+                let ready = windows.iter().take_while(|w| w.window.end_ms + lateness <= limit).count();
+                if ready > 0 {
+                    let out_time = view
+                        .oldest_epoch
+                        .and_then(|e| {
+                            frontiers[0].frontier().iter().filter(|t| t.epoch == e).min_by_key(|t| t.event_ms).copied()
+                        })
+                        .unwrap_or_else(|| *result_caps.first().expect("results capability").time());
+                    let cap = result_caps.delayed(&out_time);
+                    let mut handle = results_out.activate();
+                    for open in windows.drain(..ready) {
+                        let window = open.window;
+                        fired.extend(open.entries.into_iter().map(|(_, k, acc)| WindowResult {
+                            window,
+                            key: k,
+                            value: aggregate.get_result(&acc),
+                        }));
+                        handle.session(&cap).give_container(&mut fired);
+                    }
+                }
+                result_caps.downgrade(frontiers[0].frontier().iter());
+                late_caps.downgrade(frontiers[0].frontier().iter());
+            }
+        });
+        (results, late)
+    }
+}
+
+/// The accumulator of `(w, key)`, opening the window or the entry when new.
+#[inline]
+fn find_or_open<'w, K: Eq + Clone, Acc, D, A: AggregateFunction<D, Acc = Acc>>(
+    windows: &'w mut Vec<OpenWindow<K, Acc>>,
+    w: Window,
+    h: u64,
+    k: &K,
+    aggregate: &A,
+) -> &'w mut Acc {
+    // Open windows are sorted by (end, start); the newest are at the back and
+    // most records belong there.
+    let idx = match windows.iter().rposition(|o| o.window == w) {
+        Some(i) => i,
+        None => {
+            let pos = windows.partition_point(|o| (o.window.end_ms, o.window.start_ms) < (w.end_ms, w.start_ms));
+            windows.insert(pos, OpenWindow { window: w, entries: HashTable::new() });
+            pos
+        }
+    };
+    let entries = &mut windows[idx].entries;
+    match entries.entry(h, |(h2, k2, _)| *h2 == h && k2 == k, |(h2, _, _)| *h2) {
+        Entry::Occupied(o) => &mut o.into_mut().2,
+        Entry::Vacant(v) => &mut v.insert((h, k.clone(), aggregate.create_accumulator())).into_mut().2,
+    }
+}
