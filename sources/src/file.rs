@@ -1,0 +1,278 @@
+//! File replay: CSV and JSON-lines files, plain or gzip, one partition per file.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use streamforge_dataflow::source::{PartitionReader, ReadStatus, SourceItem};
+use streamforge_dataflow::DeadLetter;
+
+use crate::decode::{decode_json, Val};
+use crate::error::SourceError;
+use crate::mapping::{CompiledMapping, SpanMapping, MAX_SLOTS};
+use crate::span::Span;
+
+/// File formats.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileFormat {
+    /// Comma-separated values with a header row.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// A file source: paths (glob patterns allowed), format and mapping.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct FileSourceConfig {
+    /// Files or glob patterns; each file is one partition (read in name order).
+    pub paths: Vec<String>,
+    /// Format; by default from the extension (`.csv`, `.jsonl`/`.ndjson`/`.json`,
+    /// each optionally followed by `.gz`).
+    pub format: Option<FileFormat>,
+    /// Field mapping.
+    pub mapping: SpanMapping,
+}
+
+impl FileFormat {
+    /// The format implied by a file name.
+    pub fn from_path(path: &Path) -> Option<FileFormat> {
+        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+        let name = name.strip_suffix(".gz").unwrap_or(&name);
+        if name.ends_with(".csv") {
+            Some(FileFormat::Csv)
+        } else if name.ends_with(".jsonl") || name.ends_with(".ndjson") || name.ends_with(".json") {
+            Some(FileFormat::Jsonl)
+        } else {
+            None
+        }
+    }
+}
+
+/// Expands the configured paths (globs) into the list of partitions, relative to
+/// `base` for relative paths.
+///
+/// # Errors
+/// [`SourceError::NoFiles`] when a pattern matches nothing.
+pub fn file_partitions(config: &FileSourceConfig, base: &Path) -> Result<Vec<PathBuf>, SourceError> {
+    let mut files = Vec::new();
+    for p in &config.paths {
+        let full = if Path::new(p).is_absolute() { PathBuf::from(p) } else { base.join(p) };
+        let pattern = full.to_string_lossy().to_string();
+        let mut matched: Vec<PathBuf> = glob::glob(&pattern)
+            .map_err(|e| SourceError::Mapping { path: pattern.clone(), reason: e.to_string() })?
+            .filter_map(Result::ok)
+            .filter(|p| p.is_file())
+            .collect();
+        if matched.is_empty() {
+            return Err(SourceError::NoFiles(pattern));
+        }
+        matched.sort();
+        files.extend(matched);
+    }
+    Ok(files)
+}
+
+fn open_raw(path: &Path) -> Result<Box<dyn Read + Send>, SourceError> {
+    let f = File::open(path).map_err(|source| SourceError::Io { path: path.display().to_string(), source })?;
+    let gz = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"));
+    Ok(if gz { Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 16, f))) } else { Box::new(f) })
+}
+
+/// Opens one file as a partition of spans.
+///
+/// # Errors
+/// The file cannot be opened, its format is unknown, the mapping is invalid, or
+/// (CSV) a mapped column is missing from the header.
+pub fn open_file_partition(
+    path: &Path,
+    format: Option<FileFormat>,
+    mapping: &SpanMapping,
+) -> Result<Box<dyn PartitionReader<Span>>, SourceError> {
+    let name = path.display().to_string();
+    let format = format
+        .or_else(|| FileFormat::from_path(path))
+        .ok_or_else(|| SourceError::UnknownFormat(name.clone()))?;
+    let mapping = mapping.compile().map_err(|reason| SourceError::Mapping { path: name.clone(), reason })?;
+    let raw = open_raw(path)?;
+    Ok(match format {
+        FileFormat::Jsonl => Box::new(JsonlPartition {
+            name,
+            reader: BufReader::with_capacity(1 << 20, raw),
+            mapping,
+            line_no: 0,
+            carry: Vec::new(),
+            done: false,
+        }),
+        FileFormat::Csv => {
+            let mut reader = csv::ReaderBuilder::new().flexible(true).buffer_capacity(1 << 20).from_reader(raw);
+            let headers = reader
+                .byte_headers()
+                .map_err(|e| SourceError::Mapping { path: name.clone(), reason: e.to_string() })?
+                .clone();
+            let mut columns = Vec::new();
+            for slot in mapping.slots() {
+                let idx = headers.iter().position(|h| h == slot.as_bytes()).ok_or_else(|| SourceError::Mapping {
+                    path: name.clone(),
+                    reason: format!("no column {slot:?} in header"),
+                })?;
+                columns.push(idx);
+            }
+            Box::new(CsvPartition { name, reader, mapping, columns, record: csv::ByteRecord::new() })
+        }
+    })
+}
+
+struct JsonlPartition {
+    name: String,
+    reader: BufReader<Box<dyn Read + Send>>,
+    mapping: CompiledMapping,
+    line_no: u64,
+    carry: Vec<u8>,
+    done: bool,
+}
+
+fn json_line(
+    mapping: &mut CompiledMapping,
+    name: &str,
+    line_no: u64,
+    line: &[u8],
+    out: &mut Vec<SourceItem<Span>>,
+) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return;
+    }
+    let mut vals: [Val<'_>; MAX_SLOTS] = Default::default();
+    let result = decode_json(line, mapping.slots(), &mut vals).and_then(|()| mapping.build(&vals));
+    out.push(match result {
+        Ok((event_time_ms, record)) => SourceItem::Record { event_time_ms, record },
+        Err(reason) => SourceItem::DeadLetter(DeadLetter {
+            source: name.to_string(),
+            position: line_no,
+            reason,
+            raw: String::from_utf8_lossy(line).into_owned(),
+        }),
+    });
+}
+
+impl PartitionReader<Span> for JsonlPartition {
+    fn read_batch(
+        &mut self,
+        max_items: usize,
+        out: &mut Vec<SourceItem<Span>>,
+    ) -> Result<ReadStatus, Box<dyn std::error::Error + Send + Sync>> {
+        let JsonlPartition { name, reader, mapping, line_no, carry, done } = self;
+        if *done {
+            return Ok(ReadStatus::Finished);
+        }
+        let start = out.len();
+        while out.len() - start < max_items {
+            let buf = reader.fill_buf()?;
+            if buf.is_empty() {
+                if !carry.is_empty() {
+                    *line_no += 1;
+                    json_line(mapping, name, *line_no, carry, out);
+                    carry.clear();
+                }
+                *done = true;
+                return Ok(ReadStatus::Finished);
+            }
+            let mut consumed = 0;
+            while out.len() - start < max_items {
+                let rest = &buf[consumed..];
+                let Some(i) = memchr::memchr(b'\n', rest) else {
+                    carry.extend_from_slice(rest);
+                    consumed = buf.len();
+                    break;
+                };
+                *line_no += 1;
+                if carry.is_empty() {
+                    json_line(mapping, name, *line_no, &rest[..i], out);
+                } else {
+                    carry.extend_from_slice(&rest[..i]);
+                    json_line(mapping, name, *line_no, carry, out);
+                    carry.clear();
+                }
+                consumed += i + 1;
+            }
+            reader.consume(consumed);
+        }
+        Ok(ReadStatus::More)
+    }
+
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+}
+
+struct CsvPartition {
+    name: String,
+    reader: csv::Reader<Box<dyn Read + Send>>,
+    mapping: CompiledMapping,
+    columns: Vec<usize>,
+    record: csv::ByteRecord,
+}
+
+impl PartitionReader<Span> for CsvPartition {
+    fn read_batch(
+        &mut self,
+        max_items: usize,
+        out: &mut Vec<SourceItem<Span>>,
+    ) -> Result<ReadStatus, Box<dyn std::error::Error + Send + Sync>> {
+        for _ in 0..max_items {
+            match self.reader.read_byte_record(&mut self.record) {
+                Ok(false) => return Ok(ReadStatus::Finished),
+                Ok(true) => {}
+                Err(e) if e.is_io_error() => return Err(Box::new(e)),
+                Err(e) => {
+                    let line = e.position().map_or(0, |p| p.line());
+                    out.push(SourceItem::DeadLetter(DeadLetter {
+                        source: self.name.clone(),
+                        position: line,
+                        reason: e.to_string(),
+                        raw: String::new(),
+                    }));
+                    continue;
+                }
+            }
+            let line = self.record.position().map_or(0, |p| p.line());
+            let mut vals: [Val<'_>; MAX_SLOTS] = Default::default();
+            let mut bad = None;
+            for (slot, &col) in self.columns.iter().enumerate() {
+                match self.record.get(col) {
+                    None => {}
+                    Some(bytes) => match std::str::from_utf8(bytes) {
+                        Ok(s) => vals[slot] = Val::Str(s.into()),
+                        Err(_) => bad = Some(format!("{}: invalid UTF-8", self.mapping.slots()[slot])),
+                    },
+                }
+            }
+            let result = match bad {
+                Some(reason) => Err(reason),
+                None => self.mapping.build(&vals),
+            };
+            out.push(match result {
+                Ok((event_time_ms, record)) => SourceItem::Record { event_time_ms, record },
+                Err(reason) => SourceItem::DeadLetter(DeadLetter {
+                    source: self.name.clone(),
+                    position: line,
+                    reason,
+                    raw: self
+                        .record
+                        .iter()
+                        .map(|f| String::from_utf8_lossy(f).into_owned())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                }),
+            });
+        }
+        Ok(ReadStatus::More)
+    }
+
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+}
