@@ -1,1 +1,168 @@
-fn main() {}
+//! The `streamforge` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+use streamforge::job::{self, JobConfig, SinkConfig};
+use streamforge::sources::GeneratorConfig;
+use streamforge_dataflow::launch::ClusterArgs;
+
+/// Flink-style stream processing on timely dataflow.
+#[derive(Parser)]
+#[command(name = "streamforge", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// timely's worker/cluster flags, parsed by timely itself.
+#[derive(Args, Clone, Debug)]
+#[command(disable_help_flag = true)]
+struct Timely {
+    /// Worker threads per process.
+    #[arg(short = 'w', long = "threads", default_value_t = 1)]
+    workers: usize,
+    /// Number of processes.
+    #[arg(short = 'n', long = "processes", default_value_t = 1)]
+    processes: usize,
+    /// Index of this process.
+    #[arg(short = 'p', long = "process", default_value_t = 0)]
+    process: usize,
+    /// Hostfile: one host:port per process.
+    #[arg(short = 'h', long = "hostfile")]
+    hostfile: Option<PathBuf>,
+    /// Report connection progress.
+    #[arg(short = 'r', long = "report")]
+    report: bool,
+    /// Print help.
+    #[arg(long, action = ArgAction::Help)]
+    help: Option<bool>,
+}
+
+impl Timely {
+    fn cluster_args(&self) -> ClusterArgs {
+        ClusterArgs {
+            workers: self.workers,
+            processes: self.processes,
+            process: self.process,
+            hostfile: self.hostfile.clone(),
+            report: self.report,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a job file (timely flags -w -n -p -h as in any timely program).
+    #[command(disable_help_flag = true)]
+    Run {
+        /// The job file (TOML).
+        job: PathBuf,
+        #[command(flatten)]
+        timely: Timely,
+    },
+    /// Run the main job on the bundled real sample (TrainTicket spans), print a
+    /// table and a summary.
+    #[command(disable_help_flag = true)]
+    Demo {
+        /// Where to write the aggregate rows.
+        #[arg(long, default_value = "out/demo/flink_operator_agg_result.jsonl")]
+        out: PathBuf,
+        #[command(flatten)]
+        timely: Timely,
+    },
+    /// Launch every process of a local hostfile running JOB; stop all if one dies.
+    #[command(disable_help_flag = true)]
+    Cluster {
+        /// The job file (TOML).
+        job: PathBuf,
+        /// Hostfile: one host:port per process.
+        #[arg(short = 'h', long = "hostfile")]
+        hostfile: PathBuf,
+        /// Worker threads per process.
+        #[arg(short = 'w', long = "threads", default_value_t = 1)]
+        workers: usize,
+        /// Print help.
+        #[arg(long, action = ArgAction::Help)]
+        help: Option<bool>,
+    },
+    /// Write generated spans as JSON lines (ts, service, operator, duration_ms, is_error).
+    Generate {
+        /// Number of spans.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        /// RNG seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Event-time rate, spans per second.
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        /// Services.
+        #[arg(long, default_value_t = 8)]
+        services: usize,
+        /// Operators per service.
+        #[arg(long, default_value_t = 6)]
+        operators: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn job_base(job: &Path) -> PathBuf {
+    job.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| ".".into())
+}
+
+fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
+    match cli.command {
+        Command::Run { job, timely } => {
+            let config = JobConfig::load(&job)?;
+            let args = timely.cluster_args();
+            let summary = job::run(&config, &job_base(&job), &args)?;
+            println!("{} process {}/{}: {summary}", config.name, args.process, args.processes);
+        }
+        Command::Demo { out, timely } => {
+            let job_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/jobs/demo.toml");
+            let mut config = JobConfig::load(&job_path)?;
+            let out = std::env::current_dir()?.join(out);
+            config.sinks = vec![SinkConfig::Stdout { max_rows: 15 }, SinkConfig::Jsonl { path: out.clone() }];
+            println!("streamforge demo: {} on the bundled TrainTicket sample (data/sample)", config.name);
+            let summary = job::run(&config, &job_base(&job_path), &timely.cluster_args())?;
+            println!("\nsummary: {summary}");
+            println!("rows written to {}", out.display());
+        }
+        Command::Cluster { job, hostfile, workers, .. } => {
+            let exe = std::env::current_exe()?;
+            let args = vec!["run".to_string(), job.display().to_string()];
+            streamforge::cluster::launch_local(&exe, &args, &hostfile, workers)?;
+        }
+        Command::Generate { events, out, seed, rate, services, operators } => {
+            let mut g = GeneratorConfig::with_events(events);
+            g.seed = seed;
+            g.events_per_second = rate;
+            g.services = services;
+            g.operators_per_service = operators;
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&out)?);
+            let n = g.write_jsonl(&mut w)?;
+            std::io::Write::flush(&mut w)?;
+            println!("wrote {n} spans to {}", out.display());
+        }
+    }
+    Ok(())
+}

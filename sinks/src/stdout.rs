@@ -12,8 +12,9 @@ use streamforge_dataflow::Time;
 
 /// Extension trait: `stream.sink_stdout_table(..)`.
 pub trait SinkStdoutTable<'scope, D> {
-    /// Prints records as an aligned table on worker 0: the given `columns` of each
-    /// record's JSON form, at most `max_rows` rows (then a count of the rest).
+    /// Prints records as an aligned table on worker 0: the given `(column, width)`
+    /// pairs of each record's JSON form, rows sorted per timestamp, at most
+    /// `max_rows` rows (then a count of the rest).
     ///
     /// # Examples
     /// ```
@@ -22,7 +23,7 @@ pub trait SinkStdoutTable<'scope, D> {
     /// let cols = vec!["service".to_string(), "total_count".to_string()];
     /// assert_eq!(format_row(&row, &cols, &[8, 11]), "cart      3");
     /// ```
-    fn sink_stdout_table(self, name: &str, columns: Vec<String>, max_rows: usize);
+    fn sink_stdout_table(self, name: &str, columns: Vec<(String, usize)>, max_rows: usize);
 }
 
 /// Formats one row's columns, each padded to its width, two spaces apart,
@@ -47,8 +48,9 @@ pub fn format_row(row: &serde_json::Value, columns: &[String], widths: &[usize])
 }
 
 impl<'scope, D: ExchangeData + Serialize> SinkStdoutTable<'scope, D> for Stream<'scope, Time, Vec<D>> {
-    fn sink_stdout_table(self, name: &str, columns: Vec<String>, max_rows: usize) {
-        let widths: Vec<usize> = columns.iter().map(|c| c.len().clamp(8, 40)).collect();
+    fn sink_stdout_table(self, name: &str, columns: Vec<(String, usize)>, max_rows: usize) {
+        let widths: Vec<usize> = columns.iter().map(|(c, w)| (*w).max(c.len())).collect();
+        let columns: Vec<String> = columns.into_iter().map(|(c, _)| c).collect();
         let mut printed = 0usize;
         let mut hidden = 0usize;
         let mut header = false;

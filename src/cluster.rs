@@ -1,0 +1,76 @@
+//! `streamforge cluster`: launch every local process of a hostfile and stop them
+//! all when one fails (timely clusters are fail-stop).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use streamforge_dataflow::launch::read_hostfile;
+
+use crate::error::Error;
+
+/// Launches `program args… -n N -p I -h hostfile -w workers` for each process `I`
+/// of the hostfile, waits for all, and kills the rest as soon as one exits with
+/// a failure. Every host must be local (`127.0.0.1`, `localhost`, `::1`).
+///
+/// # Errors
+/// A non-local host, a process that could not start, or one that failed (its
+/// index and exit status are in the message).
+pub fn launch_local(program: &Path, args: &[String], hostfile: &Path, workers: usize) -> Result<(), Error> {
+    let hosts = read_hostfile(hostfile)?;
+    for h in &hosts {
+        let host = h.rsplit_once(':').map_or(h.as_str(), |(host, _)| host);
+        if !matches!(host, "127.0.0.1" | "localhost" | "[::1]" | "::1") {
+            return Err(Error::Cluster(format!("host {h} is not local; start remote processes there with -p")));
+        }
+    }
+    let n = hosts.len();
+    let mut children: Vec<Option<Child>> = Vec::new();
+    for p in 0..n {
+        let child = Command::new(program)
+            .args(args)
+            .args(["-n", &n.to_string(), "-p", &p.to_string(), "-w", &workers.to_string()])
+            .arg("-h")
+            .arg(hostfile)
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| Error::Cluster(format!("process {p}: {e}")));
+        match child {
+            Ok(c) => children.push(Some(c)),
+            Err(e) => {
+                kill_all(&mut children);
+                return Err(e);
+            }
+        }
+    }
+    loop {
+        let mut running = 0;
+        for p in 0..n {
+            let Some(child) = children[p].as_mut() else { continue };
+            match child.try_wait() {
+                Ok(None) => running += 1,
+                Ok(Some(status)) if status.success() => children[p] = None,
+                Ok(Some(status)) => {
+                    children[p] = None;
+                    kill_all(&mut children);
+                    return Err(Error::Cluster(format!("process {p} failed ({status}); stopped the others")));
+                }
+                Err(e) => {
+                    kill_all(&mut children);
+                    return Err(Error::Cluster(format!("process {p}: {e}")));
+                }
+            }
+        }
+        if running == 0 {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kill_all(children: &mut [Option<Child>]) {
+    for c in children.iter_mut().flatten() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}

@@ -1,0 +1,366 @@
+//! Job files and running a job.
+//!
+//! A job file is TOML (`examples/jobs/*.toml`). Relative paths in it are
+//! resolved against the job file's directory. Precedence: command-line flags
+//! (`-w -n -p -h`) > job file > built-in defaults.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::Inspect;
+use timely::dataflow::Scope;
+
+use streamforge_dataflow::launch::ClusterArgs;
+use streamforge_dataflow::source::{partitioned_source, SourceCounters, SourceSettings};
+use streamforge_dataflow::{DataflowError, Time};
+use streamforge_operators::{Sliding, Tumbling, WindowAggregate, WindowAssigner, WindowSpec};
+use streamforge_sinks::{SinkJsonl, SinkStdoutTable};
+use streamforge_sources::file::open_file_partition;
+use streamforge_sources::generator::generator_partition;
+use streamforge_sources::{file_partitions, FileSourceConfig, GeneratorConfig, Span};
+
+use crate::error::Error;
+use crate::main_job::{metrics_aggregate, to_row};
+
+/// A job file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct JobConfig {
+    /// Job name (logs, metrics).
+    pub name: String,
+    /// Where spans come from.
+    pub source: SourceConfig,
+    /// Watermark strategy.
+    #[serde(default)]
+    pub watermark: WatermarkConfig,
+    /// The window.
+    pub window: WindowConfig,
+    /// Where aggregate rows go.
+    #[serde(default)]
+    pub sinks: Vec<SinkConfig>,
+    /// Optional JSONL file for records that were too late for all their windows.
+    pub late_output: Option<PathBuf>,
+    /// Optional JSONL file for dead letters (malformed input).
+    pub dead_letter: Option<PathBuf>,
+}
+
+/// Sources.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum SourceConfig {
+    /// CSV / JSONL files (plain or .gz), one partition per file.
+    File(FileSourceConfig),
+    /// The synthetic span generator.
+    Generator(GeneratorConfig),
+}
+
+/// Watermark strategy: bounded out-of-orderness per partition.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct WatermarkConfig {
+    /// Maximum expected disorder (e.g. `"5s"`; default 5 s).
+    #[serde(with = "humantime_serde")]
+    pub out_of_orderness: Duration,
+}
+
+impl Default for WatermarkConfig {
+    fn default() -> Self {
+        WatermarkConfig { out_of_orderness: Duration::from_secs(5) }
+    }
+}
+
+/// Window kinds.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum WindowKind {
+    /// Fixed, non-overlapping windows.
+    Tumbling,
+    /// Overlapping windows of `size` every `slide`.
+    Sliding,
+}
+
+/// The window of the job.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct WindowConfig {
+    /// Tumbling or sliding.
+    pub kind: WindowKind,
+    /// Window size (e.g. `"60s"`, `"22s"`).
+    #[serde(with = "humantime_serde")]
+    pub size: Duration,
+    /// Slide of sliding windows.
+    #[serde(default, with = "humantime_serde")]
+    pub slide: Option<Duration>,
+    /// Allowed lateness (default 0).
+    #[serde(default, with = "humantime_serde")]
+    pub allowed_lateness: Option<Duration>,
+}
+
+/// Sinks for aggregate rows.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// One JSON object per line.
+    Jsonl {
+        /// Output file.
+        path: PathBuf,
+    },
+    /// A table on stdout.
+    Stdout {
+        /// Rows to print at most (default 20).
+        #[serde(default = "default_rows")]
+        max_rows: usize,
+    },
+}
+
+fn default_rows() -> usize {
+    20
+}
+
+impl JobConfig {
+    /// Reads and parses a job file.
+    ///
+    /// # Errors
+    /// [`Error::JobFile`] when it cannot be read or parsed.
+    pub fn load(path: &Path) -> Result<JobConfig, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::JobFile { path: path.display().to_string(), reason: e.to_string() })?;
+        Self::parse(&text).map_err(|reason| Error::JobFile { path: path.display().to_string(), reason })
+    }
+
+    /// Parses a job from TOML text.
+    ///
+    /// # Errors
+    /// The TOML error as text.
+    pub fn parse(text: &str) -> Result<JobConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+/// Counters of one process's run.
+#[derive(Debug, Default)]
+pub struct JobCounters {
+    /// Source counters (records, dead letters).
+    pub source: Arc<SourceCounters>,
+    /// Aggregate rows emitted by the window operator.
+    pub rows_total: AtomicU64,
+    /// Records too late for all their windows.
+    pub late_total: AtomicU64,
+    /// Dead letters.
+    pub dead_letters_total: AtomicU64,
+}
+
+/// What a run did, for this process.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobSummary {
+    /// Records read by this process's sources.
+    pub events: u64,
+    /// Aggregate rows emitted by this process's workers.
+    pub rows: u64,
+    /// Late records.
+    pub late: u64,
+    /// Dead-lettered records.
+    pub dead_letters: u64,
+    /// Wall-clock time of the dataflow, seconds.
+    pub elapsed_seconds: f64,
+}
+
+impl JobSummary {
+    /// Events per second of wall-clock time.
+    pub fn events_per_second(&self) -> f64 {
+        self.events as f64 / self.elapsed_seconds.max(1e-9)
+    }
+}
+
+impl std::fmt::Display for JobSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "events {}  rows {}  late {}  dead-lettered {}  elapsed {:.3}s  events/s {:.0}",
+            self.events,
+            self.rows,
+            self.late,
+            self.dead_letters,
+            self.elapsed_seconds,
+            self.events_per_second()
+        )
+    }
+}
+
+enum Input {
+    Files(Vec<PathBuf>, FileSourceConfig),
+    Generator(GeneratorConfig),
+}
+
+struct Plan {
+    job: JobConfig,
+    input: Input,
+    base: PathBuf,
+}
+
+impl Plan {
+    fn prepare(job: &JobConfig, base: &Path) -> Result<Plan, Error> {
+        let input = match &job.source {
+            SourceConfig::File(f) => {
+                let files = file_partitions(f, base)?;
+                for path in &files {
+                    open_file_partition(path, f.format, &f.mapping)?;
+                }
+                Input::Files(files, f.clone())
+            }
+            SourceConfig::Generator(g) => Input::Generator(g.clone()),
+        };
+        let w = &job.window;
+        if w.size.is_zero() {
+            return Err(Error::Invalid("window size must be > 0".into()));
+        }
+        if w.kind == WindowKind::Sliding {
+            let slide = w.slide.ok_or_else(|| Error::Invalid("sliding windows need `slide`".into()))?;
+            if slide.is_zero() || slide > w.size {
+                return Err(Error::Invalid("need 0 < slide ≤ size".into()));
+            }
+        }
+        Ok(Plan { job: job.clone(), input, base: base.to_path_buf() })
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn partitions(&self) -> usize {
+        match &self.input {
+            Input::Files(files, _) => files.len(),
+            Input::Generator(g) => g.partitions.max(1),
+        }
+    }
+
+    fn build<'s>(&self, scope: Scope<'s, Time>, counters: &Arc<JobCounters>) -> Result<(), Error> {
+        let ooo = self.job.watermark.out_of_orderness.as_millis() as u64;
+        let settings = SourceSettings::new(format!("{}-source", self.job.name), ooo);
+        let (spans, dead) = match &self.input {
+            Input::Files(files, cfg) => {
+                let files = files.clone();
+                let cfg = cfg.clone();
+                partitioned_source(
+                    scope,
+                    settings,
+                    files.len(),
+                    move |i| open_file_partition(&files[i], cfg.format, &cfg.mapping).expect("validated before start"),
+                    Some(counters.source.clone()),
+                )
+            }
+            Input::Generator(g) => {
+                let g = g.clone();
+                partitioned_source(scope, settings, self.partitions(), move |i| generator_partition(&g, i), Some(counters.source.clone()))
+            }
+        };
+        let w = &self.job.window;
+        let lateness = w.allowed_lateness.unwrap_or_default().as_millis() as u64;
+        let size = w.size.as_millis() as u64;
+        let (rows, late) = match w.kind {
+            WindowKind::Tumbling => self.aggregate(spans, Tumbling::new(size), lateness),
+            WindowKind::Sliding => {
+                let slide = w.slide.unwrap_or(w.size).as_millis() as u64;
+                self.aggregate(spans, Sliding::new(size, slide), lateness)
+            }
+        };
+        let c = counters.clone();
+        let rows = rows.inspect_batch(move |_, b| {
+            c.rows_total.fetch_add(b.len() as u64, Ordering::Relaxed);
+        });
+        let c = counters.clone();
+        let late = late.inspect_batch(move |_, b| {
+            c.late_total.fetch_add(b.len() as u64, Ordering::Relaxed);
+        });
+        let c = counters.clone();
+        let dead = dead.inspect_batch(move |_, b| {
+            c.dead_letters_total.fetch_add(b.len() as u64, Ordering::Relaxed);
+        });
+        for sink in &self.job.sinks {
+            match sink {
+                SinkConfig::Jsonl { path } => rows.clone().sink_jsonl("rows-jsonl", self.resolve(path), None)?,
+                SinkConfig::Stdout { max_rows } => rows.clone().sink_stdout_table(
+                    "rows-stdout",
+                    [
+                        ("window_start", 19),
+                        ("service", 24),
+                        ("operator_name", 40),
+                        ("total_count", 11),
+                        ("error_rate", 10),
+                        ("avg_duration", 12),
+                        ("p95_duration", 12),
+                        ("max_duration", 12),
+                    ]
+                    .map(|(c, w)| (c.to_string(), w))
+                    .to_vec(),
+                    *max_rows,
+                ),
+            }
+        }
+        if let Some(p) = &self.job.late_output {
+            late.sink_jsonl("late-jsonl", self.resolve(p), None)?;
+        }
+        if let Some(p) = &self.job.dead_letter {
+            dead.sink_jsonl("dead-letter-jsonl", self.resolve(p), None)?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn aggregate<'s, W: WindowAssigner>(
+        &self,
+        spans: timely::dataflow::Stream<'s, Time, Vec<Span>>,
+        assigner: W,
+        lateness: u64,
+    ) -> (
+        timely::dataflow::Stream<'s, Time, Vec<crate::main_job::OperatorAggRow>>,
+        timely::dataflow::Stream<'s, Time, Vec<Span>>,
+    ) {
+        let (results, late) = spans.window_aggregate(
+            &format!("{}-window", self.job.name),
+            WindowSpec::new(assigner).allowed_lateness_ms(lateness),
+            |s: &Span| &s.key,
+            |s: &Span| s.event_time_ms,
+            metrics_aggregate(),
+        );
+        (results.map(to_row), late)
+    }
+}
+
+/// Runs a job to completion with the given worker/cluster options; relative
+/// paths in the job resolve against `base`.
+///
+/// # Errors
+/// Invalid job settings, unopenable inputs or outputs, bad cluster options, or a
+/// worker that failed.
+pub fn run(job: &JobConfig, base: &Path, cluster: &ClusterArgs) -> Result<JobSummary, Error> {
+    let plan = Arc::new(Plan::prepare(job, base)?);
+    let config = cluster.timely_config()?;
+    let counters = Arc::new(JobCounters::default());
+    let start = Instant::now();
+    let c = counters.clone();
+    let guards = timely::execute(config, move |worker| {
+        let plan = plan.clone();
+        let counters = c.clone();
+        worker.dataflow::<Time, _, _>(|scope| plan.build(scope, &counters).map_err(|e| e.to_string()))
+    })
+    .map_err(DataflowError::Execution)?;
+    for r in guards.join() {
+        r.map_err(DataflowError::Execution)?.map_err(Error::Invalid)?;
+    }
+    Ok(JobSummary {
+        events: counters.source.records_total.load(Ordering::Relaxed),
+        rows: counters.rows_total.load(Ordering::Relaxed),
+        late: counters.late_total.load(Ordering::Relaxed),
+        dead_letters: counters.dead_letters_total.load(Ordering::Relaxed),
+        elapsed_seconds: start.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,110 @@
+//! The main job: operator metrics per (service, operator_name) window — the seed
+//! table `flink_operator_agg_result`.
+
+use serde::{Deserialize, Serialize};
+use streamforge_operators::{AggregateFunction, Count, CountIf, Max, Quantiles, Sum, WindowResult};
+use streamforge_sources::{Span, SpanKey};
+
+/// One row of `flink_operator_agg_result` (plus `p95_duration`).
+///
+/// Durations are milliseconds; `avg_duration` is the exact mean of integer
+/// microsecond durations; `p95_duration` is a DDSketch estimate (1 % relative
+/// error); `error_rate = error_count / total_count`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OperatorAggRow {
+    /// Window start, UTC, `YYYY-MM-DD hh:mm:ss` (ClickHouse `DateTime` text).
+    pub window_start: String,
+    /// Window start in ms since the Unix epoch.
+    pub window_start_ms: u64,
+    /// Window size in seconds (the seed's column name).
+    #[serde(rename = "windowSize")]
+    pub window_size: u64,
+    /// Service.
+    pub service: String,
+    /// Operator name.
+    pub operator_name: String,
+    /// Operator class.
+    pub operator_class: String,
+    /// Mean duration, ms.
+    pub avg_duration: f64,
+    /// Maximum duration, ms.
+    pub max_duration: f64,
+    /// 95th percentile duration, ms.
+    pub p95_duration: f64,
+    /// Errors / total.
+    pub error_rate: f64,
+    /// Spans in the window.
+    pub total_count: u64,
+    /// Failed spans.
+    pub error_count: u64,
+    /// `total_count − error_count`.
+    pub success_count: u64,
+}
+
+/// The aggregate of the main job: count, errors, exact duration sum (µs), max
+/// (µs), p95 (ms).
+pub type MetricsAggregate = (
+    Count,
+    CountIf<fn(&Span) -> bool>,
+    Sum<fn(&Span) -> i64>,
+    Max<fn(&Span) -> i64>,
+    Quantiles<fn(&Span) -> f64>,
+);
+
+/// Builds [`MetricsAggregate`].
+pub fn metrics_aggregate() -> MetricsAggregate {
+    (
+        Count,
+        CountIf::of(|s: &Span| s.is_error),
+        Sum::of(|s: &Span| s.duration_us),
+        Max::of(|s: &Span| s.duration_us),
+        Quantiles::of(|s: &Span| s.duration_us as f64 / 1e3, &[0.95]),
+    )
+}
+
+/// The output type of [`MetricsAggregate`].
+pub type MetricsOut = <MetricsAggregate as AggregateFunction<Span>>::Out;
+
+/// Formats ms since the epoch as `YYYY-MM-DD hh:mm:ss` (UTC).
+pub fn format_utc(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
+/// Turns a fired window into a row.
+///
+/// # Examples
+/// ```
+/// use streamforge::main_job::{metrics_aggregate, to_row};
+/// use streamforge::prelude::*;
+/// let agg = metrics_aggregate();
+/// let key = SpanKey::new("cart", "GetCart", "span");
+/// let mut acc = agg.create_accumulator();
+/// for (d, e) in [(1_000, false), (3_000, true)] {
+///     agg.add(&mut acc, &Span { event_time_ms: 0, key: key.clone(), duration_us: d, is_error: e });
+/// }
+/// let window = Window { start_ms: 0, end_ms: 60_000 };
+/// let row = to_row(WindowResult { window, key, value: agg.get_result(&acc) });
+/// assert_eq!((row.total_count, row.error_count, row.success_count), (2, 1, 1));
+/// assert_eq!((row.avg_duration, row.max_duration, row.error_rate), (2.0, 3.0, 0.5));
+/// assert_eq!((row.window_size, row.window_start.as_str()), (60, "1970-01-01 00:00:00"));
+/// ```
+pub fn to_row(r: WindowResult<SpanKey, MetricsOut>) -> OperatorAggRow {
+    let (total, errors, sum_us, max_us, q) = r.value;
+    OperatorAggRow {
+        window_start: format_utc(r.window.start_ms),
+        window_start_ms: r.window.start_ms,
+        window_size: r.window.size_ms() / 1000,
+        service: r.key.service().to_string(),
+        operator_name: r.key.operator_name().to_string(),
+        operator_class: r.key.operator_class().to_string(),
+        avg_duration: if total == 0 { 0.0 } else { sum_us as f64 / total as f64 / 1e3 },
+        max_duration: max_us.unwrap_or(0) as f64 / 1e3,
+        p95_duration: q[0],
+        error_rate: if total == 0 { 0.0 } else { errors as f64 / total as f64 },
+        total_count: total,
+        error_count: errors,
+        success_count: total - errors,
+    }
+}
