@@ -1,0 +1,136 @@
+//! Shared helpers for the end-to-end tests: a sequential model of the main job,
+//! paths to the real data, free ports.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use streamforge::main_job::{format_utc, OperatorAggRow};
+use streamforge::operators::QuantileSketch;
+
+/// `../shared/data` next to the repository (or `$STREAMFORGE_SHARED_DATA`).
+/// Panics with instructions when it is missing: the tests need the real data.
+pub fn shared_data() -> PathBuf {
+    let dir = std::env::var_os("STREAMFORGE_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    assert!(
+        dir.join("SOURCES.md").is_file(),
+        "real data not found at {} — clone the repository next to `shared/` or set STREAMFORGE_SHARED_DATA",
+        dir.display()
+    );
+    dir
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Writes a hostfile for `n` local processes.
+pub fn hostfile(dir: &Path, n: usize) -> PathBuf {
+    let path = dir.join("hostfile");
+    let text: String = (0..n).map(|_| format!("127.0.0.1:{}\n", free_port())).collect();
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// One parsed input item of the model.
+pub enum Item {
+    /// (event time ms, service, operator, class, duration µs, error)
+    Span(u64, String, String, String, i64, bool),
+    /// A malformed input.
+    Dead,
+}
+
+/// What the main job must produce for the given partitions (each in read order).
+pub struct Expected {
+    pub rows: Vec<OperatorAggRow>,
+    pub late: u64,
+    pub dead: u64,
+}
+
+/// The sequential model of the main job with tumbling windows of `size_ms`, no
+/// allowed lateness, and `bound_ms` out-of-orderness per partition.
+pub fn model(partitions: &[Vec<Item>], size_ms: u64, bound_ms: u64) -> Expected {
+    #[derive(Default)]
+    struct Acc {
+        n: u64,
+        err: u64,
+        sum: i64,
+        max: i64,
+        sketch: Option<QuantileSketch>,
+    }
+    let mut acc: BTreeMap<(u64, String, String, String), Acc> = BTreeMap::new();
+    let (mut late, mut dead) = (0, 0);
+    for part in partitions {
+        let mut max_seen: Option<u64> = None;
+        for item in part {
+            let Item::Span(e, s, o, c, d, is_err) = item else {
+                dead += 1;
+                continue;
+            };
+            let wm = max_seen.map_or(0, |m| m.saturating_sub(bound_ms));
+            let start = e / size_ms * size_ms;
+            if start + size_ms <= wm {
+                late += 1;
+            } else {
+                let a = acc.entry((start, s.clone(), o.clone(), c.clone())).or_default();
+                a.max = if a.n == 0 { *d } else { a.max.max(*d) };
+                a.n += 1;
+                a.err += u64::from(*is_err);
+                a.sum += d;
+                a.sketch.get_or_insert_with(QuantileSketch::default).add(*d as f64 / 1e3);
+            }
+            max_seen = Some(max_seen.map_or(*e, |m| m.max(*e)));
+        }
+    }
+    let rows = acc
+        .into_iter()
+        .map(|((start, s, o, c), a)| OperatorAggRow {
+            window_start: format_utc(start),
+            window_start_ms: start,
+            window_size: size_ms / 1000,
+            service: s,
+            operator_name: o,
+            operator_class: c,
+            avg_duration: a.sum as f64 / a.n as f64 / 1e3,
+            max_duration: a.max as f64 / 1e3,
+            p95_duration: a.sketch.unwrap().quantile(0.95).unwrap(),
+            error_rate: a.err as f64 / a.n as f64,
+            total_count: a.n,
+            error_count: a.err,
+            success_count: a.n - a.err,
+        })
+        .collect();
+    Expected { rows, late, dead }
+}
+
+/// Reads a JSONL file of rows, sorted by (window, service, operator).
+pub fn read_rows(path: &Path) -> Vec<OperatorAggRow> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut rows: Vec<OperatorAggRow> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))).collect();
+    sort_rows(&mut rows);
+    rows
+}
+
+/// Sorts rows by (window, service, operator, class).
+pub fn sort_rows(rows: &mut [OperatorAggRow]) {
+    rows.sort_by(|a, b| {
+        (a.window_start_ms, &a.service, &a.operator_name, &a.operator_class).cmp(&(
+            b.window_start_ms,
+            &b.service,
+            &b.operator_name,
+            &b.operator_class,
+        ))
+    });
+}
+
+/// Asserts two sorted row lists are equal, reporting the first difference only.
+pub fn assert_rows_eq(got: &[OperatorAggRow], want: &[OperatorAggRow], what: &str) {
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g, w, "{what}: first difference at row {i}");
+    }
+    assert_eq!(got.len(), want.len(), "{what}: row count");
+}
