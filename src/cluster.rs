@@ -16,12 +16,19 @@ use crate::error::Error;
 /// # Errors
 /// A non-local host, a process that could not start, or one that failed (its
 /// index and exit status are in the message).
-pub fn launch_local(program: &Path, args: &[String], hostfile: &Path, workers: usize) -> Result<(), Error> {
+pub fn launch_local(
+    program: &Path,
+    args: &[String],
+    hostfile: &Path,
+    workers: usize,
+) -> Result<(), Error> {
     let hosts = read_hostfile(hostfile)?;
     for h in &hosts {
         let host = h.rsplit_once(':').map_or(h.as_str(), |(host, _)| host);
         if !matches!(host, "127.0.0.1" | "localhost" | "[::1]" | "::1") {
-            return Err(Error::Cluster(format!("host {h} is not local; start remote processes there with -p")));
+            return Err(Error::Cluster(format!(
+                "host {h} is not local; start remote processes there with -p"
+            )));
         }
     }
     let n = hosts.len();
@@ -29,7 +36,14 @@ pub fn launch_local(program: &Path, args: &[String], hostfile: &Path, workers: u
     for p in 0..n {
         let child = Command::new(program)
             .args(args)
-            .args(["-n", &n.to_string(), "-p", &p.to_string(), "-w", &workers.to_string()])
+            .args([
+                "-n",
+                &n.to_string(),
+                "-p",
+                &p.to_string(),
+                "-w",
+                &workers.to_string(),
+            ])
             .arg("-h")
             .arg(hostfile)
             .stdin(Stdio::null())
@@ -46,14 +60,18 @@ pub fn launch_local(program: &Path, args: &[String], hostfile: &Path, workers: u
     loop {
         let mut running = 0;
         for p in 0..n {
-            let Some(child) = children[p].as_mut() else { continue };
+            let Some(child) = children[p].as_mut() else {
+                continue;
+            };
             match child.try_wait() {
                 Ok(None) => running += 1,
                 Ok(Some(status)) if status.success() => children[p] = None,
                 Ok(Some(status)) => {
                     children[p] = None;
                     kill_all(&mut children);
-                    return Err(Error::Cluster(format!("process {p} failed ({status}); stopped the others")));
+                    return Err(Error::Cluster(format!(
+                        "process {p} failed ({status}); stopped the others"
+                    )));
                 }
                 Err(e) => {
                     kill_all(&mut children);

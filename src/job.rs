@@ -49,6 +49,7 @@ pub struct JobConfig {
 }
 
 /// Sources.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum SourceConfig {
@@ -69,7 +70,9 @@ pub struct WatermarkConfig {
 
 impl Default for WatermarkConfig {
     fn default() -> Self {
-        WatermarkConfig { out_of_orderness: Duration::from_secs(5) }
+        WatermarkConfig {
+            out_of_orderness: Duration::from_secs(5),
+        }
     }
 }
 
@@ -127,9 +130,14 @@ impl JobConfig {
     /// # Errors
     /// [`Error::JobFile`] when it cannot be read or parsed.
     pub fn load(path: &Path) -> Result<JobConfig, Error> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::JobFile { path: path.display().to_string(), reason: e.to_string() })?;
-        Self::parse(&text).map_err(|reason| Error::JobFile { path: path.display().to_string(), reason })
+        let text = std::fs::read_to_string(path).map_err(|e| Error::JobFile {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::parse(&text).map_err(|reason| Error::JobFile {
+            path: path.display().to_string(),
+            reason,
+        })
     }
 
     /// Parses a job from TOML text.
@@ -191,6 +199,7 @@ impl std::fmt::Display for JobSummary {
     }
 }
 
+#[allow(clippy::large_enum_variant)]
 enum Input {
     Files(Vec<PathBuf>, FileSourceConfig),
     Generator(GeneratorConfig),
@@ -219,12 +228,18 @@ impl Plan {
             return Err(Error::Invalid("window size must be > 0".into()));
         }
         if w.kind == WindowKind::Sliding {
-            let slide = w.slide.ok_or_else(|| Error::Invalid("sliding windows need `slide`".into()))?;
+            let slide = w
+                .slide
+                .ok_or_else(|| Error::Invalid("sliding windows need `slide`".into()))?;
             if slide.is_zero() || slide > w.size {
                 return Err(Error::Invalid("need 0 < slide ≤ size".into()));
             }
         }
-        Ok(Plan { job: job.clone(), input, base: base.to_path_buf() })
+        Ok(Plan {
+            job: job.clone(),
+            input,
+            base: base.to_path_buf(),
+        })
     }
 
     fn resolve(&self, p: &Path) -> PathBuf {
@@ -253,13 +268,22 @@ impl Plan {
                     scope,
                     settings,
                     files.len(),
-                    move |i| open_file_partition(&files[i], cfg.format, &cfg.mapping).expect("validated before start"),
+                    move |i| {
+                        open_file_partition(&files[i], cfg.format, &cfg.mapping)
+                            .expect("validated before start")
+                    },
                     Some(counters.source.clone()),
                 )
             }
             Input::Generator(g) => {
                 let g = g.clone();
-                partitioned_source(scope, settings, self.partitions(), move |i| generator_partition(&g, i), Some(counters.source.clone()))
+                partitioned_source(
+                    scope,
+                    settings,
+                    self.partitions(),
+                    move |i| generator_partition(&g, i),
+                    Some(counters.source.clone()),
+                )
             }
         };
         let w = &self.job.window;
@@ -282,11 +306,15 @@ impl Plan {
         });
         let c = counters.clone();
         let dead = dead.inspect_batch(move |_, b| {
-            c.dead_letters_total.fetch_add(b.len() as u64, Ordering::Relaxed);
+            c.dead_letters_total
+                .fetch_add(b.len() as u64, Ordering::Relaxed);
         });
         for sink in &self.job.sinks {
             match sink {
-                SinkConfig::Jsonl { path } => rows.clone().sink_jsonl("rows-jsonl", self.resolve(path), None)?,
+                SinkConfig::Jsonl { path } => {
+                    rows.clone()
+                        .sink_jsonl("rows-jsonl", self.resolve(path), None)?
+                }
                 SinkConfig::Stdout { max_rows } => rows.clone().sink_stdout_table(
                     "rows-stdout",
                     [
@@ -350,11 +378,13 @@ pub fn run(job: &JobConfig, base: &Path, cluster: &ClusterArgs) -> Result<JobSum
     let guards = timely::execute(config, move |worker| {
         let plan = plan.clone();
         let counters = c.clone();
-        worker.dataflow::<Time, _, _>(|scope| plan.build(scope, &counters).map_err(|e| e.to_string()))
+        worker
+            .dataflow::<Time, _, _>(|scope| plan.build(scope, &counters).map_err(|e| e.to_string()))
     })
     .map_err(DataflowError::Execution)?;
     for r in guards.join() {
-        r.map_err(DataflowError::Execution)?.map_err(Error::Invalid)?;
+        r.map_err(DataflowError::Execution)?
+            .map_err(Error::Invalid)?;
     }
     Ok(JobSummary {
         events: counters.source.records_total.load(Ordering::Relaxed),

@@ -27,8 +27,8 @@ pub mod prelude {
     pub use streamforge_dataflow::source::{partitioned_source, vec_partition, SourceSettings};
     pub use streamforge_dataflow::{stable_hash, DeadLetter, Time};
     pub use streamforge_operators::{
-        AggregateFunction, Avg, Count, CountIf, DistinctCount, Max, Min, Quantiles, Sliding, Sum, Tumbling,
-        Window, WindowAggregate, WindowAssigner, WindowResult, WindowSpec,
+        AggregateFunction, Avg, Count, CountIf, DistinctCount, Max, Min, Quantiles, Sliding, Sum,
+        Tumbling, Window, WindowAggregate, WindowAssigner, WindowResult, WindowSpec,
     };
     pub use streamforge_sinks::{SinkJsonl, SinkStdoutTable};
     pub use streamforge_sources::{Span, SpanKey};

@@ -107,11 +107,17 @@ enum Command {
         /// Operators per service.
         #[arg(long, default_value_t = 6)]
         operators: usize,
+        /// Write this many partition files `OUT-<i>.jsonl` (interleaved in event
+        /// time) instead of one file.
+        #[arg(long)]
+        partitions: Option<usize>,
     },
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -123,7 +129,10 @@ fn main() -> ExitCode {
 }
 
 fn job_base(job: &Path) -> PathBuf {
-    job.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| ".".into())
+    job.parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| ".".into())
 }
 
 fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
@@ -132,24 +141,46 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
             let config = JobConfig::load(&job)?;
             let args = timely.cluster_args();
             let summary = job::run(&config, &job_base(&job), &args)?;
-            println!("{} process {}/{}: {summary}", config.name, args.process, args.processes);
+            println!(
+                "{} process {}/{}: {summary}",
+                config.name, args.process, args.processes
+            );
         }
         Command::Demo { out, timely } => {
             let job_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/jobs/demo.toml");
             let mut config = JobConfig::load(&job_path)?;
             let out = std::env::current_dir()?.join(out);
-            config.sinks = vec![SinkConfig::Stdout { max_rows: 15 }, SinkConfig::Jsonl { path: out.clone() }];
-            println!("streamforge demo: {} on the bundled TrainTicket sample (data/sample)", config.name);
+            config.sinks = vec![
+                SinkConfig::Stdout { max_rows: 15 },
+                SinkConfig::Jsonl { path: out.clone() },
+            ];
+            println!(
+                "streamforge demo: {} on the bundled TrainTicket sample (data/sample)",
+                config.name
+            );
             let summary = job::run(&config, &job_base(&job_path), &timely.cluster_args())?;
             println!("\nsummary: {summary}");
             println!("rows written to {}", out.display());
         }
-        Command::Cluster { job, hostfile, workers, .. } => {
+        Command::Cluster {
+            job,
+            hostfile,
+            workers,
+            ..
+        } => {
             let exe = std::env::current_exe()?;
             let args = vec!["run".to_string(), job.display().to_string()];
             streamforge::cluster::launch_local(&exe, &args, &hostfile, workers)?;
         }
-        Command::Generate { events, out, seed, rate, services, operators } => {
+        Command::Generate {
+            events,
+            out,
+            seed,
+            rate,
+            services,
+            operators,
+            partitions,
+        } => {
             let mut g = GeneratorConfig::with_events(events);
             g.seed = seed;
             g.events_per_second = rate;
@@ -158,10 +189,24 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
             if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
             }
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&out)?);
-            let n = g.write_jsonl(&mut w)?;
-            std::io::Write::flush(&mut w)?;
-            println!("wrote {n} spans to {}", out.display());
+            if let Some(parts) = partitions {
+                g.partitions = parts.max(1);
+                let stem = out.with_extension("");
+                for p in 0..g.partitions {
+                    let path = PathBuf::from(format!("{}-{p}.jsonl", stem.display()));
+                    let mut w =
+                        std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path)?);
+                    let n = g.write_partition_jsonl(p, &mut w)?;
+                    std::io::Write::flush(&mut w)?;
+                    println!("wrote {n} spans to {}", path.display());
+                }
+            } else {
+                let mut w =
+                    std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&out)?);
+                let n = g.write_jsonl(&mut w)?;
+                std::io::Write::flush(&mut w)?;
+                println!("wrote {n} spans to {}", out.display());
+            }
         }
     }
     Ok(())

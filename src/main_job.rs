@@ -99,10 +99,18 @@ pub fn to_row(r: WindowResult<SpanKey, MetricsOut>) -> OperatorAggRow {
         service: r.key.service().to_string(),
         operator_name: r.key.operator_name().to_string(),
         operator_class: r.key.operator_class().to_string(),
-        avg_duration: if total == 0 { 0.0 } else { sum_us as f64 / total as f64 / 1e3 },
+        avg_duration: if total == 0 {
+            0.0
+        } else {
+            sum_us as f64 / total as f64 / 1e3
+        },
         max_duration: max_us.unwrap_or(0) as f64 / 1e3,
         p95_duration: q[0],
-        error_rate: if total == 0 { 0.0 } else { errors as f64 / total as f64 },
+        error_rate: if total == 0 {
+            0.0
+        } else {
+            errors as f64 / total as f64
+        },
         total_count: total,
         error_count: errors,
         success_count: total - errors,

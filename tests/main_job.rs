@@ -51,7 +51,9 @@ fn write_inputs(dir: &Path) -> Vec<Vec<Item>> {
 /// The model's own reading of a line (serde_json::Value, independent of the
 /// source's decoder).
 fn parse_model(line: &str) -> Item {
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { return Item::Dead };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+        return Item::Dead;
+    };
     let (Some(ts), Some(s), Some(o), Some(d), Some(e)) = (
         v["ts"].as_u64(),
         v["service"].as_str(),
@@ -61,7 +63,14 @@ fn parse_model(line: &str) -> Item {
     ) else {
         return Item::Dead;
     };
-    Item::Span(ts, s.into(), o.into(), "span".into(), (d * 1e3).round() as i64, e)
+    Item::Span(
+        ts,
+        s.into(),
+        o.into(),
+        "span".into(),
+        (d * 1e3).round() as i64,
+        e,
+    )
 }
 
 fn file_job(dir: &Path, pattern: &str, out: &str) -> String {
@@ -98,21 +107,45 @@ fn file_job_matches_model_with_late_and_dead_letters_at_1_2_4_workers() {
     let dir = tempfile::tempdir().unwrap();
     let parts = write_inputs(dir.path());
     let expected = model(&parts, 60_000, 3_000);
-    assert!(expected.late > 0 && expected.dead > 0, "the input must exercise late and dead letters");
+    assert!(
+        expected.late > 0 && expected.dead > 0,
+        "the input must exercise late and dead letters"
+    );
     for workers in [1, 2, 4] {
         let out = format!("out-w{workers}");
         let config = JobConfig::parse(&file_job(dir.path(), "spans-*.jsonl", &out)).unwrap();
-        let summary = job::run(&config, dir.path(), &ClusterArgs { workers, ..Default::default() }).unwrap();
+        let summary = job::run(
+            &config,
+            dir.path(),
+            &ClusterArgs {
+                workers,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(summary.late, expected.late, "late count at -w {workers}");
-        assert_eq!(summary.dead_letters, expected.dead, "dead-letter count at -w {workers}");
-        assert_eq!(summary.rows, expected.rows.len() as u64, "row count at -w {workers}");
+        assert_eq!(
+            summary.dead_letters, expected.dead,
+            "dead-letter count at -w {workers}"
+        );
+        assert_eq!(
+            summary.rows,
+            expected.rows.len() as u64,
+            "row count at -w {workers}"
+        );
         let rows = read_rows(&dir.path().join(&out).join("rows.jsonl"));
         assert_rows_eq(&rows, &expected.rows, &format!("rows at -w {workers}"));
         let dead = std::fs::read_to_string(dir.path().join(&out).join("dead.jsonl")).unwrap();
         assert_eq!(dead.lines().count() as u64, expected.dead);
         let first: serde_json::Value = serde_json::from_str(dead.lines().next().unwrap()).unwrap();
-        assert!(first["source"].as_str().unwrap().ends_with(".jsonl"), "{first}");
-        assert!(first["position"].as_u64().unwrap() > 0 && !first["reason"].as_str().unwrap().is_empty());
+        assert!(
+            first["source"].as_str().unwrap().ends_with(".jsonl"),
+            "{first}"
+        );
+        assert!(
+            first["position"].as_u64().unwrap() > 0
+                && !first["reason"].as_str().unwrap().is_empty()
+        );
         assert!(!first["raw"].as_str().unwrap().is_empty());
         let late = std::fs::read_to_string(dir.path().join(&out).join("late.jsonl")).unwrap();
         assert_eq!(late.lines().count() as u64, expected.late);
@@ -128,11 +161,22 @@ fn two_process_cluster_matches_model() {
     std::fs::write(&job, file_job(dir.path(), "spans-*.jsonl", "cluster")).unwrap();
     let hosts = hostfile(dir.path(), 2);
     let status = Command::new(BIN)
-        .args(["cluster", job.to_str().unwrap(), "-h", hosts.to_str().unwrap(), "-w", "2"])
+        .args([
+            "cluster",
+            job.to_str().unwrap(),
+            "-h",
+            hosts.to_str().unwrap(),
+            "-w",
+            "2",
+        ])
         .status()
         .unwrap();
     assert!(status.success());
-    assert_rows_eq(&read_rows(&dir.path().join("cluster/rows.jsonl")), &expected.rows, "2 processes");
+    assert_rows_eq(
+        &read_rows(&dir.path().join("cluster/rows.jsonl")),
+        &expected.rows,
+        "2 processes",
+    );
     let late = std::fs::read_to_string(dir.path().join("cluster/late.jsonl")).unwrap();
     assert_eq!(late.lines().count() as u64, expected.late);
     let dead = std::fs::read_to_string(dir.path().join("cluster/dead.jsonl")).unwrap();
@@ -173,7 +217,15 @@ fn trainticket_day_gives_the_same_rows_at_w1_w2_and_two_processes() {
     for workers in [1, 2] {
         let out = dir.path().join(format!("w{workers}.jsonl"));
         let config = JobConfig::parse(&trainticket_job(&out)).unwrap();
-        let s = job::run(&config, dir.path(), &ClusterArgs { workers, ..Default::default() }).unwrap();
+        let s = job::run(
+            &config,
+            dir.path(),
+            &ClusterArgs {
+                workers,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(s.events, 328_848, "every span of the day is read");
         outputs.push(read_rows(&out));
     }
@@ -182,7 +234,14 @@ fn trainticket_day_gives_the_same_rows_at_w1_w2_and_two_processes() {
     std::fs::write(&job, trainticket_job(&out)).unwrap();
     let hosts = hostfile(dir.path(), 2);
     let status = Command::new(BIN)
-        .args(["cluster", job.to_str().unwrap(), "-h", hosts.to_str().unwrap(), "-w", "1"])
+        .args([
+            "cluster",
+            job.to_str().unwrap(),
+            "-h",
+            hosts.to_str().unwrap(),
+            "-w",
+            "1",
+        ])
         .status()
         .unwrap();
     assert!(status.success());
@@ -190,7 +249,9 @@ fn trainticket_day_gives_the_same_rows_at_w1_w2_and_two_processes() {
     assert!(outputs[0].len() > 10_000, "{} rows", outputs[0].len());
     let total: u64 = outputs[0].iter().map(|r| r.total_count).sum();
     assert!(total > 328_000, "nearly all spans are in windows: {total}");
-    assert!(outputs[0].iter().any(|r| r.service == "ts-auth-service" && r.operator_name == "/api/v1/users/login"));
+    assert!(outputs[0]
+        .iter()
+        .any(|r| r.service == "ts-auth-service" && r.operator_name == "/api/v1/users/login"));
     assert_rows_eq(&outputs[1], &outputs[0], "-w 2 vs -w 1");
     assert_rows_eq(&outputs[2], &outputs[0], "2 processes vs -w 1");
 }
@@ -210,7 +271,10 @@ fn cluster_stops_every_process_when_one_fails() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("process 1 failed"), "{err}");
-    assert!(start.elapsed().as_secs() < 20, "the sleeping processes were killed");
+    assert!(
+        start.elapsed().as_secs() < 20,
+        "the sleeping processes were killed"
+    );
 }
 
 #[test]
@@ -247,7 +311,15 @@ path = "{}"
         out.display()
     );
     let config = JobConfig::parse(&text).unwrap();
-    let s = job::run(&config, dir.path(), &ClusterArgs { workers: 2, ..Default::default() }).unwrap();
+    let s = job::run(
+        &config,
+        dir.path(),
+        &ClusterArgs {
+            workers: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(s.events, 336_776);
     assert_eq!(s.dead_letters, 0);
     let rows = read_rows(&out);
@@ -257,5 +329,7 @@ path = "{}"
     assert_eq!(s.late, 0);
     // 8,255 flights have no dep_time (cancelled).
     assert_eq!(errors, 8_255);
-    assert!(rows.iter().any(|r| r.service == "UA" && r.operator_name == "EWR-IAH"));
+    assert!(rows
+        .iter()
+        .any(|r| r.service == "UA" && r.operator_name == "EWR-IAH"));
 }

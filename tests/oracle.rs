@@ -14,6 +14,7 @@ use timely::dataflow::operators::Inspect;
 /// (key, event time, value)
 type Rec = (u64, u64, i64);
 /// (window start, window end, key) → (count, sum, max, min, distinct values)
+type Acc = (u64, i64, Option<i64>, Option<i64>, BTreeSet<i64>);
 type Rows = BTreeMap<(u64, u64, u64), (u64, i64, Option<i64>, Option<i64>, u64)>;
 
 #[derive(Clone, Debug)]
@@ -37,12 +38,22 @@ fn random_case(seed: u64, records: usize, parts: usize, disorder_ms: u64, late_r
                     if rng.gen_bool(late_ratio) {
                         jitter += rng.gen_range(0..20_000);
                     }
-                    (rng.gen_range(0..13u64), t.saturating_sub(jitter), rng.gen_range(-50..500i64))
+                    (
+                        rng.gen_range(0..13u64),
+                        t.saturating_sub(jitter),
+                        rng.gen_range(-50..500i64),
+                    )
                 })
                 .collect()
         })
         .collect();
-    Case { partitions, size_ms: 10_000, slide_ms: None, lateness_ms: 0, bound_ms: disorder_ms / 2 }
+    Case {
+        partitions,
+        size_ms: 10_000,
+        slide_ms: None,
+        lateness_ms: 0,
+        bound_ms: disorder_ms / 2,
+    }
 }
 
 fn key_of(r: &Rec) -> &u64 {
@@ -72,14 +83,16 @@ fn windows_of(case: &Case, e: u64) -> Vec<(u64, u64)> {
 
 /// The sequential model: each partition in order, watermark = max seen − bound.
 fn model(case: &Case) -> (Rows, Vec<Rec>) {
-    let mut acc: BTreeMap<(u64, u64, u64), (u64, i64, Option<i64>, Option<i64>, BTreeSet<i64>)> = BTreeMap::new();
+    let mut acc: BTreeMap<(u64, u64, u64), Acc> = BTreeMap::new();
     let mut late = vec![];
     for part in &case.partitions {
         let mut max_seen: Option<u64> = None;
         for &(k, e, v) in part {
             let wm = max_seen.map_or(0, |m| m.saturating_sub(case.bound_ms));
-            let live: Vec<_> =
-                windows_of(case, e).into_iter().filter(|(_, end)| end + case.lateness_ms > wm).collect();
+            let live: Vec<_> = windows_of(case, e)
+                .into_iter()
+                .filter(|(_, end)| end + case.lateness_ms > wm)
+                .collect();
             if live.is_empty() {
                 late.push((k, e, v));
             }
@@ -95,7 +108,12 @@ fn model(case: &Case) -> (Rows, Vec<Rec>) {
         }
     }
     late.sort();
-    (acc.into_iter().map(|(k, a)| (k, (a.0, a.1, a.2, a.3, a.4.len() as u64))).collect(), late)
+    (
+        acc.into_iter()
+            .map(|(k, a)| (k, (a.0, a.1, a.2, a.3, a.4.len() as u64)))
+            .collect(),
+        late,
+    )
 }
 
 fn dataflow(case: &Case, workers: usize) -> (Rows, Vec<Rec>) {
@@ -108,12 +126,26 @@ fn dataflow(case: &Case, workers: usize) -> (Rows, Vec<Rec>) {
             let parts = c.partitions.clone();
             let (recs, _dead) = partitioned_source(
                 scope,
-                SourceSettings { batch_items: 7, ..SourceSettings::new("src", c.bound_ms) },
+                SourceSettings {
+                    batch_items: 7,
+                    ..SourceSettings::new("src", c.bound_ms)
+                },
                 parts.len(),
-                move |i| vec_partition(format!("p{i}"), parts[i].iter().map(|r| (r.1, *r)).collect()),
+                move |i| {
+                    vec_partition(
+                        format!("p{i}"),
+                        parts[i].iter().map(|r| (r.1, *r)).collect(),
+                    )
+                },
                 None,
             );
-            let agg = (Count, Sum::of(|r: &Rec| r.2), Max::of(|r: &Rec| r.2), Min::of(|r: &Rec| r.2), DistinctCount::of(|r: &Rec| r.2));
+            let agg = (
+                Count,
+                Sum::of(|r: &Rec| r.2),
+                Max::of(|r: &Rec| r.2),
+                Min::of(|r: &Rec| r.2),
+                DistinctCount::of(|r: &Rec| r.2),
+            );
             let (out, late_out) = match c.slide_ms {
                 None => recs.window_aggregate(
                     "w",
@@ -124,15 +156,24 @@ fn dataflow(case: &Case, workers: usize) -> (Rows, Vec<Rec>) {
                 ),
                 Some(slide) => recs.window_aggregate(
                     "w",
-                    WindowSpec::new(Sliding::new(c.size_ms, slide)).allowed_lateness_ms(c.lateness_ms),
+                    WindowSpec::new(Sliding::new(c.size_ms, slide))
+                        .allowed_lateness_ms(c.lateness_ms),
                     key_of,
                     |r: &Rec| r.1,
                     agg,
                 ),
             };
             out.inspect(move |w| {
-                let prev = r.lock().unwrap().insert((w.window.start_ms, w.window.end_ms, w.key), w.value);
-                assert!(prev.is_none(), "window {:?} key {} emitted twice", w.window, w.key);
+                let prev = r
+                    .lock()
+                    .unwrap()
+                    .insert((w.window.start_ms, w.window.end_ms, w.key), w.value);
+                assert!(
+                    prev.is_none(),
+                    "window {:?} key {} emitted twice",
+                    w.window,
+                    w.key
+                );
             });
             late_out.inspect(move |x| l.lock().unwrap().push(*x));
         });

@@ -26,7 +26,13 @@ pub struct ClusterArgs {
 
 impl Default for ClusterArgs {
     fn default() -> Self {
-        ClusterArgs { workers: 1, processes: 1, process: 0, hostfile: None, report: false }
+        ClusterArgs {
+            workers: 1,
+            processes: 1,
+            process: 0,
+            hostfile: None,
+            report: false,
+        }
     }
 }
 
@@ -105,10 +111,17 @@ pub fn read_hostfile(path: &std::path::Path) -> Result<Vec<String>, DataflowErro
         path: path.display().to_string(),
         reason: e.to_string(),
     })?;
-    let hosts: Vec<String> =
-        text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+    let hosts: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
     for h in &hosts {
-        if h.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+        if h.rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none()
+        {
             return Err(DataflowError::Hostfile {
                 path: path.display().to_string(),
                 reason: format!("line {h:?} is not host:port"),

@@ -27,7 +27,6 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::{Scope, Stream};
 
-
 use crate::dead_letter::DeadLetter;
 use crate::time::{time, Epoch, EventTime, Time};
 use crate::watermark::PartitionWatermark;
@@ -156,7 +155,10 @@ pub fn partitioned_source<'scope, D, F>(
     partitions: usize,
     mut open: F,
     counters: Option<Arc<SourceCounters>>,
-) -> (Stream<'scope, Time, Vec<D>>, Stream<'scope, Time, Vec<DeadLetter>>)
+) -> (
+    Stream<'scope, Time, Vec<D>>,
+    Stream<'scope, Time, Vec<DeadLetter>>,
+)
 where
     D: 'static,
     F: FnMut(usize) -> Box<dyn PartitionReader<D>> + 'static,
@@ -175,8 +177,7 @@ where
     builder.build(move |mut caps| {
         let dead_cap = caps.pop();
         let record_cap = caps.pop();
-        let mut caps: Option<(Capability<Time>, Capability<Time>)> =
-            record_cap.zip(dead_cap);
+        let mut caps: Option<(Capability<Time>, Capability<Time>)> = record_cap.zip(dead_cap);
         let mut parts: Vec<Partition<D>> = (0..partitions)
             .filter(|i| i % peers == index)
             .map(|i| Partition {
@@ -194,7 +195,9 @@ where
         activator.activate();
 
         move |_frontiers| {
-            let Some((rcap, dcap)) = caps.as_mut() else { return };
+            let Some((rcap, dcap)) = caps.as_mut() else {
+                return;
+            };
             let mut records_out = records_out.activate();
             let mut dead_out = dead_out.activate();
             let mut budget = settings.items_per_activation;
@@ -214,12 +217,19 @@ where
                     .reader
                     .read_batch(settings.batch_items.min(budget), &mut items)
                     .unwrap_or_else(|e| {
-                        panic!("source {}: partition {} failed: {e}", settings.name, p.reader.describe())
+                        panic!(
+                            "source {}: partition {} failed: {e}",
+                            settings.name,
+                            p.reader.describe()
+                        )
                     });
                 budget = budget.saturating_sub(items.len().max(1));
                 for item in items.drain(..) {
                     match item {
-                        SourceItem::Record { event_time_ms, record } => {
+                        SourceItem::Record {
+                            event_time_ms,
+                            record,
+                        } => {
                             let w = p.watermark.current();
                             if event_time_ms >= w {
                                 on_time.push(record);
@@ -232,9 +242,15 @@ where
                     }
                 }
                 let n = on_time.len() + behind.len();
-                counters.records_total.fetch_add(n as u64, Ordering::Relaxed);
-                counters.behind_watermark_total.fetch_add(behind.len() as u64, Ordering::Relaxed);
-                counters.dead_letters_total.fetch_add(dead_batch.len() as u64, Ordering::Relaxed);
+                counters
+                    .records_total
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                counters
+                    .behind_watermark_total
+                    .fetch_add(behind.len() as u64, Ordering::Relaxed);
+                counters
+                    .dead_letters_total
+                    .fetch_add(dead_batch.len() as u64, Ordering::Relaxed);
                 let t = time(epoch, batch_start);
                 if !on_time.is_empty() {
                     let c = rcap.delayed(&t);
@@ -260,7 +276,11 @@ where
                     ReadStatus::Idle(d) => p.idle_until = Some(now + d),
                 }
             }
-            let low = parts.iter().filter(|p| !p.finished).map(|p| p.watermark.current()).min();
+            let low = parts
+                .iter()
+                .filter(|p| !p.finished)
+                .map(|p| p.watermark.current())
+                .min();
             let Some(w) = low else {
                 caps = None;
                 return;
@@ -271,7 +291,10 @@ where
             let wake = parts
                 .iter()
                 .filter(|p| !p.finished)
-                .map(|p| p.idle_until.map_or(Duration::ZERO, |u| u.saturating_duration_since(now)))
+                .map(|p| {
+                    p.idle_until
+                        .map_or(Duration::ZERO, |u| u.saturating_duration_since(now))
+                })
                 .min()
                 .unwrap_or(Duration::ZERO);
             if wake.is_zero() {
@@ -290,7 +313,10 @@ pub fn vec_partition<D: 'static>(
     name: impl Into<String>,
     items: Vec<(EventTime, D)>,
 ) -> Box<dyn PartitionReader<D>> {
-    Box::new(VecPartition { name: name.into(), items: items.into_iter() })
+    Box::new(VecPartition {
+        name: name.into(),
+        items: items.into_iter(),
+    })
 }
 
 struct VecPartition<D> {
@@ -308,9 +334,16 @@ impl<D> PartitionReader<D> for VecPartition<D> {
             self.items
                 .by_ref()
                 .take(max_items)
-                .map(|(event_time_ms, record)| SourceItem::Record { event_time_ms, record }),
+                .map(|(event_time_ms, record)| SourceItem::Record {
+                    event_time_ms,
+                    record,
+                }),
         );
-        Ok(if self.items.len() == 0 { ReadStatus::Finished } else { ReadStatus::More })
+        Ok(if self.items.len() == 0 {
+            ReadStatus::Finished
+        } else {
+            ReadStatus::More
+        })
     }
 
     fn describe(&self) -> String {

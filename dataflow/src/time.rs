@@ -26,7 +26,9 @@ pub type Epoch = u64;
 pub type EventTime = u64;
 /// The timely timestamp of every streamforge dataflow: `(epoch, event_ms)`,
 /// ordered as a product (both coordinates `≤`).
-#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize,
+)]
 pub struct Time {
     /// Checkpoint epoch.
     pub epoch: Epoch,
@@ -42,7 +44,9 @@ impl PartialOrder for Time {
 }
 
 /// Path summary for [`Time`]: how much each coordinate advances along a path.
-#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize,
+)]
 pub struct TimeSummary {
     /// Epochs added.
     pub epoch: u64,
@@ -98,7 +102,10 @@ impl Refines<()> for Time {
 /// assert_eq!((t.epoch, t.event_ms), (2, 1_000));
 /// ```
 pub fn time(epoch: Epoch, event_time_ms: EventTime) -> Time {
-    Time { epoch, event_ms: event_time_ms }
+    Time {
+        epoch,
+        event_ms: event_time_ms,
+    }
 }
 
 /// What an input frontier says about event time and epochs.
@@ -131,7 +138,10 @@ impl FrontierView {
             watermark_ms = Some(watermark_ms.map_or(t.event_ms, |w| w.min(t.event_ms)));
             oldest_epoch = Some(oldest_epoch.map_or(t.epoch, |e| e.min(t.epoch)));
         }
-        FrontierView { watermark_ms, oldest_epoch }
+        FrontierView {
+            watermark_ms,
+            oldest_epoch,
+        }
     }
 
     /// True when every record with event-time coordinate `< t_ms` has arrived.

@@ -29,13 +29,17 @@ pub struct PartitionWatermark {
 impl PartitionWatermark {
     /// A partition watermark that tolerates `out_of_orderness_ms` of disorder.
     pub fn new(out_of_orderness_ms: u64) -> Self {
-        PartitionWatermark { max_seen: None, out_of_orderness_ms }
+        PartitionWatermark {
+            max_seen: None,
+            out_of_orderness_ms,
+        }
     }
 
     /// The current watermark (0 before any record).
     #[inline]
     pub fn current(&self) -> EventTime {
-        self.max_seen.map_or(0, |m| m.saturating_sub(self.out_of_orderness_ms))
+        self.max_seen
+            .map_or(0, |m| m.saturating_sub(self.out_of_orderness_ms))
     }
 
     /// Accounts for a record with event time `event_time_ms`.
@@ -49,7 +53,10 @@ impl PartitionWatermark {
 
     /// Restores a watermark from its saved maximum (checkpoint restore).
     pub fn from_max_seen(max_seen: Option<EventTime>, out_of_orderness_ms: u64) -> Self {
-        PartitionWatermark { max_seen, out_of_orderness_ms }
+        PartitionWatermark {
+            max_seen,
+            out_of_orderness_ms,
+        }
     }
 
     /// The maximum event time seen so far.

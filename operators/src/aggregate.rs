@@ -350,7 +350,10 @@ pub struct Quantiles<F> {
 impl<F> Quantiles<F> {
     /// Quantiles `qs` (each in 0..=1) of `field(input)`.
     pub fn of(field: F, qs: &[f64]) -> Self {
-        Quantiles { field, quantiles: qs.to_vec() }
+        Quantiles {
+            field,
+            quantiles: qs.to_vec(),
+        }
     }
 }
 
@@ -368,7 +371,10 @@ impl<In, F: Fn(&In) -> f64 + Clone + 'static> AggregateFunction<In> for Quantile
         acc.merge(&other)
     }
     fn get_result(&self, acc: &QuantileSketch) -> Vec<f64> {
-        self.quantiles.iter().map(|q| acc.quantile(*q).unwrap_or(0.0)).collect()
+        self.quantiles
+            .iter()
+            .map(|q| acc.quantile(*q).unwrap_or(0.0))
+            .collect()
     }
 }
 
@@ -399,4 +405,3 @@ tuple_aggregate!(A 0, B 1, C 2);
 tuple_aggregate!(A 0, B 1, C 2, D 3);
 tuple_aggregate!(A 0, B 1, C 2, D 3, E 4);
 tuple_aggregate!(A 0, B 1, C 2, D 3, E 4, F 5);
-

@@ -61,7 +61,10 @@ impl Tumbling {
     /// If `size_ms` is 0 (job configs are validated before this point).
     pub fn new(size_ms: u64) -> Self {
         assert!(size_ms > 0, "tumbling window size must be > 0");
-        Tumbling { size_ms, offset_ms: 0 }
+        Tumbling {
+            size_ms,
+            offset_ms: 0,
+        }
     }
 
     #[inline]
@@ -75,7 +78,10 @@ impl WindowAssigner for Tumbling {
     #[inline]
     fn assign(&self, event_time_ms: u64, mut f: impl FnMut(Window)) {
         let start = self.start(event_time_ms);
-        f(Window { start_ms: start, end_ms: start + self.size_ms });
+        f(Window {
+            start_ms: start,
+            end_ms: start + self.size_ms,
+        });
     }
     #[inline]
     fn max_end(&self, event_time_ms: u64) -> u64 {
@@ -112,7 +118,10 @@ impl Sliding {
     /// # Panics
     /// On a zero size or slide, or a slide larger than the size.
     pub fn new(size_ms: u64, slide_ms: u64) -> Self {
-        assert!(size_ms > 0 && slide_ms > 0 && slide_ms <= size_ms, "need 0 < slide ≤ size");
+        assert!(
+            size_ms > 0 && slide_ms > 0 && slide_ms <= size_ms,
+            "need 0 < slide ≤ size"
+        );
         Sliding { size_ms, slide_ms }
     }
 }
@@ -128,7 +137,10 @@ impl WindowAssigner for Sliding {
         };
         let mut s = first_start;
         while s <= last_start {
-            f(Window { start_ms: s, end_ms: s + self.size_ms });
+            f(Window {
+                start_ms: s,
+                end_ms: s + self.size_ms,
+            });
             s += self.slide_ms;
         }
     }

@@ -11,9 +11,9 @@ pub mod assigner;
 pub mod sketch;
 pub mod window_aggregate;
 
-pub use aggregate::{Numeric, 
-    Avg, AggregateFunction, Count, CountIf, DistinctCount, Max, Min, Quantiles, Sum,
+pub use aggregate::{
+    AggregateFunction, Avg, Count, CountIf, DistinctCount, Max, Min, Numeric, Quantiles, Sum,
 };
 pub use assigner::{Sliding, Tumbling, Window, WindowAssigner};
 pub use sketch::QuantileSketch;
-pub use window_aggregate::{WindowAggregate, WindowResult, WindowSpec};
+pub use window_aggregate::{WindowAggregate, WindowOutputs, WindowResult, WindowSpec};

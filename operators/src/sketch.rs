@@ -33,7 +33,9 @@ pub struct QuantileSketch {
 
 impl std::fmt::Debug for QuantileSketch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QuantileSketch").field("count", &self.count()).finish()
+        f.debug_struct("QuantileSketch")
+            .field("count", &self.count())
+            .finish()
     }
 }
 
@@ -47,7 +49,9 @@ impl QuantileSketch {
     /// A sketch whose quantiles have relative error at most `relative_accuracy`
     /// (e.g. 0.01), with at most 2048 bins per sign.
     pub fn new(relative_accuracy: f64) -> Self {
-        QuantileSketch { inner: DDSketch::new(Config::new(relative_accuracy, 2048, 1.0e-9)) }
+        QuantileSketch {
+            inner: DDSketch::new(Config::new(relative_accuracy, 2048, 1.0e-9)),
+        }
     }
 
     /// Adds one value.
@@ -60,7 +64,9 @@ impl QuantileSketch {
     pub fn merge(&mut self, other: &QuantileSketch) {
         // Both sketches come from `new` with the same accuracy inside one job;
         // a config mismatch is a programming error.
-        self.inner.merge(&other.inner).expect("merging sketches of different accuracy");
+        self.inner
+            .merge(&other.inner)
+            .expect("merging sketches of different accuracy");
     }
 
     /// The `q`-quantile (0 ≤ q ≤ 1), or `None` when empty or `q` is out of range.

@@ -49,7 +49,10 @@ pub struct WindowSpec<W> {
 impl<W> WindowSpec<W> {
     /// A spec with no allowed lateness.
     pub fn new(assigner: W) -> Self {
-        WindowSpec { assigner, allowed_lateness_ms: 0 }
+        WindowSpec {
+            assigner,
+            allowed_lateness_ms: 0,
+        }
     }
     /// Sets the allowed lateness in ms.
     pub fn allowed_lateness_ms(mut self, ms: u64) -> Self {
@@ -68,6 +71,15 @@ pub struct WindowResult<K, O> {
     /// The aggregate's result.
     pub value: O,
 }
+
+/// The outputs of a window aggregate: `(results, late records)`.
+pub type WindowOutputs<'scope, K, O, D> = (
+    Stream<'scope, Time, Vec<WindowResult<K, O>>>,
+    Stream<'scope, Time, Vec<D>>,
+);
+
+/// Records of later epochs, with a late-port capability each.
+type Stash<D> = BTreeMap<Epoch, Vec<(Capability<Time>, Vec<D>)>>;
 
 /// Extension trait: `stream.window_aggregate(..)`.
 pub trait WindowAggregate<'scope, D: ExchangeData> {
@@ -111,7 +123,7 @@ pub trait WindowAggregate<'scope, D: ExchangeData> {
         key: KF,
         event_time_ms: TF,
         aggregate: A,
-    ) -> (Stream<'scope, Time, Vec<WindowResult<K, A::Out>>>, Stream<'scope, Time, Vec<D>>)
+    ) -> WindowOutputs<'scope, K, A::Out, D>
     where
         K: Hash + Eq + Clone + 'static,
         W: WindowAssigner,
@@ -134,7 +146,7 @@ impl<'scope, D: ExchangeData> WindowAggregate<'scope, D> for Stream<'scope, Time
         key: KF,
         event_time_ms: TF,
         aggregate: A,
-    ) -> (Stream<'scope, Time, Vec<WindowResult<K, A::Out>>>, Stream<'scope, Time, Vec<D>>)
+    ) -> WindowOutputs<'scope, K, A::Out, D>
     where
         K: Hash + Eq + Clone + 'static,
         W: WindowAssigner,
@@ -145,10 +157,7 @@ impl<'scope, D: ExchangeData> WindowAggregate<'scope, D> for Stream<'scope, Time
     {
         let mut builder = OperatorBuilder::new(name.to_owned(), self.scope());
         let route = key.clone();
-        let mut input = builder.new_input(
-            self,
-            Exchange::new(move |d: &D| stable_hash(route(d))),
-        );
+        let mut input = builder.new_input(self, Exchange::new(move |d: &D| stable_hash(route(d))));
         let (results_out, results) = builder.new_output::<Vec<WindowResult<K, A::Out>>>();
         let (late_out, late) = builder.new_output::<Vec<D>>();
         let mut results_out = OutputBuilder::from(results_out);
@@ -162,7 +171,7 @@ impl<'scope, D: ExchangeData> WindowAggregate<'scope, D> for Stream<'scope, Time
             let mut windows: Vec<OpenWindow<K, A::Acc>> = Vec::new();
             // Records of epochs newer than the one being applied, with a late-port
             // capability so they can still be emitted as late after the frontier moves.
-            let mut stash: BTreeMap<Epoch, Vec<(Capability<Time>, Vec<D>)>> = BTreeMap::new();
+            let mut stash: Stash<D> = BTreeMap::new();
             let mut fired: Vec<WindowResult<K, A::Out>> = Vec::new();
             let mut late_batch: Vec<D> = Vec::new();
 
@@ -201,7 +210,9 @@ impl<'scope, D: ExchangeData> WindowAggregate<'scope, D> for Stream<'scope, Time
                         apply(t.event_ms, d, &mut late_batch);
                     }
                     if !late_batch.is_empty() {
-                        late_handle.session(&cap.retain(1)).give_container(&mut late_batch);
+                        late_handle
+                            .session(&cap.retain(1))
+                            .give_container(&mut late_batch);
                     }
                 });
                 // Epochs that are now current or complete: apply their stashed records.
@@ -219,20 +230,34 @@ impl<'scope, D: ExchangeData> WindowAggregate<'scope, D> for Stream<'scope, Time
                 }
                 // Fire every window whose end + lateness the watermark has reached and
                 // that no stashed record can still contribute to.
-                let stash_low = stash.values().flatten().map(|(c, _)| c.time().event_ms).min();
+                let stash_low = stash
+                    .values()
+                    .flatten()
+                    .map(|(c, _)| c.time().event_ms)
+                    .min();
                 let limit = match (view.watermark_ms, stash_low) {
                     (None, None) => u64::MAX,
                     (Some(w), None) | (None, Some(w)) => w,
                     (Some(a), Some(b)) => a.min(b),
                 };
-                let ready = windows.iter().take_while(|w| w.window.end_ms + lateness <= limit).count();
+                let ready = windows
+                    .iter()
+                    .take_while(|w| w.window.end_ms + lateness <= limit)
+                    .count();
                 if ready > 0 {
                     let out_time = view
                         .oldest_epoch
                         .and_then(|e| {
-                            frontiers[0].frontier().iter().filter(|t| t.epoch == e).min_by_key(|t| t.event_ms).copied()
+                            frontiers[0]
+                                .frontier()
+                                .iter()
+                                .filter(|t| t.epoch == e)
+                                .min_by_key(|t| t.event_ms)
+                                .copied()
                         })
-                        .unwrap_or_else(|| *result_caps.first().expect("results capability").time());
+                        .unwrap_or_else(|| {
+                            *result_caps.first().expect("results capability").time()
+                        });
                     let cap = result_caps.delayed(&out_time);
                     let mut handle = results_out.activate();
                     for open in windows.drain(..ready) {
@@ -267,14 +292,26 @@ fn find_or_open<'w, K: Eq + Clone, Acc, D, A: AggregateFunction<D, Acc = Acc>>(
     let idx = match windows.iter().rposition(|o| o.window == w) {
         Some(i) => i,
         None => {
-            let pos = windows.partition_point(|o| (o.window.end_ms, o.window.start_ms) < (w.end_ms, w.start_ms));
-            windows.insert(pos, OpenWindow { window: w, entries: HashTable::new() });
+            let pos = windows
+                .partition_point(|o| (o.window.end_ms, o.window.start_ms) < (w.end_ms, w.start_ms));
+            windows.insert(
+                pos,
+                OpenWindow {
+                    window: w,
+                    entries: HashTable::new(),
+                },
+            );
             pos
         }
     };
     let entries = &mut windows[idx].entries;
     match entries.entry(h, |(h2, k2, _)| *h2 == h && k2 == k, |(h2, _, _)| *h2) {
         Entry::Occupied(o) => &mut o.into_mut().2,
-        Entry::Vacant(v) => &mut v.insert((h, k.clone(), aggregate.create_accumulator())).into_mut().2,
+        Entry::Vacant(v) => {
+            &mut v
+                .insert((h, k.clone(), aggregate.create_accumulator()))
+                .into_mut()
+                .2
+        }
     }
 }

@@ -63,9 +63,15 @@ impl<'scope, D: ExchangeData + Serialize> SinkJsonl<'scope, D> for Stream<'scope
         let shown = path.display().to_string();
         let mut out = if self.scope().index() == 0 {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|source| SinkError::Io { path: shown.clone(), source })?;
+                std::fs::create_dir_all(dir).map_err(|source| SinkError::Io {
+                    path: shown.clone(),
+                    source,
+                })?;
             }
-            let f = File::create(&path).map_err(|source| SinkError::Io { path: shown.clone(), source })?;
+            let f = File::create(&path).map_err(|source| SinkError::Io {
+                path: shown.clone(),
+                source,
+            })?;
             Some(BufWriter::with_capacity(1 << 20, f))
         } else {
             None
@@ -88,7 +94,9 @@ impl<'scope, D: ExchangeData + Serialize> SinkJsonl<'scope, D> for Stream<'scope
                 let mut lines = entry.remove();
                 lines.sort_unstable();
                 for l in &lines {
-                    out.write_all(l).and_then(|()| out.write_all(b"\n")).unwrap_or_else(|e| panic!("{shown}: {e}"));
+                    out.write_all(l)
+                        .and_then(|()| out.write_all(b"\n"))
+                        .unwrap_or_else(|e| panic!("{shown}: {e}"));
                 }
                 written.fetch_add(lines.len() as u64, Ordering::Relaxed);
                 wrote = true;

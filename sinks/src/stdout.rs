@@ -47,7 +47,9 @@ pub fn format_row(row: &serde_json::Value, columns: &[String], widths: &[usize])
     line
 }
 
-impl<'scope, D: ExchangeData + Serialize> SinkStdoutTable<'scope, D> for Stream<'scope, Time, Vec<D>> {
+impl<'scope, D: ExchangeData + Serialize> SinkStdoutTable<'scope, D>
+    for Stream<'scope, Time, Vec<D>>
+{
     fn sink_stdout_table(self, name: &str, columns: Vec<(String, usize)>, max_rows: usize) {
         let widths: Vec<usize> = columns.iter().map(|(c, w)| (*w).max(c.len())).collect();
         let columns: Vec<String> = columns.into_iter().map(|(c, _)| c).collect();
@@ -72,8 +74,11 @@ impl<'scope, D: ExchangeData + Serialize> SinkStdoutTable<'scope, D> for Stream<
                 for r in rows {
                     if printed < max_rows {
                         if !header {
-                            let h: Vec<String> =
-                                columns.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}", w = *w)).collect();
+                            let h: Vec<String> = columns
+                                .iter()
+                                .zip(&widths)
+                                .map(|(c, w)| format!("{c:<w$}", w = *w))
+                                .collect();
                             println!("{}", h.join("  "));
                             header = true;
                         }

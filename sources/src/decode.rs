@@ -88,9 +88,16 @@ impl Val<'_> {
 /// assert_eq!(vals[1].text().as_deref(), Some("cart"));
 /// assert!(decode_json(b"{not json", &slots, &mut vals).is_err());
 /// ```
-pub fn decode_json<'a>(line: &'a [u8], slots: &[String], vals: &mut [Val<'a>]) -> Result<(), String> {
-    let mut de = serde_json::Deserializer::from_slice(line);
-    serde::Deserializer::deserialize_map(&mut de, ObjectVisitor { slots, vals }).map_err(|e| e.to_string())?;
+pub fn decode_json<'a>(
+    line: &'a [u8],
+    slots: &[String],
+    vals: &mut [Val<'a>],
+) -> Result<(), String> {
+    // Validating UTF-8 once per line is cheaper than per string inside the parser.
+    let line = std::str::from_utf8(line).map_err(|e| format!("invalid UTF-8: {e}"))?;
+    let mut de = serde_json::Deserializer::from_str(line);
+    serde::Deserializer::deserialize_map(&mut de, ObjectVisitor { slots, vals })
+        .map_err(|e| e.to_string())?;
     de.end().map_err(|e| e.to_string())
 }
 
@@ -160,7 +167,11 @@ impl<'de> Visitor<'de> for ValSeed {
         Ok(Val::U64(v))
     }
     fn visit_i64<E>(self, v: i64) -> Result<Val<'de>, E> {
-        Ok(if v >= 0 { Val::U64(v as u64) } else { Val::I64(v) })
+        Ok(if v >= 0 {
+            Val::U64(v as u64)
+        } else {
+            Val::I64(v)
+        })
     }
     fn visit_f64<E>(self, v: f64) -> Result<Val<'de>, E> {
         Ok(Val::F64(v))

@@ -26,6 +26,8 @@ pub enum SourceError {
         reason: String,
     },
     /// An unknown file format.
-    #[error("cannot tell the format of {0:?}: use a .csv/.jsonl name (optionally .gz) or set `format`")]
+    #[error(
+        "cannot tell the format of {0:?}: use a .csv/.jsonl name (optionally .gz) or set `format`"
+    )]
     UnknownFormat(String),
 }

@@ -56,13 +56,23 @@ impl FileFormat {
 ///
 /// # Errors
 /// [`SourceError::NoFiles`] when a pattern matches nothing.
-pub fn file_partitions(config: &FileSourceConfig, base: &Path) -> Result<Vec<PathBuf>, SourceError> {
+pub fn file_partitions(
+    config: &FileSourceConfig,
+    base: &Path,
+) -> Result<Vec<PathBuf>, SourceError> {
     let mut files = Vec::new();
     for p in &config.paths {
-        let full = if Path::new(p).is_absolute() { PathBuf::from(p) } else { base.join(p) };
+        let full = if Path::new(p).is_absolute() {
+            PathBuf::from(p)
+        } else {
+            base.join(p)
+        };
         let pattern = full.to_string_lossy().to_string();
         let mut matched: Vec<PathBuf> = glob::glob(&pattern)
-            .map_err(|e| SourceError::Mapping { path: pattern.clone(), reason: e.to_string() })?
+            .map_err(|e| SourceError::Mapping {
+                path: pattern.clone(),
+                reason: e.to_string(),
+            })?
             .filter_map(Result::ok)
             .filter(|p| p.is_file())
             .collect();
@@ -76,9 +86,21 @@ pub fn file_partitions(config: &FileSourceConfig, base: &Path) -> Result<Vec<Pat
 }
 
 fn open_raw(path: &Path) -> Result<Box<dyn Read + Send>, SourceError> {
-    let f = File::open(path).map_err(|source| SourceError::Io { path: path.display().to_string(), source })?;
-    let gz = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"));
-    Ok(if gz { Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 16, f))) } else { Box::new(f) })
+    let f = File::open(path).map_err(|source| SourceError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let gz = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
+    Ok(if gz {
+        Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
+            1 << 16,
+            f,
+        )))
+    } else {
+        Box::new(f)
+    })
 }
 
 /// Opens one file as a partition of spans.
@@ -95,7 +117,10 @@ pub fn open_file_partition(
     let format = format
         .or_else(|| FileFormat::from_path(path))
         .ok_or_else(|| SourceError::UnknownFormat(name.clone()))?;
-    let mapping = mapping.compile().map_err(|reason| SourceError::Mapping { path: name.clone(), reason })?;
+    let mapping = mapping.compile().map_err(|reason| SourceError::Mapping {
+        path: name.clone(),
+        reason,
+    })?;
     let raw = open_raw(path)?;
     Ok(match format {
         FileFormat::Jsonl => Box::new(JsonlPartition {
@@ -107,20 +132,35 @@ pub fn open_file_partition(
             done: false,
         }),
         FileFormat::Csv => {
-            let mut reader = csv::ReaderBuilder::new().flexible(true).buffer_capacity(1 << 20).from_reader(raw);
+            let mut reader = csv::ReaderBuilder::new()
+                .flexible(true)
+                .buffer_capacity(1 << 20)
+                .from_reader(raw);
             let headers = reader
                 .byte_headers()
-                .map_err(|e| SourceError::Mapping { path: name.clone(), reason: e.to_string() })?
+                .map_err(|e| SourceError::Mapping {
+                    path: name.clone(),
+                    reason: e.to_string(),
+                })?
                 .clone();
             let mut columns = Vec::new();
             for slot in mapping.slots() {
-                let idx = headers.iter().position(|h| h == slot.as_bytes()).ok_or_else(|| SourceError::Mapping {
-                    path: name.clone(),
-                    reason: format!("no column {slot:?} in header"),
-                })?;
+                let idx = headers
+                    .iter()
+                    .position(|h| h == slot.as_bytes())
+                    .ok_or_else(|| SourceError::Mapping {
+                        path: name.clone(),
+                        reason: format!("no column {slot:?} in header"),
+                    })?;
                 columns.push(idx);
             }
-            Box::new(CsvPartition { name, reader, mapping, columns, record: csv::ByteRecord::new() })
+            Box::new(CsvPartition {
+                name,
+                reader,
+                mapping,
+                columns,
+                record: csv::ByteRecord::new(),
+            })
         }
     })
 }
@@ -148,7 +188,10 @@ fn json_line(
     let mut vals: [Val<'_>; MAX_SLOTS] = Default::default();
     let result = decode_json(line, mapping.slots(), &mut vals).and_then(|()| mapping.build(&vals));
     out.push(match result {
-        Ok((event_time_ms, record)) => SourceItem::Record { event_time_ms, record },
+        Ok((event_time_ms, record)) => SourceItem::Record {
+            event_time_ms,
+            record,
+        },
         Err(reason) => SourceItem::DeadLetter(DeadLetter {
             source: name.to_string(),
             position: line_no,
@@ -164,7 +207,14 @@ impl PartitionReader<Span> for JsonlPartition {
         max_items: usize,
         out: &mut Vec<SourceItem<Span>>,
     ) -> Result<ReadStatus, Box<dyn std::error::Error + Send + Sync>> {
-        let JsonlPartition { name, reader, mapping, line_no, carry, done } = self;
+        let JsonlPartition {
+            name,
+            reader,
+            mapping,
+            line_no,
+            carry,
+            done,
+        } = self;
         if *done {
             return Ok(ReadStatus::Finished);
         }
@@ -246,7 +296,9 @@ impl PartitionReader<Span> for CsvPartition {
                     None => {}
                     Some(bytes) => match std::str::from_utf8(bytes) {
                         Ok(s) => vals[slot] = Val::Str(s.into()),
-                        Err(_) => bad = Some(format!("{}: invalid UTF-8", self.mapping.slots()[slot])),
+                        Err(_) => {
+                            bad = Some(format!("{}: invalid UTF-8", self.mapping.slots()[slot]))
+                        }
                     },
                 }
             }
@@ -255,7 +307,10 @@ impl PartitionReader<Span> for CsvPartition {
                 None => self.mapping.build(&vals),
             };
             out.push(match result {
-                Ok((event_time_ms, record)) => SourceItem::Record { event_time_ms, record },
+                Ok((event_time_ms, record)) => SourceItem::Record {
+                    event_time_ms,
+                    record,
+                },
                 Err(reason) => SourceItem::DeadLetter(DeadLetter {
                     source: self.name.clone(),
                     position: line,

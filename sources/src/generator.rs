@@ -18,8 +18,18 @@ use streamforge_dataflow::source::{PartitionReader, ReadStatus, SourceItem};
 use crate::span::{Span, SpanKey};
 
 const SERVICES: [&str; 12] = [
-    "frontend", "cart", "checkout", "payment", "shipping", "email", "currency", "recommendation", "ad",
-    "catalog", "auth", "order",
+    "frontend",
+    "cart",
+    "checkout",
+    "payment",
+    "shipping",
+    "email",
+    "currency",
+    "recommendation",
+    "ad",
+    "catalog",
+    "auth",
+    "order",
 ];
 const VERBS: [&str; 4] = ["GET", "POST", "PUT", "DELETE"];
 
@@ -144,13 +154,29 @@ impl GeneratorConfig {
             })
             .collect();
         GeneratedSpans {
-            rng: ChaCha8Rng::seed_from_u64(self.seed ^ (p as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            rng: ChaCha8Rng::seed_from_u64(
+                self.seed ^ (p as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            ),
             left: count,
             base_us: self.start_ms as f64 * 1e3,
             step_us: 1e6 * parts as f64 / self.events_per_second.max(1e-9),
             durations: medians,
             config: self.clone(),
         }
+    }
+
+    /// Writes the spans of partition `p` only, as JSON lines (see [`Self::write_jsonl`]).
+    ///
+    /// # Errors
+    /// Write errors.
+    pub fn write_partition_jsonl(&self, p: usize, out: &mut impl Write) -> std::io::Result<u64> {
+        let names: Vec<(String, String)> = (0..self.keys()).map(|k| self.key_names(k)).collect();
+        let mut n = 0;
+        for (ts, k, d, e) in self.partition(p) {
+            write_line(out, ts, &names[k], d, e)?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Writes all spans as JSON lines (`ts, service, operator, duration_ms,
@@ -160,7 +186,9 @@ impl GeneratorConfig {
     /// Write errors.
     pub fn write_jsonl(&self, out: &mut impl Write) -> std::io::Result<u64> {
         let names: Vec<(String, String)> = (0..self.keys()).map(|k| self.key_names(k)).collect();
-        let mut parts: Vec<_> = (0..self.partitions.max(1)).map(|p| self.partition(p).peekable()).collect();
+        let mut parts: Vec<_> = (0..self.partitions.max(1))
+            .map(|p| self.partition(p).peekable())
+            .collect();
         let mut n = 0;
         loop {
             let next = parts
@@ -170,17 +198,28 @@ impl GeneratorConfig {
                 .min();
             let Some((_, i)) = next else { break };
             let (ts, k, d, e) = parts[i].next().expect("peeked");
-            let (s, o) = &names[k];
-            writeln!(
-                out,
-                "{{\"ts\":{ts},\"service\":\"{s}\",\"operator\":\"{o}\",\"duration_ms\":{}.{:03},\"is_error\":{e}}}",
-                d / 1000,
-                d % 1000
-            )?;
+            write_line(out, ts, &names[k], d, e)?;
             n += 1;
         }
         Ok(n)
     }
+}
+
+fn write_line(
+    out: &mut impl Write,
+    ts: u64,
+    (s, o): &(String, String),
+    d: i64,
+    e: bool,
+) -> std::io::Result<()> {
+    let sign = if d < 0 { "-" } else { "" };
+    let d = d.unsigned_abs();
+    writeln!(
+        out,
+        "{{\"ts\":{ts},\"service\":\"{s}\",\"operator\":\"{o}\",\"duration_ms\":{sign}{}.{:03},\"is_error\":{e}}}",
+        d / 1000,
+        d % 1000
+    )
 }
 
 /// Iterator over one generated partition.
@@ -231,7 +270,11 @@ pub fn generator_partition(config: &GeneratorConfig, p: usize) -> Box<dyn Partit
             SpanKey::new(&s, &o, "span")
         })
         .collect();
-    Box::new(GeneratorPartition { spans: config.partition(p), keys, p })
+    Box::new(GeneratorPartition {
+        spans: config.partition(p),
+        keys,
+        p,
+    })
 }
 
 struct GeneratorPartition {
@@ -252,10 +295,19 @@ impl PartitionReader<Span> for GeneratorPartition {
             };
             out.push(SourceItem::Record {
                 event_time_ms: ts,
-                record: Span { event_time_ms: ts, key: self.keys[k].clone(), duration_us, is_error },
+                record: Span {
+                    event_time_ms: ts,
+                    key: self.keys[k].clone(),
+                    duration_us,
+                    is_error,
+                },
             });
         }
-        Ok(if self.spans.left == 0 { ReadStatus::Finished } else { ReadStatus::More })
+        Ok(if self.spans.left == 0 {
+            ReadStatus::Finished
+        } else {
+            ReadStatus::More
+        })
     }
 
     fn describe(&self) -> String {

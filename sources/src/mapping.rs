@@ -42,7 +42,10 @@ pub struct SpanMapping {
 }
 
 fn default_class() -> TextField {
-    TextField { value: Some("span".into()), ..TextField::default() }
+    TextField {
+        value: Some("span".into()),
+        ..TextField::default()
+    }
 }
 
 /// Units of an event-time field.
@@ -209,7 +212,10 @@ impl SpanMapping {
         let time = (
             slot(&self.event_time.field),
             self.event_time.unit,
-            self.event_time.offset_field.as_deref().map(|f| (slot(f), self.event_time.offset_unit)),
+            self.event_time
+                .offset_field
+                .as_deref()
+                .map(|f| (slot(f), self.event_time.offset_unit)),
         );
         let mut text = |t: &TextField, what: &str| -> Result<Text, String> {
             match (&t.field, &t.fields, &t.value) {
@@ -225,8 +231,16 @@ impl SpanMapping {
         let service = text(&self.service, "service")?;
         let operator_name = text(&self.operator_name, "operator-name")?;
         let operator_class = text(&self.operator_class, "operator-class")?;
-        let duration = (slot(&self.duration.field), self.duration.unit.micros(), self.duration.default);
-        let error = match (&self.is_error.field, &self.is_error.equals, self.is_error.value) {
+        let duration = (
+            slot(&self.duration.field),
+            self.duration.unit.micros(),
+            self.duration.default,
+        );
+        let error = match (
+            &self.is_error.field,
+            &self.is_error.equals,
+            self.is_error.value,
+        ) {
             (None, None, v) => ErrorSpec::Const(v.unwrap_or(false)),
             (Some(f), None, None) => ErrorSpec::Bool(slot(f)),
             (Some(f), Some(eq), None) => ErrorSpec::Equals(slot(f), eq.clone()),
@@ -260,13 +274,20 @@ impl SpanMapping {
 /// assert_eq!(strip_pod_suffix("cartservice"), "cartservice");
 /// ```
 pub fn strip_pod_suffix(pod: &str) -> &str {
-    let alnum = |s: &str| s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    let Some((rest, id)) = pod.rsplit_once('-') else { return pod };
+    let alnum = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    let Some((rest, id)) = pod.rsplit_once('-') else {
+        return pod;
+    };
     if id.len() != 5 || !alnum(id) {
         return pod;
     }
     match rest.rsplit_once('-') {
-        Some((base, hash)) if (6..=10).contains(&hash.len()) && alnum(hash) && !base.is_empty() => base,
+        Some((base, hash)) if (6..=10).contains(&hash.len()) && alnum(hash) && !base.is_empty() => {
+            base
+        }
         _ => rest,
     }
 }
@@ -283,9 +304,12 @@ impl CompiledMapping {
     /// A reason for the dead-letter output: a missing field or an unparsable value.
     pub fn build(&mut self, vals: &[Val<'_>]) -> Result<(u64, Span), String> {
         let (ts_slot, unit, offset) = self.time;
-        let mut event_time_ms = time_ms(&vals[ts_slot], unit).map_err(|e| format!("{}: {e}", self.slots[ts_slot]))?;
+        let mut event_time_ms =
+            time_ms(&vals[ts_slot], unit).map_err(|e| format!("{}: {e}", self.slots[ts_slot]))?;
         if let Some((slot, ounit)) = offset {
-            let off = vals[slot].as_f64().ok_or_else(|| format!("{}: not a number", self.slots[slot]))?;
+            let off = vals[slot]
+                .as_f64()
+                .ok_or_else(|| format!("{}: not a number", self.slots[slot]))?;
             event_time_ms = (event_time_ms as f64 + off * ounit.micros() / 1e3).max(0.0) as u64;
         }
         let (dslot, scale, default) = self.duration;
@@ -295,11 +319,18 @@ impl CompiledMapping {
                 Some(d) => (d * scale).round() as i64,
                 None => return Err(format!("{}: missing", self.slots[dslot])),
             },
-            None => return Err(format!("{}: not a number: {:?}", self.slots[dslot], vals[dslot])),
+            None => {
+                return Err(format!(
+                    "{}: not a number: {:?}",
+                    self.slots[dslot], vals[dslot]
+                ))
+            }
         };
         let is_error = match &self.error {
             ErrorSpec::Const(b) => *b,
-            ErrorSpec::Bool(s) => vals[*s].as_bool().ok_or_else(|| format!("{}: not a boolean", self.slots[*s]))?,
+            ErrorSpec::Bool(s) => vals[*s]
+                .as_bool()
+                .ok_or_else(|| format!("{}: not a boolean", self.slots[*s]))?,
             ErrorSpec::Equals(s, eq) => {
                 let v = vals[*s].text();
                 eq.iter().any(|e| v.as_deref() == Some(e.as_str()))
@@ -310,11 +341,24 @@ impl CompiledMapping {
         let operator_name = fill(&self.operator_name, vals, b1, &self.slots)?;
         let operator_class = fill(&self.operator_class, vals, b2, &self.slots)?;
         let key = self.interner.intern(service, operator_name, operator_class);
-        Ok((event_time_ms, Span { event_time_ms, key, duration_us, is_error }))
+        Ok((
+            event_time_ms,
+            Span {
+                event_time_ms,
+                key,
+                duration_us,
+                is_error,
+            },
+        ))
     }
 }
 
-fn fill<'b>(t: &'b Text, vals: &'b [Val<'_>], buf: &'b mut String, slots: &[String]) -> Result<&'b str, String> {
+fn fill<'b>(
+    t: &'b Text,
+    vals: &'b [Val<'_>],
+    buf: &'b mut String,
+    slots: &[String],
+) -> Result<&'b str, String> {
     buf.clear();
     match t {
         Text::Const(c) => Ok(c.as_str()),
@@ -334,7 +378,11 @@ fn fill<'b>(t: &'b Text, vals: &'b [Val<'_>], buf: &'b mut String, slots: &[Stri
                 if i > 0 {
                     buf.push_str(sep);
                 }
-                buf.push_str(&vals[*s].text().ok_or_else(|| format!("{}: missing", slots[*s]))?);
+                buf.push_str(
+                    &vals[*s]
+                        .text()
+                        .ok_or_else(|| format!("{}: missing", slots[*s]))?,
+                );
             }
             Ok(buf.as_str())
         }
@@ -344,7 +392,8 @@ fn fill<'b>(t: &'b Text, vals: &'b [Val<'_>], buf: &'b mut String, slots: &[Stri
 fn time_ms(v: &Val<'_>, unit: TimeUnit) -> Result<u64, String> {
     if unit == TimeUnit::Rfc3339 {
         let s = v.text().ok_or("missing")?;
-        let t = chrono::DateTime::parse_from_rfc3339(&s).map_err(|e| format!("not RFC 3339: {e}"))?;
+        let t =
+            chrono::DateTime::parse_from_rfc3339(&s).map_err(|e| format!("not RFC 3339: {e}"))?;
         return u64::try_from(t.timestamp_millis()).map_err(|_| "before 1970".to_string());
     }
     let div = |x: u64| match unit {
@@ -357,7 +406,10 @@ fn time_ms(v: &Val<'_>, unit: TimeUnit) -> Result<u64, String> {
     match v {
         Val::U64(x) => Ok(div(*x)),
         Val::Str(s) => s.trim().parse::<u64>().map(div).or_else(|_| {
-            s.trim().parse::<f64>().map_err(|_| format!("not a time: {s:?}")).and_then(|f| float_time(f, unit))
+            s.trim()
+                .parse::<f64>()
+                .map_err(|_| format!("not a time: {s:?}"))
+                .and_then(|f| float_time(f, unit))
         }),
         Val::F64(f) => float_time(*f, unit),
         Val::I64(_) => Err("negative time".into()),
@@ -366,7 +418,7 @@ fn time_ms(v: &Val<'_>, unit: TimeUnit) -> Result<u64, String> {
 }
 
 fn float_time(f: f64, unit: TimeUnit) -> Result<u64, String> {
-    if !(f >= 0.0) {
+    if f.is_nan() || f < 0.0 {
         return Err(format!("not a time: {f}"));
     }
     let ms = match unit {

@@ -94,7 +94,8 @@ impl SpanKey {
 impl PartialEq for SpanKey {
     #[inline]
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0) || (self.0.hash == other.0.hash && self.0.parts == other.0.parts)
+        Arc::ptr_eq(&self.0, &other.0)
+            || (self.0.hash == other.0.hash && self.0.parts == other.0.parts)
     }
 }
 impl Eq for SpanKey {}
@@ -119,7 +120,13 @@ impl Ord for SpanKey {
 
 impl std::fmt::Debug for SpanKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}|{}|{}", self.service(), self.operator_name(), self.operator_class())
+        write!(
+            f,
+            "{}|{}|{}",
+            self.service(),
+            self.operator_name(),
+            self.operator_class()
+        )
     }
 }
 

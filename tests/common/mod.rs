@@ -24,13 +24,19 @@ pub fn shared_data() -> PathBuf {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Writes a hostfile for `n` local processes.
 pub fn hostfile(dir: &Path, n: usize) -> PathBuf {
     let path = dir.join("hostfile");
-    let text: String = (0..n).map(|_| format!("127.0.0.1:{}\n", free_port())).collect();
+    let text: String = (0..n)
+        .map(|_| format!("127.0.0.1:{}\n", free_port()))
+        .collect();
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -75,12 +81,16 @@ pub fn model(partitions: &[Vec<Item>], size_ms: u64, bound_ms: u64) -> Expected 
             if start + size_ms <= wm {
                 late += 1;
             } else {
-                let a = acc.entry((start, s.clone(), o.clone(), c.clone())).or_default();
+                let a = acc
+                    .entry((start, s.clone(), o.clone(), c.clone()))
+                    .or_default();
                 a.max = if a.n == 0 { *d } else { a.max.max(*d) };
                 a.n += 1;
                 a.err += u64::from(*is_err);
                 a.sum += d;
-                a.sketch.get_or_insert_with(QuantileSketch::default).add(*d as f64 / 1e3);
+                a.sketch
+                    .get_or_insert_with(QuantileSketch::default)
+                    .add(*d as f64 / 1e3);
             }
             max_seen = Some(max_seen.map_or(*e, |m| m.max(*e)));
         }
@@ -109,8 +119,10 @@ pub fn model(partitions: &[Vec<Item>], size_ms: u64, bound_ms: u64) -> Expected 
 /// Reads a JSONL file of rows, sorted by (window, service, operator).
 pub fn read_rows(path: &Path) -> Vec<OperatorAggRow> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut rows: Vec<OperatorAggRow> =
-        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))).collect();
+    let mut rows: Vec<OperatorAggRow> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
     sort_rows(&mut rows);
     rows
 }
@@ -118,12 +130,18 @@ pub fn read_rows(path: &Path) -> Vec<OperatorAggRow> {
 /// Sorts rows by (window, service, operator, class).
 pub fn sort_rows(rows: &mut [OperatorAggRow]) {
     rows.sort_by(|a, b| {
-        (a.window_start_ms, &a.service, &a.operator_name, &a.operator_class).cmp(&(
-            b.window_start_ms,
-            &b.service,
-            &b.operator_name,
-            &b.operator_class,
-        ))
+        (
+            a.window_start_ms,
+            &a.service,
+            &a.operator_name,
+            &a.operator_class,
+        )
+            .cmp(&(
+                b.window_start_ms,
+                &b.service,
+                &b.operator_name,
+                &b.operator_class,
+            ))
     });
 }
 
