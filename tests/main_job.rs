@@ -333,3 +333,43 @@ path = "{}"
         .iter()
         .any(|r| r.service == "UA" && r.operator_name == "EWR-IAH"));
 }
+
+#[test]
+fn onlineboutique_spans_run_with_pod_names_mapped_to_services() {
+    let spans = shared_data().join("nezha/onlineboutique/spans_2022-08-22.csv.gz");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ob.jsonl");
+    let text = trainticket_job(&out).replace(
+        &shared_data()
+            .join("nezha/trainticket/spans_2023-01-29.csv.gz")
+            .display()
+            .to_string(),
+        &spans.display().to_string(),
+    );
+    let config = JobConfig::parse(&text).unwrap();
+    let s = job::run(
+        &config,
+        dir.path(),
+        &ClusterArgs {
+            workers: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(s.events, 852_420);
+    assert_eq!(s.dead_letters, 0);
+    let rows = read_rows(&out);
+    let services: std::collections::BTreeSet<_> = rows.iter().map(|r| r.service.as_str()).collect();
+    assert!(
+        services.contains("frontend") && services.contains("cartservice"),
+        "{services:?}"
+    );
+    assert!(
+        services
+            .iter()
+            .all(|s| !s.ends_with(|c: char| c.is_ascii_digit()) || s.contains("redis")),
+        "{services:?}"
+    );
+    let total: u64 = rows.iter().map(|r| r.total_count).sum();
+    assert_eq!(total + s.late, 852_420);
+}

@@ -1,10 +1,12 @@
 //! Window assigners: which event-time windows a record belongs to.
 //!
 //! An assigner maps an event time to windows `[start, end)` (milliseconds). The
-//! window aggregate asks the assigner for every record, so session windows (which
-//! merge) fit by implementing [`WindowAssigner`] with `MERGING = true` — the
-//! operator keys state by window and can merge accumulators
-//! ([`AggregateFunction::merge`](crate::AggregateFunction::merge)).
+//! window aggregate asks the assigner for every record and keeps state per
+//! (window, key), so windows are values, not positions in a grid. Session windows
+//! fit this shape: an assigner returns `[e, e + gap)` for each record and the
+//! operator merges overlapping windows of a key, combining their accumulators with
+//! [`AggregateFunction::merge`](crate::AggregateFunction::merge) — the one missing
+//! piece is that merge step in the operator (not built yet).
 
 use serde::{Deserialize, Serialize};
 
