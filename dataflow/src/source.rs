@@ -85,6 +85,10 @@ pub struct SourceSettings {
     pub batch_items: usize,
     /// Items read per activation before yielding to other operators.
     pub items_per_activation: usize,
+    /// Bump the epoch after every this many items read by a worker. Checkpoints
+    /// will drive epochs; this fixed schedule exists so tests can exercise epoch
+    /// boundaries (results must not change). `None`: epoch 0 throughout.
+    pub epoch_every_items: Option<usize>,
 }
 
 impl SourceSettings {
@@ -96,6 +100,7 @@ impl SourceSettings {
             out_of_orderness_ms,
             batch_items: 1024,
             items_per_activation: 64 * 1024,
+            epoch_every_items: None,
         }
     }
 }
@@ -187,7 +192,8 @@ where
                 idle_until: None,
             })
             .collect();
-        let epoch: Epoch = 0;
+        let mut epoch: Epoch = 0;
+        let mut since_bump = 0usize;
         let mut items: Vec<SourceItem<D>> = Vec::with_capacity(settings.batch_items);
         let mut on_time: Vec<D> = Vec::with_capacity(settings.batch_items);
         let mut behind: Vec<(EventTime, D)> = Vec::new();
@@ -269,6 +275,14 @@ where
                 if !dead_batch.is_empty() {
                     let c = dcap.delayed(&t);
                     dead_out.session(&c).give_container(&mut dead_batch);
+                }
+                since_bump += n;
+                if settings
+                    .epoch_every_items
+                    .is_some_and(|every| since_bump >= every)
+                {
+                    epoch += 1;
+                    since_bump = 0;
                 }
                 match status {
                     ReadStatus::More => {}
