@@ -373,3 +373,68 @@ fn onlineboutique_spans_run_with_pod_names_mapped_to_services() {
     let total: u64 = rows.iter().map(|r| r.total_count).sum();
     assert_eq!(total + s.late, 852_420);
 }
+
+#[test]
+fn generator_job_is_deterministic_and_matches_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = |out: &str| {
+        format!(
+            r#"
+name = "generated"
+[source]
+kind = "generator"
+events = 60000
+partitions = 3
+seed = 9
+events-per-second = 50.0
+late-ratio = 0.01
+[watermark]
+out-of-orderness = "1s"
+[window]
+kind = "tumbling"
+size = "22s"
+[[sinks]]
+kind = "jsonl"
+path = "{out}"
+"#
+        )
+    };
+    let mut outputs = vec![];
+    for workers in [1, 2, 2] {
+        let out = dir.path().join(format!("g{}.jsonl", outputs.len()));
+        let config = JobConfig::parse(&job(&out.display().to_string())).unwrap();
+        let s = job::run(
+            &config,
+            dir.path(),
+            &ClusterArgs {
+                workers,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(s.events, 60_000);
+        outputs.push((read_rows(&out), s.late));
+    }
+    // The model over the generator's own partitions.
+    let config = JobConfig::parse(&job("unused")).unwrap();
+    let streamforge::job::SourceConfig::Generator(g) = &config.source else {
+        unreachable!()
+    };
+    let parts: Vec<Vec<Item>> = (0..g.partitions)
+        .map(|p| {
+            g.partition(p)
+                .map(|(ts, k, d, e)| {
+                    let (s, o) = g.key_names(k);
+                    Item::Span(ts, s, o, "span".into(), d, e)
+                })
+                .collect()
+        })
+        .collect();
+    let expected = model(&parts, 22_000, 1_000);
+    assert!(expected.late > 0);
+    for (rows, late) in &outputs {
+        assert_eq!(*late, expected.late);
+        assert_rows_eq(rows, &expected.rows, "generator job");
+    }
+    assert_eq!(outputs[0].0.first().unwrap().window_size, 22);
+}
