@@ -20,7 +20,7 @@
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
@@ -72,7 +72,15 @@ pub trait PartitionReader<D> {
 
     /// A name for logs and dead letters (a path, `topic/partition`).
     fn describe(&self) -> String;
+
+    /// Called once, before the first read, with a waker that reschedules the
+    /// source. Live readers call it when data arrives (e.g. from rdkafka's
+    /// non-empty-queue callback) so an idle source needs no polling loop.
+    fn set_waker(&mut self, _waker: Waker) {}
 }
+
+/// Reschedules a source from any thread.
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
 
 /// Settings shared by all partitioned sources.
 #[derive(Clone, Debug)]
@@ -89,6 +97,10 @@ pub struct SourceSettings {
     /// will drive epochs; this fixed schedule exists so tests can exercise epoch
     /// boundaries (results must not change). `None`: epoch 0 throughout.
     pub epoch_every_items: Option<usize>,
+    /// A partition that has had no data for this long stops holding the
+    /// watermark back; it rejoins when data returns (its records are then
+    /// emitted no earlier than the current watermark). `None`: never idle.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl SourceSettings {
@@ -101,6 +113,7 @@ impl SourceSettings {
             batch_items: 1024,
             items_per_activation: 64 * 1024,
             epoch_every_items: None,
+            idle_timeout: None,
         }
     }
 }
@@ -120,7 +133,19 @@ struct Partition<D> {
     reader: Box<dyn PartitionReader<D>>,
     watermark: PartitionWatermark,
     finished: bool,
-    idle_until: Option<std::time::Instant>,
+    /// Do not read before this instant (the reader said it has nothing).
+    idle_until: Option<Instant>,
+    /// Since when the reader has returned no data.
+    quiet_since: Option<Instant>,
+}
+
+impl<D> Partition<D> {
+    fn is_idle(&self, now: Instant, timeout: Option<Duration>) -> bool {
+        match (self.quiet_since, timeout) {
+            (Some(since), Some(t)) => now.duration_since(since) >= t,
+            _ => false,
+        }
+    }
 }
 
 /// Builds a source over `partitions` partitions; this worker reads those with
@@ -171,6 +196,10 @@ where
     let mut builder = OperatorBuilder::new(settings.name.clone(), scope);
     let info = builder.operator_info();
     let activator = scope.activator_for(Rc::clone(&info.address));
+    let sync_activator = scope.worker().sync_activator_for(info.address.to_vec());
+    let waker: Waker = Arc::new(move || {
+        let _ = sync_activator.activate();
+    });
     let (records_out, records) = builder.new_output::<Vec<D>>();
     let (dead_out, dead) = builder.new_output::<Vec<DeadLetter>>();
     let mut records_out = OutputBuilder::from(records_out);
@@ -185,11 +214,16 @@ where
         let mut caps: Option<(Capability<Time>, Capability<Time>)> = record_cap.zip(dead_cap);
         let mut parts: Vec<Partition<D>> = (0..partitions)
             .filter(|i| i % peers == index)
-            .map(|i| Partition {
-                reader: open(i),
-                watermark: PartitionWatermark::new(settings.out_of_orderness_ms),
-                finished: false,
-                idle_until: None,
+            .map(|i| {
+                let mut reader = open(i);
+                reader.set_waker(waker.clone());
+                Partition {
+                    reader,
+                    watermark: PartitionWatermark::new(settings.out_of_orderness_ms),
+                    finished: false,
+                    idle_until: None,
+                    quiet_since: None,
+                }
             })
             .collect();
         let mut epoch: Epoch = 0;
@@ -207,7 +241,7 @@ where
             let mut records_out = records_out.activate();
             let mut dead_out = dead_out.activate();
             let mut budget = settings.items_per_activation;
-            let now = std::time::Instant::now();
+            let now = Instant::now();
             while budget > 0 {
                 // Read the lagging partition first so that partitions advance together.
                 let Some(p) = parts
@@ -218,7 +252,9 @@ where
                     break;
                 };
                 p.idle_until = None;
-                let batch_start = p.watermark.current();
+                // A partition back from idleness may be behind the capability.
+                let floor = rcap.time().event_ms;
+                let batch_start = p.watermark.current().max(floor);
                 let status = p
                     .reader
                     .read_batch(settings.batch_items.min(budget), &mut items)
@@ -236,7 +272,7 @@ where
                             event_time_ms,
                             record,
                         } => {
-                            let w = p.watermark.current();
+                            let w = p.watermark.current().max(floor);
                             if event_time_ms >= w {
                                 on_time.push(record);
                             } else {
@@ -248,6 +284,7 @@ where
                     }
                 }
                 let n = on_time.len() + behind.len();
+                let got = n + dead_batch.len();
                 counters
                     .records_total
                     .fetch_add(n as u64, Ordering::Relaxed);
@@ -284,22 +321,32 @@ where
                     epoch += 1;
                     since_bump = 0;
                 }
+                if got > 0 {
+                    p.quiet_since = None;
+                } else if p.quiet_since.is_none() {
+                    p.quiet_since = Some(now);
+                }
                 match status {
                     ReadStatus::More => {}
                     ReadStatus::Finished => p.finished = true,
                     ReadStatus::Idle(d) => p.idle_until = Some(now + d),
                 }
             }
-            let low = parts
-                .iter()
-                .filter(|p| !p.finished)
-                .map(|p| p.watermark.current())
-                .min();
-            let Some(w) = low else {
+            if parts.iter().all(|p| p.finished) {
                 caps = None;
                 return;
-            };
-            let t = time(epoch, w);
+            }
+            // The watermark: minimum over partitions that are neither finished nor
+            // idle; while all are idle it stays where it is.
+            let floor = rcap.time().event_ms;
+            let low = parts
+                .iter()
+                .filter(|p| !p.finished && !p.is_idle(now, settings.idle_timeout))
+                .map(|p| p.watermark.current())
+                .min()
+                .unwrap_or(floor)
+                .max(floor);
+            let t = time(epoch, low);
             rcap.downgrade(&t);
             dcap.downgrade(&t);
             let wake = parts
