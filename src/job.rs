@@ -18,10 +18,11 @@ use streamforge_dataflow::launch::ClusterArgs;
 use streamforge_dataflow::source::{partitioned_source, SourceCounters, SourceSettings};
 use streamforge_dataflow::{DataflowError, Time};
 use streamforge_operators::{Sliding, Tumbling, WindowAggregate, WindowAssigner, WindowSpec};
-use streamforge_sinks::{SinkJsonl, SinkStdoutTable};
+use streamforge_sinks::kafka::KafkaSinkCounters;
+use streamforge_sinks::{KafkaSinkConfig, SinkJsonl, SinkKafka, SinkStdoutTable};
 use streamforge_sources::file::open_file_partition;
 use streamforge_sources::generator::generator_partition;
-use streamforge_sources::{file_partitions, FileSourceConfig, GeneratorConfig, Span};
+use streamforge_sources::{file_partitions, FileSourceConfig, GeneratorConfig, KafkaSourceConfig, Span};
 
 use crate::error::Error;
 use crate::main_job::{metrics_aggregate, to_row};
@@ -57,6 +58,8 @@ pub enum SourceConfig {
     File(FileSourceConfig),
     /// The synthetic span generator.
     Generator(GeneratorConfig),
+    /// A Kafka topic, one partition per source partition.
+    Kafka(KafkaSourceConfig),
 }
 
 /// Watermark strategy: bounded out-of-orderness per partition.
@@ -66,12 +69,17 @@ pub struct WatermarkConfig {
     /// Maximum expected disorder (e.g. `"5s"`; default 5 s).
     #[serde(with = "humantime_serde")]
     pub out_of_orderness: Duration,
+    /// A partition without data for this long stops holding the watermark back
+    /// (e.g. `"10s"`; default: never).
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for WatermarkConfig {
     fn default() -> Self {
         WatermarkConfig {
             out_of_orderness: Duration::from_secs(5),
+            idle_timeout: None,
         }
     }
 }
@@ -112,6 +120,8 @@ pub enum SinkConfig {
         /// Output file.
         path: PathBuf,
     },
+    /// A Kafka topic (keyed JSON records).
+    Kafka(KafkaSinkConfig),
     /// A table on stdout.
     Stdout {
         /// Rows to print at most (default 20).
@@ -160,6 +170,8 @@ pub struct JobCounters {
     pub late_total: AtomicU64,
     /// Dead letters.
     pub dead_letters_total: AtomicU64,
+    /// Kafka sink deliveries and errors.
+    pub kafka_sink: Arc<KafkaSinkCounters>,
 }
 
 /// What a run did, for this process.
@@ -203,6 +215,7 @@ impl std::fmt::Display for JobSummary {
 enum Input {
     Files(Vec<PathBuf>, FileSourceConfig),
     Generator(GeneratorConfig),
+    Kafka(usize, KafkaSourceConfig),
 }
 
 struct Plan {
@@ -222,7 +235,13 @@ impl Plan {
                 Input::Files(files, f.clone())
             }
             SourceConfig::Generator(g) => Input::Generator(g.clone()),
+            SourceConfig::Kafka(k) => Input::Kafka(k.partitions()?, k.clone()),
         };
+        for sink in &job.sinks {
+            if let SinkConfig::Kafka(k) = sink {
+                streamforge_sources::kafka::client_config(&k.properties)?;
+            }
+        }
         let w = &job.window;
         if w.size.is_zero() {
             return Err(Error::Invalid("window size must be > 0".into()));
@@ -254,12 +273,14 @@ impl Plan {
         match &self.input {
             Input::Files(files, _) => files.len(),
             Input::Generator(g) => g.partitions.max(1),
+            Input::Kafka(n, _) => *n,
         }
     }
 
     fn build<'s>(&self, scope: Scope<'s, Time>, counters: &Arc<JobCounters>) -> Result<(), Error> {
         let ooo = self.job.watermark.out_of_orderness.as_millis() as u64;
-        let settings = SourceSettings::new(format!("{}-source", self.job.name), ooo);
+        let mut settings = SourceSettings::new(format!("{}-source", self.job.name), ooo);
+        settings.idle_timeout = self.job.watermark.idle_timeout;
         let (spans, dead) = match &self.input {
             Input::Files(files, cfg) => {
                 let files = files.clone();
@@ -272,6 +293,16 @@ impl Plan {
                         open_file_partition(&files[i], cfg.format, &cfg.mapping)
                             .expect("validated before start")
                     },
+                    Some(counters.source.clone()),
+                )
+            }
+            Input::Kafka(n, k) => {
+                let k = k.clone();
+                partitioned_source(
+                    scope,
+                    settings,
+                    *n,
+                    move |i| k.open(i).unwrap_or_else(|e| panic!("{e}")),
                     Some(counters.source.clone()),
                 )
             }
@@ -311,6 +342,10 @@ impl Plan {
         });
         for sink in &self.job.sinks {
             match sink {
+                SinkConfig::Kafka(k) => {
+                    let base = streamforge_sources::kafka::client_config(&k.properties)?;
+                    rows.clone().sink_kafka("rows-kafka", k, base, counters.kafka_sink.clone())?
+                }
                 SinkConfig::Jsonl { path } => {
                     rows.clone()
                         .sink_jsonl("rows-jsonl", self.resolve(path), None)?

@@ -1,14 +1,16 @@
-//! streamforge sinks: JSON-lines files and a readable stdout table.
+//! streamforge sinks: JSON-lines files, a readable stdout table, Kafka.
 //!
-//! Sinks run on worker 0 of the cluster (all rows are routed there), buffer the
+//! File and table sinks run on worker 0 of the cluster (all rows are routed there), buffer the
 //! rows of each timestamp until the input frontier passes it, and write them in
 //! sorted order — so a file is the same whatever the worker count.
 #![deny(missing_docs)]
 
 pub mod error;
 pub mod jsonl;
+pub mod kafka;
 pub mod stdout;
 
 pub use error::SinkError;
 pub use jsonl::SinkJsonl;
+pub use kafka::{KafkaSinkConfig, SinkKafka};
 pub use stdout::SinkStdoutTable;

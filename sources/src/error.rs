@@ -25,6 +25,17 @@ pub enum SourceError {
         /// What does not fit.
         reason: String,
     },
+    /// Kafka: the client could not be created or the topic could not be read.
+    #[error("kafka topic {topic}: {reason}")]
+    Kafka {
+        /// The topic.
+        topic: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A configuration value names an environment variable that is not set.
+    #[error("environment variable {0} is not set (referenced as ${{{0}}} in the job)")]
+    MissingEnv(String),
     /// An unknown file format.
     #[error(
         "cannot tell the format of {0:?}: use a .csv/.jsonl name (optionally .gz) or set `format`"

@@ -1,0 +1,308 @@
+//! Kafka source (rdkafka): one reader per topic partition, spread over all
+//! workers of all processes by the partitioned source core, which keeps one
+//! watermark per partition and combines them by min.
+//!
+//! Offsets are owned by the job: partitions are `assign`ed (no consumer-group
+//! rebalancing) from the configured start position; the checkpoint issue stores
+//! the positions. With `group-id` and `commit-offsets = true` the consumed
+//! positions are also committed to the group every 5 s, for lag monitoring only.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Deserialize;
+use streamforge_dataflow::source::{PartitionReader, ReadStatus, SourceItem, Waker};
+use streamforge_dataflow::DeadLetter;
+
+use crate::error::SourceError;
+use crate::file::FileFormat;
+use crate::mapping::SpanMapping;
+use crate::span::Span;
+use crate::value::ValueDecoder;
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+const IDLE_POLL: Duration = Duration::from_millis(100);
+const COMMIT_EVERY: Duration = Duration::from_secs(5);
+
+/// Where to start reading each partition.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", untagged)]
+pub enum StartPosition {
+    /// `"earliest"` (default) or `"latest"`.
+    Named(NamedStart),
+    /// `{ timestamp-ms = N }`: the first message with timestamp ≥ N.
+    Timestamp {
+        /// ms since the Unix epoch.
+        #[serde(rename = "timestamp-ms")]
+        timestamp_ms: i64,
+    },
+    /// `{ offsets = [o0, o1, …] }`: an explicit offset per partition.
+    Offsets {
+        /// One offset per partition, in partition order.
+        offsets: Vec<i64>,
+    },
+    /// The default: earliest.
+    #[default]
+    #[serde(skip)]
+    Default,
+}
+
+/// Named start positions.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum NamedStart {
+    /// The earliest retained offset.
+    Earliest,
+    /// The end of the partition at start.
+    Latest,
+}
+
+/// A Kafka source.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    /// Topic to read.
+    pub topic: String,
+    /// Value format: `jsonl` (a JSON object per message, default) or `csv`.
+    pub format: Option<FileFormat>,
+    /// Column names of CSV values (messages have no header).
+    pub csv_columns: Option<Vec<String>>,
+    /// Start position (default earliest).
+    #[serde(default)]
+    pub start: StartPosition,
+    /// Stop at the end offsets seen at start (a bounded replay) instead of
+    /// reading forever.
+    #[serde(default)]
+    pub bounded: bool,
+    /// Consumer group for offset commits (lag monitoring only).
+    pub group_id: Option<String>,
+    /// Commit consumed offsets to `group-id` every 5 s.
+    #[serde(default)]
+    pub commit_offsets: bool,
+    /// Any librdkafka property (`bootstrap.servers`, `security.protocol`,
+    /// `sasl.*`, …). Values may name environment variables as `${NAME}`.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// Field mapping of values.
+    pub mapping: SpanMapping,
+}
+
+/// Replaces every `${NAME}` in `value` with the environment variable `NAME`.
+///
+/// # Errors
+/// [`SourceError::MissingEnv`] when a named variable is not set.
+///
+/// # Examples
+/// ```
+/// use streamforge_sources::kafka::expand_env;
+/// std::env::set_var("SF_DOC_USER", "alice");
+/// assert_eq!(expand_env("user=${SF_DOC_USER};").unwrap(), "user=alice;");
+/// assert!(expand_env("${SF_DOC_UNSET_VARIABLE}").is_err());
+/// ```
+pub fn expand_env(value: &str) -> Result<String, SourceError> {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        let Some(len) = rest[start + 2..].find('}') else { break };
+        let name = &rest[start + 2..start + 2 + len];
+        out.push_str(&rest[..start]);
+        out.push_str(&std::env::var(name).map_err(|_| SourceError::MissingEnv(name.to_string()))?);
+        rest = &rest[start + 3 + len..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A librdkafka client config from a property map (with `${ENV}` expansion).
+///
+/// # Errors
+/// A missing environment variable.
+pub fn client_config(properties: &BTreeMap<String, String>) -> Result<ClientConfig, SourceError> {
+    let mut config = ClientConfig::new();
+    for (k, v) in properties {
+        config.set(k, expand_env(v)?);
+    }
+    Ok(config)
+}
+
+impl KafkaSourceConfig {
+    fn err(&self, reason: impl ToString) -> SourceError {
+        SourceError::Kafka { topic: self.topic.clone(), reason: reason.to_string() }
+    }
+
+    fn consumer(&self) -> Result<BaseConsumer, SourceError> {
+        let mut config = client_config(&self.properties)?;
+        config.set("enable.auto.commit", "false").set("enable.partition.eof", "false");
+        config.set("group.id", self.group_id.clone().unwrap_or_else(|| "streamforge".into()));
+        config.create().map_err(|e| self.err(e))
+    }
+
+    fn decoder(&self) -> Result<ValueDecoder, SourceError> {
+        match self.format.unwrap_or(FileFormat::Jsonl) {
+            FileFormat::Jsonl => ValueDecoder::json(&self.mapping),
+            FileFormat::Csv => {
+                let cols = self.csv_columns.as_ref().ok_or_else(|| self.err("format csv needs csv-columns"))?;
+                ValueDecoder::csv(&self.mapping, cols)
+            }
+        }
+        .map_err(|e| self.err(e))
+    }
+
+    /// Number of partitions of the topic (checked before the job starts).
+    ///
+    /// # Errors
+    /// The broker cannot be reached, the topic does not exist, or the config is
+    /// invalid.
+    pub fn partitions(&self) -> Result<usize, SourceError> {
+        self.decoder()?;
+        let consumer = self.consumer()?;
+        let metadata = consumer.fetch_metadata(Some(&self.topic), METADATA_TIMEOUT).map_err(|e| self.err(e))?;
+        let topic = metadata.topics().iter().find(|t| t.name() == self.topic).ok_or_else(|| self.err("no such topic"))?;
+        if let Some(e) = topic.error() {
+            return Err(self.err(format!("{e:?}")));
+        }
+        let n = topic.partitions().len();
+        if n == 0 {
+            return Err(self.err("the topic has no partitions"));
+        }
+        if let StartPosition::Offsets { offsets } = &self.start {
+            if offsets.len() != n {
+                return Err(self.err(format!("{} start offsets for {n} partitions", offsets.len())));
+            }
+        }
+        Ok(n)
+    }
+
+    /// Opens partition `p` as a reader of spans.
+    ///
+    /// # Errors
+    /// The consumer cannot be created or assigned.
+    pub fn open(&self, p: usize) -> Result<Box<dyn PartitionReader<Span>>, SourceError> {
+        let consumer = self.consumer()?;
+        let partition = p as i32;
+        let (low, high) =
+            consumer.fetch_watermarks(&self.topic, partition, METADATA_TIMEOUT).map_err(|e| self.err(e))?;
+        let start = match &self.start {
+            StartPosition::Default | StartPosition::Named(NamedStart::Earliest) => low,
+            StartPosition::Named(NamedStart::Latest) => high,
+            StartPosition::Offsets { offsets } => offsets[p].clamp(low, high),
+            StartPosition::Timestamp { timestamp_ms } => {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition_offset(&self.topic, partition, Offset::Offset(*timestamp_ms))
+                    .map_err(|e| self.err(e))?;
+                let found = consumer.offsets_for_times(tpl, METADATA_TIMEOUT).map_err(|e| self.err(e))?;
+                let offset = found.elements().first().map(|e| e.offset());
+                drop(found);
+                match offset {
+                    Some(Offset::Offset(o)) => o,
+                    _ => high,
+                }
+            }
+        };
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, partition, Offset::Offset(start)).map_err(|e| self.err(e))?;
+        consumer.assign(&tpl).map_err(|e| self.err(e))?;
+        drop(tpl);
+        Ok(Box::new(KafkaPartition {
+            consumer: Some(consumer),
+            topic: self.topic.clone(),
+            partition,
+            name: format!("{}/{partition}", self.topic),
+            decoder: self.decoder()?,
+            next_offset: start,
+            stop_at: self.bounded.then_some(high),
+            commit: self.commit_offsets && self.group_id.is_some(),
+            last_commit: Instant::now(),
+        }))
+    }
+}
+
+struct KafkaPartition {
+    consumer: Option<BaseConsumer>,
+    topic: String,
+    partition: i32,
+    name: String,
+    decoder: ValueDecoder,
+    next_offset: i64,
+    stop_at: Option<i64>,
+    commit: bool,
+    last_commit: Instant,
+}
+
+impl KafkaPartition {
+    fn commit(&mut self) {
+        let Some(consumer) = &self.consumer else { return };
+        let mut tpl = TopicPartitionList::new();
+        if tpl.add_partition_offset(&self.topic, self.partition, Offset::Offset(self.next_offset)).is_ok() {
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                tracing::warn!(partition = %self.name, error = %e, "offset commit failed");
+            }
+        }
+        self.last_commit = Instant::now();
+    }
+}
+
+impl PartitionReader<Span> for KafkaPartition {
+    fn read_batch(
+        &mut self,
+        max_items: usize,
+        out: &mut Vec<SourceItem<Span>>,
+    ) -> Result<ReadStatus, Box<dyn std::error::Error + Send + Sync>> {
+        if self.stop_at.is_some_and(|s| self.next_offset >= s) {
+            return Ok(ReadStatus::Finished);
+        }
+        let Some(consumer) = &self.consumer else { return Ok(ReadStatus::Finished) };
+        let mut read = 0;
+        while read < max_items {
+            match consumer.poll(Duration::ZERO) {
+                None => break,
+                Some(Err(e)) => {
+                    tracing::warn!(partition = %self.name, error = %e, "kafka consumer error");
+                    return Ok(ReadStatus::Idle(IDLE_POLL));
+                }
+                Some(Ok(m)) => {
+                    read += 1;
+                    let offset = m.offset();
+                    self.next_offset = offset + 1;
+                    let payload = m.payload().unwrap_or_default();
+                    out.push(match self.decoder.decode(payload) {
+                        Ok((event_time_ms, record)) => SourceItem::Record { event_time_ms, record },
+                        Err(reason) => SourceItem::DeadLetter(DeadLetter {
+                            source: self.name.clone(),
+                            position: offset as u64,
+                            reason,
+                            raw: String::from_utf8_lossy(payload).into_owned(),
+                        }),
+                    });
+                    if self.stop_at.is_some_and(|s| self.next_offset >= s) {
+                        break;
+                    }
+                }
+            }
+        }
+        if self.commit && self.last_commit.elapsed() >= COMMIT_EVERY {
+            self.commit();
+        }
+        if self.stop_at.is_some_and(|s| self.next_offset >= s) {
+            if self.commit {
+                self.commit();
+            }
+            return Ok(ReadStatus::Finished);
+        }
+        Ok(if read == 0 { ReadStatus::Idle(IDLE_POLL) } else { ReadStatus::More })
+    }
+
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+
+    fn set_waker(&mut self, waker: Waker) {
+        if let Some(consumer) = self.consumer.as_mut() {
+            consumer.set_nonempty_callback(move || waker());
+        }
+    }
+}
