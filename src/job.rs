@@ -22,7 +22,9 @@ use streamforge_sinks::kafka::KafkaSinkCounters;
 use streamforge_sinks::{KafkaSinkConfig, SinkJsonl, SinkKafka, SinkStdoutTable};
 use streamforge_sources::file::open_file_partition;
 use streamforge_sources::generator::generator_partition;
-use streamforge_sources::{file_partitions, FileSourceConfig, GeneratorConfig, KafkaSourceConfig, Span};
+use streamforge_sources::{
+    file_partitions, FileSourceConfig, GeneratorConfig, KafkaSourceConfig, Span,
+};
 
 use crate::error::Error;
 use crate::main_job::{metrics_aggregate, to_row};
@@ -185,6 +187,10 @@ pub struct JobSummary {
     pub late: u64,
     /// Dead-lettered records.
     pub dead_letters: u64,
+    /// Records acknowledged by Kafka sinks.
+    pub kafka_delivered: u64,
+    /// Kafka delivery failures (retried).
+    pub kafka_delivery_errors: u64,
     /// Wall-clock time of the dataflow, seconds.
     pub elapsed_seconds: f64,
 }
@@ -344,7 +350,8 @@ impl Plan {
             match sink {
                 SinkConfig::Kafka(k) => {
                     let base = streamforge_sources::kafka::client_config(&k.properties)?;
-                    rows.clone().sink_kafka("rows-kafka", k, base, counters.kafka_sink.clone())?
+                    rows.clone()
+                        .sink_kafka("rows-kafka", k, base, counters.kafka_sink.clone())?
                 }
                 SinkConfig::Jsonl { path } => {
                     rows.clone()
@@ -426,6 +433,8 @@ pub fn run(job: &JobConfig, base: &Path, cluster: &ClusterArgs) -> Result<JobSum
         rows: counters.rows_total.load(Ordering::Relaxed),
         late: counters.late_total.load(Ordering::Relaxed),
         dead_letters: counters.dead_letters_total.load(Ordering::Relaxed),
+        kafka_delivered: counters.kafka_sink.delivered_total.load(Ordering::Relaxed),
+        kafka_delivery_errors: counters.kafka_sink.delivery_errors_total.load(Ordering::Relaxed),
         elapsed_seconds: start.elapsed().as_secs_f64(),
     })
 }

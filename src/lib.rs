@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod error;
 pub mod job;
 pub mod main_job;
+pub mod produce;
 
 pub use streamforge_dataflow as dataflow;
 pub use streamforge_operators as operators;

@@ -87,6 +87,39 @@ enum Command {
         #[arg(long, action = ArgAction::Help)]
         help: Option<bool>,
     },
+    /// Replay a file (CSV/JSONL, .gz) or generated spans into a Kafka topic.
+    Produce {
+        /// Topic to write.
+        #[arg(long)]
+        topic: String,
+        /// Kafka bootstrap servers.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Input file (CSV with header, or JSONL; optionally .gz).
+        #[arg(long, conflicts_with = "generate")]
+        input: Option<PathBuf>,
+        /// Replay this many generated spans instead of a file.
+        #[arg(long)]
+        generate: Option<u64>,
+        /// Messages per second (default: as fast as possible).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Field whose value keys each message.
+        #[arg(long)]
+        key_field: Option<String>,
+        /// Create the topic with this many partitions if missing.
+        #[arg(long)]
+        partitions: Option<i32>,
+        /// Value format (CSV input can be sent as CSV rows or JSON objects).
+        #[arg(long, value_enum, default_value = "json")]
+        format: streamforge::produce::ValueFormat,
+        /// Extra librdkafka property, KEY=VALUE (repeatable).
+        #[arg(short = 'X', value_parser = parse_kv)]
+        property: Vec<(String, String)>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Write generated spans as JSON lines (ts, service, operator, duration_ms, is_error).
     Generate {
         /// Number of spans.
@@ -128,6 +161,12 @@ fn main() -> ExitCode {
     }
 }
 
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
+}
+
 fn job_base(job: &Path) -> PathBuf {
     job.parent()
         .map(Path::to_path_buf)
@@ -161,6 +200,52 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
             let summary = job::run(&config, &job_base(&job_path), &timely.cluster_args())?;
             println!("\nsummary: {summary}");
             println!("rows written to {}", out.display());
+        }
+        Command::Produce {
+            topic,
+            brokers,
+            input,
+            generate,
+            rate,
+            key_field,
+            partitions,
+            format,
+            property,
+            quiet,
+        } => {
+            let mut properties: std::collections::BTreeMap<String, String> =
+                property.into_iter().collect();
+            properties
+                .entry("bootstrap.servers".into())
+                .or_insert(brokers);
+            let input = match (input, generate) {
+                (Some(path), _) => streamforge::produce::ProduceInput::File(path),
+                (None, Some(n)) => {
+                    streamforge::produce::ProduceInput::Generator(GeneratorConfig::with_events(n))
+                }
+                (None, None) => {
+                    return Err(streamforge::error::Error::Invalid(
+                        "give --input FILE or --generate N".into(),
+                    ))
+                }
+            };
+            let opts = streamforge::produce::ProduceOptions {
+                topic: topic.clone(),
+                properties,
+                input,
+                rate,
+                key_field,
+                partitions,
+                format,
+                progress: !quiet,
+            };
+            let start = std::time::Instant::now();
+            let n = streamforge::produce::produce(&opts)?;
+            let secs = start.elapsed().as_secs_f64();
+            println!(
+                "produced {n} messages to {topic} in {secs:.2}s ({:.0}/s)",
+                n as f64 / secs
+            );
         }
         Command::Cluster {
             job,

@@ -69,13 +69,20 @@ impl ProducerContext for SinkContext {
     fn delivery(&self, result: &DeliveryResult<'_>, attempt: Box<u32>) {
         match result {
             Ok(_) => {
-                self.counters.delivered_total.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .delivered_total
+                    .fetch_add(1, Ordering::Relaxed);
             }
             Err((e, m)) => {
-                self.counters.delivery_errors_total.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .delivery_errors_total
+                    .fetch_add(1, Ordering::Relaxed);
                 let key = m.key().unwrap_or_default().to_vec();
                 let payload = m.payload().unwrap_or_default().to_vec();
-                self.failed.lock().expect("sink lock").push((key, payload, *attempt, e.clone()));
+                self.failed
+                    .lock()
+                    .expect("sink lock")
+                    .push((key, payload, *attempt, e.clone()));
             }
         }
     }
@@ -124,7 +131,10 @@ pub trait SinkKafka<'scope, D> {
 }
 
 fn kafka_err(topic: &str, e: impl ToString) -> SinkError {
-    SinkError::Kafka { topic: topic.to_string(), reason: e.to_string() }
+    SinkError::Kafka {
+        topic: topic.to_string(),
+        reason: e.to_string(),
+    }
 }
 
 impl<'scope, D: ExchangeData + Serialize> SinkKafka<'scope, D> for Stream<'scope, Time, Vec<D>> {
@@ -139,21 +149,38 @@ impl<'scope, D: ExchangeData + Serialize> SinkKafka<'scope, D> for Stream<'scope
         base.set("enable.idempotence", "true");
         let transactional = config.transactional_id.is_some();
         if let Some(prefix) = &config.transactional_id {
-            base.set("transactional.id", format!("{prefix}-{}", self.scope().index()));
+            base.set(
+                "transactional.id",
+                format!("{prefix}-{}", self.scope().index()),
+            );
         }
         let failed: Failed = Arc::default();
         let producer: BaseProducer<SinkContext> = base
-            .create_with_context(SinkContext { failed: failed.clone(), counters })
+            .create_with_context(SinkContext {
+                failed: failed.clone(),
+                counters,
+            })
             .map_err(|e| kafka_err(&topic, e))?;
         if transactional {
-            producer.init_transactions(FLUSH_TIMEOUT).map_err(|e| kafka_err(&topic, e))?;
-            producer.begin_transaction().map_err(|e| kafka_err(&topic, e))?;
+            producer
+                .init_transactions(FLUSH_TIMEOUT)
+                .map_err(|e| kafka_err(&topic, e))?;
+            producer
+                .begin_transaction()
+                .map_err(|e| kafka_err(&topic, e))?;
         }
         let key_fields = config.key_fields.clone();
         let mut last_epoch: Option<u64> = Some(0);
-        let send = move |producer: &BaseProducer<SinkContext>, key: &[u8], payload: &[u8], attempt: u32| loop {
+        let send = move |producer: &BaseProducer<SinkContext>,
+                         key: &[u8],
+                         payload: &[u8],
+                         attempt: u32| loop {
             let record = BaseRecord::with_opaque_to(&topic, Box::new(attempt)).payload(payload);
-            let record = if key.is_empty() { record } else { record.key(key) };
+            let record = if key.is_empty() {
+                record
+            } else {
+                record.key(key)
+            };
             match producer.send(record) {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
@@ -162,20 +189,27 @@ impl<'scope, D: ExchangeData + Serialize> SinkKafka<'scope, D> for Stream<'scope
                 Err((e, _)) => panic!("kafka sink {topic}: {e}"),
             }
         };
-        let flush = move |producer: &BaseProducer<SinkContext>, failed: &Failed, send: &dyn Fn(&BaseProducer<SinkContext>, &[u8], &[u8], u32)| loop {
-            producer.flush(FLUSH_TIMEOUT).unwrap_or_else(|e| panic!("kafka sink flush: {e}"));
-            let retry: Vec<_> = std::mem::take(&mut *failed.lock().expect("sink lock"));
-            if retry.is_empty() {
-                break;
-            }
-            for (key, payload, attempt, error) in retry {
-                if attempt + 1 >= MAX_ATTEMPTS {
-                    panic!("kafka sink: a record failed {MAX_ATTEMPTS} times, last error: {error}");
+        let flush =
+            move |producer: &BaseProducer<SinkContext>,
+                  failed: &Failed,
+                  send: &dyn Fn(&BaseProducer<SinkContext>, &[u8], &[u8], u32)| loop {
+                producer
+                    .flush(FLUSH_TIMEOUT)
+                    .unwrap_or_else(|e| panic!("kafka sink flush: {e}"));
+                let retry: Vec<_> = std::mem::take(&mut *failed.lock().expect("sink lock"));
+                if retry.is_empty() {
+                    break;
                 }
-                tracing::warn!(%error, attempt, "kafka delivery failed; retrying");
-                send(producer, &key, &payload, attempt + 1);
-            }
-        };
+                for (key, payload, attempt, error) in retry {
+                    if attempt + 1 >= MAX_ATTEMPTS {
+                        panic!(
+                            "kafka sink: a record failed {MAX_ATTEMPTS} times, last error: {error}"
+                        );
+                    }
+                    tracing::warn!(%error, attempt, "kafka delivery failed; retrying");
+                    send(producer, &key, &payload, attempt + 1);
+                }
+            };
         self.sink(Pipeline, name, move |(input, frontier)| {
             input.for_each_time(|_, data| {
                 for d in data.flat_map(|d| d.drain(..)) {
@@ -205,7 +239,9 @@ impl<'scope, D: ExchangeData + Serialize> SinkKafka<'scope, D> for Stream<'scope
                         .commit_transaction(FLUSH_TIMEOUT)
                         .unwrap_or_else(|e| panic!("kafka sink: commit_transaction failed: {e}"));
                     if epoch.is_some() {
-                        producer.begin_transaction().unwrap_or_else(|e| panic!("kafka sink: begin_transaction: {e}"));
+                        producer
+                            .begin_transaction()
+                            .unwrap_or_else(|e| panic!("kafka sink: begin_transaction: {e}"));
                     }
                 }
             }

@@ -107,7 +107,9 @@ pub fn expand_env(value: &str) -> Result<String, SourceError> {
     let mut out = String::new();
     let mut rest = value;
     while let Some(start) = rest.find("${") {
-        let Some(len) = rest[start + 2..].find('}') else { break };
+        let Some(len) = rest[start + 2..].find('}') else {
+            break;
+        };
         let name = &rest[start + 2..start + 2 + len];
         out.push_str(&rest[..start]);
         out.push_str(&std::env::var(name).map_err(|_| SourceError::MissingEnv(name.to_string()))?);
@@ -131,13 +133,23 @@ pub fn client_config(properties: &BTreeMap<String, String>) -> Result<ClientConf
 
 impl KafkaSourceConfig {
     fn err(&self, reason: impl ToString) -> SourceError {
-        SourceError::Kafka { topic: self.topic.clone(), reason: reason.to_string() }
+        SourceError::Kafka {
+            topic: self.topic.clone(),
+            reason: reason.to_string(),
+        }
     }
 
     fn consumer(&self) -> Result<BaseConsumer, SourceError> {
         let mut config = client_config(&self.properties)?;
-        config.set("enable.auto.commit", "false").set("enable.partition.eof", "false");
-        config.set("group.id", self.group_id.clone().unwrap_or_else(|| "streamforge".into()));
+        config
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false");
+        config.set(
+            "group.id",
+            self.group_id
+                .clone()
+                .unwrap_or_else(|| "streamforge".into()),
+        );
         config.create().map_err(|e| self.err(e))
     }
 
@@ -145,7 +157,10 @@ impl KafkaSourceConfig {
         match self.format.unwrap_or(FileFormat::Jsonl) {
             FileFormat::Jsonl => ValueDecoder::json(&self.mapping),
             FileFormat::Csv => {
-                let cols = self.csv_columns.as_ref().ok_or_else(|| self.err("format csv needs csv-columns"))?;
+                let cols = self
+                    .csv_columns
+                    .as_ref()
+                    .ok_or_else(|| self.err("format csv needs csv-columns"))?;
                 ValueDecoder::csv(&self.mapping, cols)
             }
         }
@@ -160,8 +175,14 @@ impl KafkaSourceConfig {
     pub fn partitions(&self) -> Result<usize, SourceError> {
         self.decoder()?;
         let consumer = self.consumer()?;
-        let metadata = consumer.fetch_metadata(Some(&self.topic), METADATA_TIMEOUT).map_err(|e| self.err(e))?;
-        let topic = metadata.topics().iter().find(|t| t.name() == self.topic).ok_or_else(|| self.err("no such topic"))?;
+        let metadata = consumer
+            .fetch_metadata(Some(&self.topic), METADATA_TIMEOUT)
+            .map_err(|e| self.err(e))?;
+        let topic = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == self.topic)
+            .ok_or_else(|| self.err("no such topic"))?;
         if let Some(e) = topic.error() {
             return Err(self.err(format!("{e:?}")));
         }
@@ -171,7 +192,10 @@ impl KafkaSourceConfig {
         }
         if let StartPosition::Offsets { offsets } = &self.start {
             if offsets.len() != n {
-                return Err(self.err(format!("{} start offsets for {n} partitions", offsets.len())));
+                return Err(self.err(format!(
+                    "{} start offsets for {n} partitions",
+                    offsets.len()
+                )));
             }
         }
         Ok(n)
@@ -184,8 +208,9 @@ impl KafkaSourceConfig {
     pub fn open(&self, p: usize) -> Result<Box<dyn PartitionReader<Span>>, SourceError> {
         let consumer = self.consumer()?;
         let partition = p as i32;
-        let (low, high) =
-            consumer.fetch_watermarks(&self.topic, partition, METADATA_TIMEOUT).map_err(|e| self.err(e))?;
+        let (low, high) = consumer
+            .fetch_watermarks(&self.topic, partition, METADATA_TIMEOUT)
+            .map_err(|e| self.err(e))?;
         let start = match &self.start {
             StartPosition::Default | StartPosition::Named(NamedStart::Earliest) => low,
             StartPosition::Named(NamedStart::Latest) => high,
@@ -194,7 +219,9 @@ impl KafkaSourceConfig {
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition_offset(&self.topic, partition, Offset::Offset(*timestamp_ms))
                     .map_err(|e| self.err(e))?;
-                let found = consumer.offsets_for_times(tpl, METADATA_TIMEOUT).map_err(|e| self.err(e))?;
+                let found = consumer
+                    .offsets_for_times(tpl, METADATA_TIMEOUT)
+                    .map_err(|e| self.err(e))?;
                 let offset = found.elements().first().map(|e| e.offset());
                 drop(found);
                 match offset {
@@ -204,7 +231,8 @@ impl KafkaSourceConfig {
             }
         };
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topic, partition, Offset::Offset(start)).map_err(|e| self.err(e))?;
+        tpl.add_partition_offset(&self.topic, partition, Offset::Offset(start))
+            .map_err(|e| self.err(e))?;
         consumer.assign(&tpl).map_err(|e| self.err(e))?;
         drop(tpl);
         Ok(Box::new(KafkaPartition {
@@ -235,9 +263,18 @@ struct KafkaPartition {
 
 impl KafkaPartition {
     fn commit(&mut self) {
-        let Some(consumer) = &self.consumer else { return };
+        let Some(consumer) = &self.consumer else {
+            return;
+        };
         let mut tpl = TopicPartitionList::new();
-        if tpl.add_partition_offset(&self.topic, self.partition, Offset::Offset(self.next_offset)).is_ok() {
+        if tpl
+            .add_partition_offset(
+                &self.topic,
+                self.partition,
+                Offset::Offset(self.next_offset),
+            )
+            .is_ok()
+        {
             if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
                 tracing::warn!(partition = %self.name, error = %e, "offset commit failed");
             }
@@ -255,7 +292,9 @@ impl PartitionReader<Span> for KafkaPartition {
         if self.stop_at.is_some_and(|s| self.next_offset >= s) {
             return Ok(ReadStatus::Finished);
         }
-        let Some(consumer) = &self.consumer else { return Ok(ReadStatus::Finished) };
+        let Some(consumer) = &self.consumer else {
+            return Ok(ReadStatus::Finished);
+        };
         let mut read = 0;
         while read < max_items {
             match consumer.poll(Duration::ZERO) {
@@ -270,7 +309,10 @@ impl PartitionReader<Span> for KafkaPartition {
                     self.next_offset = offset + 1;
                     let payload = m.payload().unwrap_or_default();
                     out.push(match self.decoder.decode(payload) {
-                        Ok((event_time_ms, record)) => SourceItem::Record { event_time_ms, record },
+                        Ok((event_time_ms, record)) => SourceItem::Record {
+                            event_time_ms,
+                            record,
+                        },
                         Err(reason) => SourceItem::DeadLetter(DeadLetter {
                             source: self.name.clone(),
                             position: offset as u64,
@@ -293,7 +335,11 @@ impl PartitionReader<Span> for KafkaPartition {
             }
             return Ok(ReadStatus::Finished);
         }
-        Ok(if read == 0 { ReadStatus::Idle(IDLE_POLL) } else { ReadStatus::More })
+        Ok(if read == 0 {
+            ReadStatus::Idle(IDLE_POLL)
+        } else {
+            ReadStatus::More
+        })
     }
 
     fn describe(&self) -> String {

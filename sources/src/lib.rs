@@ -10,14 +10,14 @@ pub mod decode;
 pub mod error;
 pub mod file;
 pub mod generator;
+pub mod kafka;
 pub mod mapping;
 pub mod span;
 pub mod value;
-pub mod kafka;
 
 pub use error::SourceError;
 pub use file::{file_partitions, FileFormat, FileSourceConfig};
 pub use generator::GeneratorConfig;
-pub use mapping::SpanMapping;
 pub use kafka::KafkaSourceConfig;
+pub use mapping::SpanMapping;
 pub use span::{KeyInterner, Span, SpanKey};

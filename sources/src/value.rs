@@ -18,7 +18,10 @@ impl ValueDecoder {
     /// # Errors
     /// An invalid mapping.
     pub fn json(mapping: &SpanMapping) -> Result<Self, String> {
-        Ok(ValueDecoder { mapping: mapping.compile()?, csv_columns: None })
+        Ok(ValueDecoder {
+            mapping: mapping.compile()?,
+            csv_columns: None,
+        })
     }
 
     /// A decoder of CSV rows whose columns are named by `columns` (messages carry
@@ -31,9 +34,17 @@ impl ValueDecoder {
         let idx = mapping
             .slots()
             .iter()
-            .map(|s| columns.iter().position(|c| c == s).ok_or_else(|| format!("no column {s:?} in csv-columns")))
+            .map(|s| {
+                columns
+                    .iter()
+                    .position(|c| c == s)
+                    .ok_or_else(|| format!("no column {s:?} in csv-columns"))
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(ValueDecoder { mapping, csv_columns: Some(idx) })
+        Ok(ValueDecoder {
+            mapping,
+            csv_columns: Some(idx),
+        })
     }
 
     /// Decodes one value.
@@ -70,7 +81,9 @@ impl ValueDecoder {
                 let line = std::str::from_utf8(bytes).map_err(|e| format!("invalid UTF-8: {e}"))?;
                 let line = line.trim_end_matches(['\r', '\n']);
                 if line.contains('"') {
-                    let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(line.as_bytes());
+                    let mut reader = csv::ReaderBuilder::new()
+                        .has_headers(false)
+                        .from_reader(line.as_bytes());
                     let mut record = csv::StringRecord::new();
                     if !reader.read_record(&mut record).map_err(|e| e.to_string())? {
                         return Err("empty value".into());
