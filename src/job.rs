@@ -245,7 +245,10 @@ impl Plan {
         };
         for sink in &job.sinks {
             if let SinkConfig::Kafka(k) = sink {
-                streamforge_sources::kafka::client_config(&k.properties)?;
+                match k.create_partitions {
+                    Some(n) => crate::produce::ensure_topic(&k.properties, &k.topic, n)?,
+                    None => crate::produce::check_topic(&k.properties, &k.topic)?,
+                }
             }
         }
         let w = &job.window;
@@ -434,7 +437,10 @@ pub fn run(job: &JobConfig, base: &Path, cluster: &ClusterArgs) -> Result<JobSum
         late: counters.late_total.load(Ordering::Relaxed),
         dead_letters: counters.dead_letters_total.load(Ordering::Relaxed),
         kafka_delivered: counters.kafka_sink.delivered_total.load(Ordering::Relaxed),
-        kafka_delivery_errors: counters.kafka_sink.delivery_errors_total.load(Ordering::Relaxed),
+        kafka_delivery_errors: counters
+            .kafka_sink
+            .delivery_errors_total
+            .load(Ordering::Relaxed),
         elapsed_seconds: start.elapsed().as_secs_f64(),
     })
 }

@@ -87,6 +87,33 @@ pub fn ensure_topic(
     Ok(())
 }
 
+/// Checks that `topic` exists.
+///
+/// # Errors
+/// The broker cannot be reached or has no such topic (the message says how to
+/// create it).
+pub fn check_topic(properties: &BTreeMap<String, String>, topic: &str) -> Result<(), Error> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = client_config(properties)?
+        .create()
+        .map_err(|e| kafka(topic, e))?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| kafka(topic, e))?;
+    let ok = metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+    if ok {
+        Ok(())
+    } else {
+        Err(kafka(
+            topic,
+            "no such topic: create it, or set create-partitions = N on the sink",
+        ))
+    }
+}
+
 fn open(path: &Path) -> Result<Box<dyn BufRead>, Error> {
     let f = std::fs::File::open(path)?;
     let gz = path
@@ -113,7 +140,9 @@ pub fn produce(opts: &ProduceOptions) -> Result<u64, Error> {
     config
         .set("enable.idempotence", "true")
         .set("linger.ms", "5");
-    let producer: BaseProducer = config.create().map_err(|e| kafka(&opts.topic, e))?;
+    let producer: BaseProducer<Deliveries> = config
+        .create_with_context(Deliveries::default())
+        .map_err(|e| kafka(&opts.topic, e))?;
     let bar = if opts.progress {
         let total = match &opts.input {
             ProduceInput::Generator(g) => g.events,
@@ -242,6 +271,26 @@ pub fn produce(opts: &ProduceOptions) -> Result<u64, Error> {
         .map_err(|e| kafka(&opts.topic, e))?;
     bar.finish_and_clear();
     Ok(sent)
+}
+
+/// Counts failed deliveries.
+#[derive(Default)]
+struct Deliveries {
+    failed: std::sync::atomic::AtomicU64,
+    last_error: std::sync::Mutex<String>,
+}
+
+impl rdkafka::ClientContext for Deliveries {}
+
+impl rdkafka::producer::ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            *self.last_error.lock().expect("lock") = e.to_string();
+        }
+    }
 }
 
 fn json_field(line: &[u8], field: &str) -> Option<String> {

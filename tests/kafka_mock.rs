@@ -47,7 +47,8 @@ fn kafka_topic_gives_the_same_rows_as_the_file_and_dead_letters_have_coordinates
     let mut g = GeneratorConfig::with_events(30_000);
     g.events_per_second = 100.0;
     let file = dir.path().join("spans.jsonl");
-    g.write_jsonl(&mut std::fs::File::create(&file).unwrap()).unwrap();
+    g.write_jsonl(&mut std::fs::File::create(&file).unwrap())
+        .unwrap();
     let sent = produce(&ProduceOptions {
         topic: "spans".into(),
         properties: props(&brokers),
@@ -61,9 +62,14 @@ fn kafka_topic_gives_the_same_rows_as_the_file_and_dead_letters_have_coordinates
     .unwrap();
     assert_eq!(sent, 30_000);
     // Two malformed messages into partition 1.
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
     for bad in ["{not json", r#"{"ts": 1, "service": "x"}"#] {
-        producer.send(BaseRecord::<(), str>::to("spans").partition(1).payload(bad)).unwrap();
+        producer
+            .send(BaseRecord::<(), str>::to("spans").partition(1).payload(bad))
+            .unwrap();
     }
     producer.flush(Duration::from_secs(10)).unwrap();
 
@@ -97,19 +103,41 @@ key-fields = ["service", "operator_name"]
 "#
     );
     let config = JobConfig::parse(&kafka_job).unwrap();
-    let s = job::run(&config, dir.path(), &ClusterArgs { workers: 2, ..Default::default() }).unwrap();
+    let s = job::run(
+        &config,
+        dir.path(),
+        &ClusterArgs {
+            workers: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(s.events, 30_000);
     assert_eq!(s.dead_letters, 2);
     assert_eq!(s.kafka_delivered, s.rows);
     let expected = read_rows(&dir.path().join("file.jsonl"));
-    assert_rows_eq(&read_rows(&dir.path().join("kafka.jsonl")), &expected, "kafka vs file");
+    assert_rows_eq(
+        &read_rows(&dir.path().join("kafka.jsonl")),
+        &expected,
+        "kafka vs file",
+    );
 
     let dead = std::fs::read_to_string(dir.path().join("dead.jsonl")).unwrap();
-    let dead: Vec<serde_json::Value> = dead.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let dead: Vec<serde_json::Value> = dead
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert!(dead.iter().all(|d| d["source"] == "spans/1"), "{dead:?}");
-    let mut offsets: Vec<u64> = dead.iter().map(|d| d["position"].as_u64().unwrap()).collect();
+    let mut offsets: Vec<u64> = dead
+        .iter()
+        .map(|d| d["position"].as_u64().unwrap())
+        .collect();
     offsets.sort();
-    assert_eq!(offsets[1], offsets[0] + 1, "consecutive offsets at the end of partition 1");
+    assert_eq!(
+        offsets[1],
+        offsets[0] + 1,
+        "consecutive offsets at the end of partition 1"
+    );
     assert!(dead.iter().any(|d| d["raw"] == "{not json"));
 
     // The sink topic holds one keyed message per row.
@@ -125,7 +153,11 @@ key-fields = ["service", "operator_name"]
     while got < expected.len() && std::time::Instant::now() < deadline {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             let row: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
-            let key = format!("{}|{}", row["service"].as_str().unwrap(), row["operator_name"].as_str().unwrap());
+            let key = format!(
+                "{}|{}",
+                row["service"].as_str().unwrap(),
+                row["operator_name"].as_str().unwrap()
+            );
             assert_eq!(m.key().unwrap(), key.as_bytes());
             got += 1;
         }
@@ -155,7 +187,15 @@ transactional-id = "sf-test"
 "#
     );
     let config = JobConfig::parse(&job).unwrap();
-    let s = job::run(&config, dir.path(), &ClusterArgs { workers: 2, ..Default::default() }).unwrap();
+    let s = job::run(
+        &config,
+        dir.path(),
+        &ClusterArgs {
+            workers: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert!(s.rows > 0);
     assert_eq!(s.kafka_delivered, s.rows, "every row acknowledged");
 }

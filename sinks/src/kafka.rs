@@ -38,6 +38,9 @@ pub struct KafkaSinkConfig {
     /// `["service", "operator_name"]`); empty: no key.
     #[serde(default)]
     pub key_fields: Vec<String>,
+    /// Create the topic with this many partitions when the job starts, if it
+    /// does not exist (without it a missing topic is an error before the start).
+    pub create_partitions: Option<i32>,
     /// Transactional mode: each worker uses `transactional.id =
     /// <prefix>-<worker index>` and commits a transaction per completed epoch.
     pub transactional_id: Option<String>,

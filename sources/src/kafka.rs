@@ -27,6 +27,7 @@ use crate::value::ValueDecoder;
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_POLL: Duration = Duration::from_millis(100);
 const COMMIT_EVERY: Duration = Duration::from_secs(5);
+const DRAIN: Duration = Duration::from_millis(500);
 
 /// Where to start reading each partition.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -74,8 +75,10 @@ pub struct KafkaSourceConfig {
     /// Start position (default earliest).
     #[serde(default)]
     pub start: StartPosition,
-    /// Stop at the end offsets seen at start (a bounded replay) instead of
-    /// reading forever.
+    /// A bounded replay: stop once each partition has reached the end offset
+    /// seen at start *and* has had no message for 500 ms, instead of reading
+    /// forever. (The second condition is there because Tansu 0.6 reports the
+    /// base offset of the last batch as the end offset, i.e. too low.)
     #[serde(default)]
     pub bounded: bool,
     /// Consumer group for offset commits (lag monitoring only).
@@ -243,6 +246,7 @@ impl KafkaSourceConfig {
             decoder: self.decoder()?,
             next_offset: start,
             stop_at: self.bounded.then_some(high),
+            drained_since: None,
             commit: self.commit_offsets && self.group_id.is_some(),
             last_commit: Instant::now(),
         }))
@@ -257,6 +261,7 @@ struct KafkaPartition {
     decoder: ValueDecoder,
     next_offset: i64,
     stop_at: Option<i64>,
+    drained_since: Option<Instant>,
     commit: bool,
     last_commit: Instant,
 }
@@ -289,9 +294,6 @@ impl PartitionReader<Span> for KafkaPartition {
         max_items: usize,
         out: &mut Vec<SourceItem<Span>>,
     ) -> Result<ReadStatus, Box<dyn std::error::Error + Send + Sync>> {
-        if self.stop_at.is_some_and(|s| self.next_offset >= s) {
-            return Ok(ReadStatus::Finished);
-        }
         let Some(consumer) = &self.consumer else {
             return Ok(ReadStatus::Finished);
         };
@@ -320,26 +322,27 @@ impl PartitionReader<Span> for KafkaPartition {
                             raw: String::from_utf8_lossy(payload).into_owned(),
                         }),
                     });
-                    if self.stop_at.is_some_and(|s| self.next_offset >= s) {
-                        break;
-                    }
                 }
             }
         }
         if self.commit && self.last_commit.elapsed() >= COMMIT_EVERY {
             self.commit();
         }
-        if self.stop_at.is_some_and(|s| self.next_offset >= s) {
-            if self.commit {
-                self.commit();
-            }
-            return Ok(ReadStatus::Finished);
+        if read > 0 {
+            self.drained_since = None;
+            return Ok(ReadStatus::More);
         }
-        Ok(if read == 0 {
-            ReadStatus::Idle(IDLE_POLL)
-        } else {
-            ReadStatus::More
-        })
+        if self.stop_at.is_some_and(|s| self.next_offset >= s) {
+            let since = *self.drained_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= DRAIN {
+                if self.commit {
+                    self.commit();
+                }
+                return Ok(ReadStatus::Finished);
+            }
+            return Ok(ReadStatus::Idle(DRAIN / 5));
+        }
+        Ok(ReadStatus::Idle(IDLE_POLL))
     }
 
     fn describe(&self) -> String {
