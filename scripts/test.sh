@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: builds, then runs every unit, doc, property and
 # end-to-end test. Needs ../shared/data (the real data sets) next to the repo.
-# Servers for later connectors are installed and started from here.
+# It installs (once) and starts the servers the tests need: Tansu (Kafka).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +12,11 @@ if [ ! -f "$data/SOURCES.md" ]; then
   echo "       or set STREAMFORGE_SHARED_DATA=/path/to/shared/data" >&2
   exit 2
 fi
+
+# A real Kafka-protocol broker (Tansu) on 127.0.0.1 for the Kafka end-to-end tests.
+eval "$(scripts/kafka.sh start)"
+export STREAMFORGE_KAFKA
+trap 'scripts/kafka.sh stop' EXIT
 
 cargo build --release --workspace --all-targets
 cargo test --release --workspace --all-targets

@@ -43,6 +43,9 @@ fn kafka_topic_gives_the_same_rows_as_the_file_and_dead_letters_have_coordinates
     let cluster = MockCluster::new(1).unwrap();
     let brokers = cluster.bootstrap_servers();
     cluster.create_topic("spans", 3, 1).unwrap();
+    cluster
+        .create_topic("flink_operator_agg_result", 2, 1)
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut g = GeneratorConfig::with_events(30_000);
     g.events_per_second = 100.0;
@@ -169,6 +172,7 @@ key-fields = ["service", "operator_name"]
 fn transactional_sink_runs_its_transaction_calls() {
     let cluster = MockCluster::new(1).unwrap();
     let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("rows", 1, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let job = format!(
         r#"name = "txn"

@@ -22,13 +22,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
-use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::{Capability, ConnectLoop, Feedback};
 use timely::dataflow::{Scope, Stream};
+use timely::PartialOrder;
 
 use crate::dead_letter::DeadLetter;
-use crate::time::{time, Epoch, EventTime, Time};
+use crate::time::{time, Epoch, EventTime, Time, TimeSummary};
 use crate::watermark::PartitionWatermark;
 
 /// One item read from a partition.
@@ -202,16 +205,32 @@ where
     });
     let (records_out, records) = builder.new_output::<Vec<D>>();
     let (dead_out, dead) = builder.new_output::<Vec<DeadLetter>>();
+    // Watermark adverts: every active worker announces its watermark to all
+    // workers through a feedback edge (+1 ms). A worker whose partitions are all
+    // idle lifts its capabilities to the adverts it receives, so it stops holding
+    // the cluster's watermark back (Flink's "idle source" status).
+    let (advert_loop, adverts_in) = scope.feedback::<Vec<()>>(TimeSummary {
+        epoch: 0,
+        event_ms: 1,
+    });
+    let (advert_out, adverts) = builder.new_output::<Vec<()>>();
+    let mut adverts_in = builder.new_input(adverts_in, Pipeline);
     let mut records_out = OutputBuilder::from(records_out);
     let mut dead_out = OutputBuilder::from(dead_out);
+    let mut advert_out = OutputBuilder::from(advert_out);
     let index = scope.index();
     let peers = scope.peers();
     let counters = counters.unwrap_or_default();
 
     builder.build(move |mut caps| {
-        let dead_cap = caps.pop();
-        let record_cap = caps.pop();
-        let mut caps: Option<(Capability<Time>, Capability<Time>)> = record_cap.zip(dead_cap);
+        let advert_cap = caps.pop().expect("advert output");
+        let dead_cap = caps.pop().expect("dead-letter output");
+        let record_cap = caps.pop().expect("record output");
+        let mut caps = Some((record_cap, dead_cap, advert_cap));
+        let mut advertised: Option<EventTime> = None;
+        // The newest advert from the workers (a capability for each output), kept
+        // until our own capabilities pass it.
+        let mut lift: Option<[Capability<Time>; 3]> = None;
         let mut parts: Vec<Partition<D>> = (0..partitions)
             .filter(|i| i % peers == index)
             .map(|i| {
@@ -235,7 +254,16 @@ where
         activator.activate();
 
         move |_frontiers| {
-            let Some((rcap, dcap)) = caps.as_mut() else {
+            adverts_in.for_each_time(|cap, _| {
+                if lift
+                    .as_ref()
+                    .is_none_or(|l| l[0].time().less_equal(cap.time()))
+                {
+                    lift = Some([cap.retain(0), cap.retain(1), cap.retain(2)]);
+                }
+            });
+            let Some((rcap, dcap, acap)) = caps.as_mut() else {
+                lift = None;
                 return;
             };
             let mut records_out = records_out.activate();
@@ -294,14 +322,14 @@ where
                 counters
                     .dead_letters_total
                     .fetch_add(dead_batch.len() as u64, Ordering::Relaxed);
-                let t = time(epoch, batch_start);
+                let t = time(epoch.max(rcap.time().epoch), batch_start);
                 if !on_time.is_empty() {
                     let c = rcap.delayed(&t);
                     records_out.session(&c).give_container(&mut on_time);
                 }
                 let mut run = behind.drain(..).peekable();
                 while let Some((w, r)) = run.next() {
-                    let c = rcap.delayed(&time(epoch, w));
+                    let c = rcap.delayed(&time(epoch.max(rcap.time().epoch), w));
                     let mut session = records_out.session(&c);
                     session.give(r);
                     while let Some((_, r)) = run.next_if(|(w2, _)| *w2 == w) {
@@ -334,21 +362,46 @@ where
             }
             if parts.iter().all(|p| p.finished) {
                 caps = None;
+                lift = None;
                 return;
             }
             // The watermark: minimum over partitions that are neither finished nor
-            // idle; while all are idle it stays where it is.
+            // idle. While all are idle, follow the other workers' adverts.
             let floor = rcap.time().event_ms;
-            let low = parts
+            let active_low = parts
                 .iter()
                 .filter(|p| !p.finished && !p.is_idle(now, settings.idle_timeout))
                 .map(|p| p.watermark.current())
-                .min()
-                .unwrap_or(floor)
-                .max(floor);
-            let t = time(epoch, low);
-            rcap.downgrade(&t);
-            dcap.downgrade(&t);
+                .min();
+            epoch = epoch.max(rcap.time().epoch);
+            match active_low {
+                Some(low) => {
+                    let t = time(epoch, low.max(floor));
+                    rcap.downgrade(&t);
+                    dcap.downgrade(&t);
+                    acap.downgrade(&t);
+                    if advertised != Some(t.event_ms) {
+                        advertised = Some(t.event_ms);
+                        advert_out.activate().session(&*acap).give(());
+                    }
+                    if lift
+                        .as_ref()
+                        .is_some_and(|l| l[0].time().less_equal(rcap.time()))
+                    {
+                        lift = None;
+                    }
+                }
+                None => {
+                    if let Some([r, d, a]) = lift.take() {
+                        if rcap.time().less_equal(r.time()) {
+                            *rcap = r;
+                            *dcap = d;
+                            *acap = a;
+                            epoch = epoch.max(rcap.time().epoch);
+                        }
+                    }
+                }
+            }
             let wake = parts
                 .iter()
                 .filter(|p| !p.finished)
@@ -365,6 +418,7 @@ where
             }
         }
     });
+    adverts.broadcast().connect_loop(advert_loop);
     (records, dead)
 }
 

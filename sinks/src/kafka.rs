@@ -91,6 +91,64 @@ impl ProducerContext for SinkContext {
     }
 }
 
+/// A producer with its retry queue.
+struct Writer {
+    producer: BaseProducer<SinkContext>,
+    failed: Failed,
+    topic: String,
+}
+
+impl Writer {
+    /// Sends one record, waiting while the local queue is full.
+    fn send(&self, key: &[u8], payload: &[u8], attempt: u32) {
+        loop {
+            let record =
+                BaseRecord::with_opaque_to(&self.topic, Box::new(attempt)).payload(payload);
+            let record = if key.is_empty() {
+                record
+            } else {
+                record.key(key)
+            };
+            match self.producer.send(record) {
+                Ok(()) => return,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    self.producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => panic!("kafka sink {}: {e}", self.topic),
+            }
+        }
+    }
+
+    /// Re-sends what failed since the last call; returns whether there was any.
+    fn resend_failed(&self) -> bool {
+        let retry: Vec<_> = std::mem::take(&mut *self.failed.lock().expect("sink lock"));
+        let any = !retry.is_empty();
+        for (key, payload, attempt, error) in retry {
+            if attempt + 1 >= MAX_ATTEMPTS {
+                panic!(
+                    "kafka sink {}: a record failed {MAX_ATTEMPTS} times, last error: {error}",
+                    self.topic
+                );
+            }
+            tracing::warn!(%error, attempt, topic = %self.topic, "kafka delivery failed; retrying");
+            self.send(&key, &payload, attempt + 1);
+        }
+        any
+    }
+
+    /// Waits until every record is acknowledged, re-sending failures.
+    fn flush(&self) {
+        loop {
+            self.producer
+                .flush(FLUSH_TIMEOUT)
+                .unwrap_or_else(|e| panic!("kafka sink {} flush: {e}", self.topic));
+            if !self.resend_failed() {
+                return;
+            }
+        }
+    }
+}
+
 /// The key of a JSON record: the named fields' values joined by `|`.
 ///
 /// # Examples
@@ -174,75 +232,36 @@ impl<'scope, D: ExchangeData + Serialize> SinkKafka<'scope, D> for Stream<'scope
         }
         let key_fields = config.key_fields.clone();
         let mut last_epoch: Option<u64> = Some(0);
-        let send = move |producer: &BaseProducer<SinkContext>,
-                         key: &[u8],
-                         payload: &[u8],
-                         attempt: u32| loop {
-            let record = BaseRecord::with_opaque_to(&topic, Box::new(attempt)).payload(payload);
-            let record = if key.is_empty() {
-                record
-            } else {
-                record.key(key)
-            };
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    producer.poll(Duration::from_millis(10));
-                }
-                Err((e, _)) => panic!("kafka sink {topic}: {e}"),
-            }
+        let writer = Writer {
+            producer,
+            failed,
+            topic,
         };
-        let flush =
-            move |producer: &BaseProducer<SinkContext>,
-                  failed: &Failed,
-                  send: &dyn Fn(&BaseProducer<SinkContext>, &[u8], &[u8], u32)| loop {
-                producer
-                    .flush(FLUSH_TIMEOUT)
-                    .unwrap_or_else(|e| panic!("kafka sink flush: {e}"));
-                let retry: Vec<_> = std::mem::take(&mut *failed.lock().expect("sink lock"));
-                if retry.is_empty() {
-                    break;
-                }
-                for (key, payload, attempt, error) in retry {
-                    if attempt + 1 >= MAX_ATTEMPTS {
-                        panic!(
-                            "kafka sink: a record failed {MAX_ATTEMPTS} times, last error: {error}"
-                        );
-                    }
-                    tracing::warn!(%error, attempt, "kafka delivery failed; retrying");
-                    send(producer, &key, &payload, attempt + 1);
-                }
-            };
         self.sink(Pipeline, name, move |(input, frontier)| {
             input.for_each_time(|_, data| {
                 for d in data.flat_map(|d| d.drain(..)) {
                     let value = serde_json::to_value(&d).expect("serializable row");
                     let key = record_key(&value, &key_fields);
                     let payload = serde_json::to_vec(&value).expect("serializable row");
-                    send(&producer, key.as_bytes(), &payload, 0);
+                    writer.send(key.as_bytes(), &payload, 0);
                 }
             });
-            producer.poll(Duration::ZERO);
-            // Re-send what failed since the last activation.
-            let retry: Vec<_> = std::mem::take(&mut *failed.lock().expect("sink lock"));
-            for (key, payload, attempt, error) in retry {
-                if attempt + 1 >= MAX_ATTEMPTS {
-                    panic!("kafka sink: a record failed {MAX_ATTEMPTS} times, last error: {error}");
-                }
-                send(&producer, &key, &payload, attempt + 1);
-            }
+            writer.producer.poll(Duration::ZERO);
+            writer.resend_failed();
             // An epoch completed (or the input ended): flush, and commit the
             // transaction of the epochs before it.
             let epoch = FrontierView::of(frontier).oldest_epoch;
             if epoch != last_epoch {
                 last_epoch = epoch;
-                flush(&producer, &failed, &send);
+                writer.flush();
                 if transactional {
-                    producer
+                    writer
+                        .producer
                         .commit_transaction(FLUSH_TIMEOUT)
                         .unwrap_or_else(|e| panic!("kafka sink: commit_transaction failed: {e}"));
                     if epoch.is_some() {
-                        producer
+                        writer
+                            .producer
                             .begin_transaction()
                             .unwrap_or_else(|e| panic!("kafka sink: begin_transaction: {e}"));
                     }

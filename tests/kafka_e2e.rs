@@ -1,0 +1,348 @@
+//! End to end against a real Kafka-protocol broker (Tansu, started by
+//! scripts/test.sh; its address is in STREAMFORGE_KAFKA): the TrainTicket day
+//! replayed into a 3-partition topic gives exactly the rows of the file run, at
+//! 2 workers (JSON values) and as a 2-process cluster (CSV values); malformed
+//! messages are dead-lettered with their coordinates; an idle partition does not
+//! stall windows and a burst after idleness is processed.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{assert_rows_eq, hostfile, read_rows, shared_data};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use streamforge::dataflow::launch::ClusterArgs;
+use streamforge::job::{self, JobConfig};
+
+const BIN: &str = env!("CARGO_BIN_EXE_streamforge");
+
+fn broker() -> String {
+    std::env::var("STREAMFORGE_KAFKA").unwrap_or_else(|_| {
+        panic!(
+            "no Kafka broker: run scripts/test.sh (it installs and starts Tansu), or run \
+             `scripts/kafka.sh start` and export the STREAMFORGE_KAFKA=host:port it prints"
+        )
+    })
+}
+
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+fn producer() -> BaseProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", broker())
+        .create()
+        .unwrap()
+}
+
+const TT_MAPPING: &str = r#"
+[source.mapping]
+event-time = { field = "StartTimeUnixNano", unit = "ns" }
+service = { field = "PodName", transform = "k8s-pod" }
+operator-name = { field = "OperationName" }
+duration = { field = "Duration", unit = "us" }
+[watermark]
+out-of-orderness = "2m"
+[window]
+kind = "tumbling"
+size = "60s"
+"#;
+
+fn produce_cli(topic: &str, input: &Path, format: &str) {
+    let status = Command::new(BIN)
+        .args([
+            "produce",
+            "--topic",
+            topic,
+            "--brokers",
+            &broker(),
+            "--partitions",
+            "3",
+            "--key-field",
+            "PodName",
+        ])
+        .args(["--format", format, "--quiet", "--input"])
+        .arg(input)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn count_messages(topic: &str, partitions: i32, want: usize) -> usize {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker())
+        .set("group.id", unique("count"))
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let (mut n, mut last) = (0, Instant::now());
+    while last.elapsed() < Duration::from_secs(3) && n < want + 1 {
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+            n += 1;
+            last = Instant::now();
+        }
+    }
+    n
+}
+
+#[test]
+fn trainticket_through_the_broker_equals_the_file_run() {
+    let spans = shared_data().join("nezha/trainticket/spans_2023-01-29.csv.gz");
+    let dir = tempfile::tempdir().unwrap();
+    // Reference: the file source.
+    let file_job = format!(
+        "name = \"file\"\n[source]\nkind = \"file\"\npaths = [\"{}\"]\n{TT_MAPPING}[[sinks]]\nkind = \"jsonl\"\npath = \"file.jsonl\"\n",
+        spans.display()
+    );
+    let s = job::run(
+        &JobConfig::parse(&file_job).unwrap(),
+        dir.path(),
+        &ClusterArgs::default(),
+    )
+    .unwrap();
+    assert_eq!((s.events, s.late), (328_848, 0));
+    let expected = read_rows(&dir.path().join("file.jsonl"));
+
+    // JSON values, 2 workers, Kafka sink, one malformed message.
+    let spans_topic = unique("spans");
+    let agg_topic = unique("flink_operator_agg_result");
+    produce_cli(&spans_topic, &spans, "json");
+    let p = producer();
+    p.send(
+        BaseRecord::<(), str>::to(&spans_topic)
+            .partition(0)
+            .payload("{\"PodName\": 3"),
+    )
+    .unwrap();
+    p.flush(Duration::from_secs(10)).unwrap();
+    let kafka_job = format!(
+        r#"name = "kafka"
+dead-letter = "dead.jsonl"
+[source]
+kind = "kafka"
+topic = "{spans_topic}"
+bounded = true
+[source.properties]
+"bootstrap.servers" = "{broker}"
+{TT_MAPPING}
+[[sinks]]
+kind = "jsonl"
+path = "kafka.jsonl"
+[[sinks]]
+kind = "kafka"
+topic = "{agg_topic}"
+key-fields = ["service", "operator_name"]
+create-partitions = 3
+[sinks.properties]
+"bootstrap.servers" = "{broker}"
+"#,
+        broker = broker()
+    );
+    let config = JobConfig::parse(&kafka_job).unwrap();
+    let s = job::run(
+        &config,
+        dir.path(),
+        &ClusterArgs {
+            workers: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!((s.events, s.dead_letters), (328_848, 1));
+    assert_rows_eq(
+        &read_rows(&dir.path().join("kafka.jsonl")),
+        &expected,
+        "kafka (json, -w 2) vs file",
+    );
+    let dead: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(dir.path().join("dead.jsonl"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    assert_eq!(dead["source"], format!("{spans_topic}/0"));
+    assert_eq!(dead["raw"], "{\"PodName\": 3");
+    assert_eq!(s.kafka_delivered, expected.len() as u64);
+    assert_eq!(
+        count_messages(&agg_topic, 3, expected.len()),
+        expected.len()
+    );
+
+    // CSV values, a 2-process cluster.
+    let csv_topic = unique("spans-csv");
+    produce_cli(&csv_topic, &spans, "csv");
+    let csv_job = format!(
+        r#"name = "kafka-csv"
+[source]
+kind = "kafka"
+topic = "{csv_topic}"
+bounded = true
+format = "csv"
+csv-columns = ["TraceID", "SpanID", "ParentID", "PodName", "OperationName", "StartTimeUnixNano", "EndTimeUnixNano", "Duration"]
+[source.properties]
+"bootstrap.servers" = "{broker}"
+{TT_MAPPING}
+[[sinks]]
+kind = "jsonl"
+path = "{out}"
+"#,
+        broker = broker(),
+        out = dir.path().join("cluster.jsonl").display()
+    );
+    let job_path = dir.path().join("csv.toml");
+    std::fs::write(&job_path, csv_job).unwrap();
+    let hosts = hostfile(dir.path(), 2);
+    let status = Command::new(BIN)
+        .args([
+            "cluster",
+            job_path.to_str().unwrap(),
+            "-h",
+            hosts.to_str().unwrap(),
+            "-w",
+            "1",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_rows_eq(
+        &read_rows(&dir.path().join("cluster.jsonl")),
+        &expected,
+        "kafka (csv, 2 processes) vs file",
+    );
+}
+
+fn span_line(ts: u64, service: &str) -> String {
+    format!(
+        r#"{{"ts":{ts},"service":"{service}","operator":"op","duration_ms":1.5,"is_error":false}}"#
+    )
+}
+
+fn rows_with(path: &Path, service: &str) -> usize {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().filter(|l| l.contains(service)).count())
+        .unwrap_or(0)
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn an_idle_partition_does_not_stall_windows_and_a_burst_after_idleness_is_processed() {
+    let topic = unique("idle");
+    streamforge::produce::ensure_topic(
+        &[("bootstrap.servers".to_string(), broker())].into(),
+        &topic,
+        3,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rows = dir.path().join("rows.jsonl");
+    let job = format!(
+        r#"name = "idle"
+[source]
+kind = "kafka"
+topic = "{topic}"
+[source.properties]
+"bootstrap.servers" = "{broker}"
+[source.mapping]
+event-time = {{ field = "ts", unit = "ms" }}
+service = {{ field = "service" }}
+operator-name = {{ field = "operator" }}
+duration = {{ field = "duration_ms", unit = "ms" }}
+is-error = {{ field = "is_error" }}
+[watermark]
+out-of-orderness = "1s"
+idle-timeout = "1s"
+[window]
+kind = "tumbling"
+size = "5s"
+[[sinks]]
+kind = "jsonl"
+path = "{rows}"
+"#,
+        broker = broker(),
+        rows = rows.display()
+    );
+    let job_path = dir.path().join("idle.toml");
+    std::fs::write(&job_path, job).unwrap();
+    let child = Command::new(BIN)
+        .args(["run", job_path.to_str().unwrap(), "-w", "2"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = KillOnDrop(child);
+    let p = producer();
+    let t0 = 1_700_000_000_000u64;
+    // 60 s of event time on partitions 0 and 1 only; partition 2 stays empty.
+    for i in 0..6_000u64 {
+        let line = span_line(t0 + i * 10, "steady");
+        p.send(
+            BaseRecord::<(), str>::to(&topic)
+                .partition((i % 2) as i32)
+                .payload(&line),
+        )
+        .unwrap();
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+    wait_for(
+        "windows to close while partition 2 is idle",
+        Duration::from_secs(30),
+        || rows_with(&rows, "steady") >= 10,
+    );
+    // After a pause, a burst on the idle partition, later in event time.
+    std::thread::sleep(Duration::from_secs(2));
+    for i in 0..5_000u64 {
+        let line = span_line(t0 + 120_000 + i * 10, "burst");
+        p.send(
+            BaseRecord::<(), str>::to(&topic)
+                .partition(2)
+                .payload(&line),
+        )
+        .unwrap();
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+    wait_for(
+        "windows of the burst to close",
+        Duration::from_secs(30),
+        || rows_with(&rows, "burst") >= 8,
+    );
+    drop(child);
+    let burst: Vec<serde_json::Value> = std::fs::read_to_string(&rows)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("burst"))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Each closed burst window holds its 500 spans (10 ms apart, 5 s windows).
+    assert!(burst.iter().all(|r| r["total_count"] == 500), "{burst:?}");
+}
+
+/// Kills the job when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
