@@ -200,7 +200,10 @@ where
     let info = builder.operator_info();
     let activator = scope.activator_for(Rc::clone(&info.address));
     let sync_activator = scope.worker().sync_activator_for(info.address.to_vec());
+    let woken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let woken_by = woken.clone();
     let waker: Waker = Arc::new(move || {
+        woken_by.store(true, Ordering::Release);
         let _ = sync_activator.activate();
     });
     let (records_out, records) = builder.new_output::<Vec<D>>();
@@ -270,6 +273,12 @@ where
             let mut dead_out = dead_out.activate();
             let mut budget = settings.items_per_activation;
             let now = Instant::now();
+            if woken.swap(false, Ordering::Acquire) {
+                // A reader has data again: stop waiting out its idle delay.
+                for p in parts.iter_mut() {
+                    p.idle_until = None;
+                }
+            }
             while budget > 0 {
                 // Read the lagging partition first so that partitions advance together.
                 let Some(p) = parts

@@ -28,6 +28,7 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_POLL: Duration = Duration::from_millis(100);
 const COMMIT_EVERY: Duration = Duration::from_secs(5);
 const DRAIN: Duration = Duration::from_millis(500);
+const FIRST_FETCH: Duration = Duration::from_secs(3);
 
 /// Where to start reading each partition.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -76,8 +77,8 @@ pub struct KafkaSourceConfig {
     #[serde(default)]
     pub start: StartPosition,
     /// A bounded replay: stop once each partition has reached the end offset
-    /// seen at start *and* has had no message for 500 ms, instead of reading
-    /// forever. (The second condition is there because Tansu 0.6 reports the
+    /// seen at start *and* has had no message for 500 ms (3 s before its first
+    /// message), instead of reading forever. (The second condition is there because Tansu 0.6 reports the
     /// base offset of the last batch as the end offset, i.e. too low.)
     #[serde(default)]
     pub bounded: bool,
@@ -217,7 +218,7 @@ impl KafkaSourceConfig {
         let start = match &self.start {
             StartPosition::Default | StartPosition::Named(NamedStart::Earliest) => low,
             StartPosition::Named(NamedStart::Latest) => high,
-            StartPosition::Offsets { offsets } => offsets[p].clamp(low, high),
+            StartPosition::Offsets { offsets } => offsets[p].max(low),
             StartPosition::Timestamp { timestamp_ms } => {
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition_offset(&self.topic, partition, Offset::Offset(*timestamp_ms))
@@ -247,6 +248,8 @@ impl KafkaSourceConfig {
             next_offset: start,
             stop_at: self.bounded.then_some(high),
             drained_since: None,
+            opened: Instant::now(),
+            read_any: false,
             commit: self.commit_offsets && self.group_id.is_some(),
             last_commit: Instant::now(),
         }))
@@ -262,6 +265,8 @@ struct KafkaPartition {
     next_offset: i64,
     stop_at: Option<i64>,
     drained_since: Option<Instant>,
+    opened: Instant,
+    read_any: bool,
     commit: bool,
     last_commit: Instant,
 }
@@ -330,11 +335,14 @@ impl PartitionReader<Span> for KafkaPartition {
         }
         if read > 0 {
             self.drained_since = None;
+            self.read_any = true;
             return Ok(ReadStatus::More);
         }
         if self.stop_at.is_some_and(|s| self.next_offset >= s) {
             let since = *self.drained_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= DRAIN {
+            // Before the first message, give the consumer time for its first fetch.
+            let settled = self.read_any || self.opened.elapsed() >= FIRST_FETCH;
+            if settled && since.elapsed() >= DRAIN {
                 if self.commit {
                     self.commit();
                 }
