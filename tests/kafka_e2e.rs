@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_rows_eq, hostfile, read_rows, shared_data};
+use common::{assert_rows_eq, hostfile, read_rows, shared_data, GENERATED_MAPPING, NEZHA_MAPPING};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -44,12 +44,7 @@ fn producer() -> BaseProducer {
         .unwrap()
 }
 
-const TT_MAPPING: &str = r#"
-[source.mapping]
-event-time = { field = "StartTimeUnixNano", unit = "ns" }
-service = { field = "PodName", transform = "k8s-pod" }
-operator-name = { field = "OperationName" }
-duration = { field = "Duration", unit = "us" }
+const TT_WINDOW: &str = r#"
 [watermark]
 out-of-orderness = "2m"
 [window]
@@ -105,7 +100,7 @@ fn trainticket_through_the_broker_equals_the_file_run() {
     let dir = tempfile::tempdir().unwrap();
     // Reference: the file source.
     let file_job = format!(
-        "name = \"file\"\n[source]\nkind = \"file\"\npaths = [\"{}\"]\n{TT_MAPPING}[[sinks]]\nkind = \"jsonl\"\npath = \"file.jsonl\"\n",
+        "name = \"file\"\n[source]\nkind = \"file\"\npaths = [\"{}\"]\n{NEZHA_MAPPING}{TT_WINDOW}[[sinks]]\nkind = \"jsonl\"\npath = \"file.jsonl\"\n",
         spans.display()
     );
     let s = job::run(
@@ -138,7 +133,7 @@ topic = "{spans_topic}"
 bounded = true
 [source.properties]
 "bootstrap.servers" = "{broker}"
-{TT_MAPPING}
+{NEZHA_MAPPING}{TT_WINDOW}
 [[sinks]]
 kind = "jsonl"
 path = "kafka.jsonl"
@@ -195,7 +190,7 @@ format = "csv"
 csv-columns = ["TraceID", "SpanID", "ParentID", "PodName", "OperationName", "StartTimeUnixNano", "EndTimeUnixNano", "Duration"]
 [source.properties]
 "bootstrap.servers" = "{broker}"
-{TT_MAPPING}
+{NEZHA_MAPPING}{TT_WINDOW}
 [[sinks]]
 kind = "jsonl"
 path = "{out}"
@@ -263,13 +258,7 @@ kind = "kafka"
 topic = "{topic}"
 [source.properties]
 "bootstrap.servers" = "{broker}"
-[source.mapping]
-event-time = {{ field = "ts", unit = "ms" }}
-service = {{ field = "service" }}
-operator-name = {{ field = "operator" }}
-duration = {{ field = "duration_ms", unit = "ms" }}
-is-error = {{ field = "is_error" }}
-[watermark]
+{GENERATED_MAPPING}[watermark]
 out-of-orderness = "1s"
 idle-timeout = "1s"
 [window]
@@ -379,12 +368,7 @@ bounded = true
 start = {start}
 [source.properties]
 "bootstrap.servers" = "{broker}"
-[source.mapping]
-event-time = {{ field = "ts", unit = "ms" }}
-service = {{ field = "service" }}
-operator-name = {{ field = "operator" }}
-duration = {{ field = "duration_ms", unit = "ms" }}
-[window]
+{GENERATED_MAPPING}[window]
 kind = "tumbling"
 size = "60s"
 "#,

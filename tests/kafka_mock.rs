@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{assert_rows_eq, read_rows};
+use common::{assert_rows_eq, read_rows, GENERATED_MAPPING};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
@@ -20,13 +20,7 @@ use streamforge::job::{self, JobConfig};
 use streamforge::produce::{produce, ProduceInput, ProduceOptions, ValueFormat};
 use streamforge::sources::GeneratorConfig;
 
-const MAPPING: &str = r#"
-[source.mapping]
-event-time = { field = "ts", unit = "ms" }
-service = { field = "service" }
-operator-name = { field = "operator" }
-duration = { field = "duration_ms", unit = "ms" }
-is-error = { field = "is_error" }
+const WINDOW: &str = r#"
 [watermark]
 out-of-orderness = "3s"
 [window]
@@ -77,7 +71,7 @@ fn kafka_topic_gives_the_same_rows_as_the_file_and_dead_letters_have_coordinates
     producer.flush(Duration::from_secs(10)).unwrap();
 
     let file_job = format!(
-        "name = \"file\"\n[source]\nkind = \"file\"\npaths = [\"{}\"]\n{MAPPING}[[sinks]]\nkind = \"jsonl\"\npath = \"file.jsonl\"\n",
+        "name = \"file\"\n[source]\nkind = \"file\"\npaths = [\"{}\"]\n{GENERATED_MAPPING}{WINDOW}[[sinks]]\nkind = \"jsonl\"\npath = \"file.jsonl\"\n",
         file.display()
     );
     let config = JobConfig::parse(&file_job).unwrap();
@@ -93,7 +87,7 @@ topic = "spans"
 bounded = true
 [source.properties]
 "bootstrap.servers" = "{brokers}"
-{MAPPING}
+{GENERATED_MAPPING}{WINDOW}
 [[sinks]]
 kind = "jsonl"
 path = "kafka.jsonl"
@@ -218,7 +212,7 @@ start = {start}
 {extra}
 [source.properties]
 "bootstrap.servers" = "{brokers}"
-{MAPPING}"#
+{GENERATED_MAPPING}{WINDOW}"#
     );
     let config = JobConfig::parse(&job).unwrap();
     job::run(&config, dir.path(), &ClusterArgs::default())

@@ -7,7 +7,9 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{assert_rows_eq, hostfile, model, read_rows, shared_data, Item};
+use common::{
+    assert_rows_eq, hostfile, model, read_rows, shared_data, Item, GENERATED_MAPPING, NEZHA_MAPPING,
+};
 use streamforge::dataflow::launch::ClusterArgs;
 use streamforge::job::{self, JobConfig};
 use streamforge::sources::GeneratorConfig;
@@ -82,13 +84,7 @@ dead-letter = "{out}/dead.jsonl"
 [source]
 kind = "file"
 paths = ["{pattern}"]
-[source.mapping]
-event-time = {{ field = "ts", unit = "ms" }}
-service = {{ field = "service" }}
-operator-name = {{ field = "operator" }}
-duration = {{ field = "duration_ms", unit = "ms" }}
-is-error = {{ field = "is_error" }}
-[watermark]
+{GENERATED_MAPPING}[watermark]
 out-of-orderness = "3s"
 [window]
 kind = "tumbling"
@@ -191,12 +187,7 @@ name = "trainticket"
 [source]
 kind = "file"
 paths = ["{}"]
-[source.mapping]
-event-time = {{ field = "StartTimeUnixNano", unit = "ns" }}
-service = {{ field = "PodName", transform = "k8s-pod" }}
-operator-name = {{ field = "OperationName" }}
-duration = {{ field = "Duration", unit = "us" }}
-[watermark]
+{NEZHA_MAPPING}[watermark]
 out-of-orderness = "2m"
 [window]
 kind = "tumbling"

@@ -152,3 +152,20 @@ pub fn assert_rows_eq(got: &[OperatorAggRow], want: &[OperatorAggRow], what: &st
     }
     assert_eq!(got.len(), want.len(), "{what}: row count");
 }
+
+/// `[source.mapping]` of generated JSON spans (`streamforge generate`).
+pub const GENERATED_MAPPING: &str = r#"[source.mapping]
+event-time = { field = "ts", unit = "ms" }
+service = { field = "service" }
+operator-name = { field = "operator" }
+duration = { field = "duration_ms", unit = "ms" }
+is-error = { field = "is_error" }
+"#;
+
+/// `[source.mapping]` of the Nezha span CSVs (no error column).
+pub const NEZHA_MAPPING: &str = r#"[source.mapping]
+event-time = { field = "StartTimeUnixNano", unit = "ns" }
+service = { field = "PodName", transform = "k8s-pod" }
+operator-name = { field = "OperationName" }
+duration = { field = "Duration", unit = "us" }
+"#;
