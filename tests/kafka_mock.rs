@@ -270,3 +270,41 @@ fn start_positions_and_group_commits() {
     drop(committed);
     assert_eq!(offset, rdkafka::Offset::Offset(100));
 }
+
+fn sink_job(brokers: &str, topic: &str) -> JobConfig {
+    JobConfig::parse(&format!(
+        r#"name = "sink-errors"
+[source]
+kind = "generator"
+events = 3000
+[window]
+kind = "tumbling"
+size = "60s"
+[[sinks]]
+kind = "kafka"
+topic = "{topic}"
+[sinks.properties]
+"bootstrap.servers" = "{brokers}"
+"#
+    ))
+    .unwrap()
+}
+
+#[test]
+fn sink_delivery_errors_are_retried_and_persistent_ones_stop_the_job() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("flaky", 1, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // One rejected produce request: its records fail, are re-sent, and land.
+    cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD]);
+    let s = job::run(&sink_job(&brokers, "flaky"), dir.path(), &ClusterArgs::default()).unwrap();
+    assert!(s.kafka_delivery_errors > 0, "the error was seen: {s:?}");
+    assert_eq!(s.kafka_delivered, s.rows, "every row delivered after the retry");
+    // Every produce request rejected: the job fails instead of dropping rows.
+    cluster.create_topic("broken", 1, 1).unwrap();
+    cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD; 200]);
+    let err = job::run(&sink_job(&brokers, "broken"), dir.path(), &ClusterArgs::default());
+    assert!(err.is_err(), "a persistent delivery failure must stop the job");
+}
