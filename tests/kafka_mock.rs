@@ -298,13 +298,34 @@ fn sink_delivery_errors_are_retried_and_persistent_ones_stop_the_job() {
     cluster.create_topic("flaky", 1, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     // One rejected produce request: its records fail, are re-sent, and land.
-    cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD]);
-    let s = job::run(&sink_job(&brokers, "flaky"), dir.path(), &ClusterArgs::default()).unwrap();
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD],
+    );
+    let s = job::run(
+        &sink_job(&brokers, "flaky"),
+        dir.path(),
+        &ClusterArgs::default(),
+    )
+    .unwrap();
     assert!(s.kafka_delivery_errors > 0, "the error was seen: {s:?}");
-    assert_eq!(s.kafka_delivered, s.rows, "every row delivered after the retry");
+    assert_eq!(
+        s.kafka_delivered, s.rows,
+        "every row delivered after the retry"
+    );
     // Every produce request rejected: the job fails instead of dropping rows.
     cluster.create_topic("broken", 1, 1).unwrap();
-    cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD; 200]);
-    let err = job::run(&sink_job(&brokers, "broken"), dir.path(), &ClusterArgs::default());
-    assert!(err.is_err(), "a persistent delivery failure must stop the job");
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD; 200],
+    );
+    let err = job::run(
+        &sink_job(&brokers, "broken"),
+        dir.path(),
+        &ClusterArgs::default(),
+    );
+    assert!(
+        err.is_err(),
+        "a persistent delivery failure must stop the job"
+    );
 }
