@@ -8,10 +8,11 @@ use serde::Deserialize;
 use streamforge_dataflow::source::{PartitionReader, ReadStatus, SourceItem};
 use streamforge_dataflow::DeadLetter;
 
-use crate::decode::{decode_json, Val};
+use crate::decode::Val;
 use crate::error::SourceError;
 use crate::mapping::{CompiledMapping, SpanMapping, MAX_SLOTS};
 use crate::span::Span;
+use crate::value::ValueDecoder;
 
 /// File formats.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -126,7 +127,7 @@ pub fn open_file_partition(
         FileFormat::Jsonl => Box::new(JsonlPartition {
             name,
             reader: BufReader::with_capacity(1 << 20, raw),
-            mapping,
+            decoder: ValueDecoder::from_compiled(mapping),
             line_no: 0,
             carry: Vec::new(),
             done: false,
@@ -168,14 +169,14 @@ pub fn open_file_partition(
 struct JsonlPartition {
     name: String,
     reader: BufReader<Box<dyn Read + Send>>,
-    mapping: CompiledMapping,
+    decoder: ValueDecoder,
     line_no: u64,
     carry: Vec<u8>,
     done: bool,
 }
 
 fn json_line(
-    mapping: &mut CompiledMapping,
+    decoder: &mut ValueDecoder,
     name: &str,
     line_no: u64,
     line: &[u8],
@@ -185,9 +186,7 @@ fn json_line(
     if line.iter().all(u8::is_ascii_whitespace) {
         return;
     }
-    let mut vals: [Val<'_>; MAX_SLOTS] = Default::default();
-    let result = decode_json(line, mapping.slots(), &mut vals).and_then(|()| mapping.build(&vals));
-    out.push(match result {
+    out.push(match decoder.decode(line) {
         Ok((event_time_ms, record)) => SourceItem::Record {
             event_time_ms,
             record,
@@ -210,7 +209,7 @@ impl PartitionReader<Span> for JsonlPartition {
         let JsonlPartition {
             name,
             reader,
-            mapping,
+            decoder,
             line_no,
             carry,
             done,
@@ -224,7 +223,7 @@ impl PartitionReader<Span> for JsonlPartition {
             if buf.is_empty() {
                 if !carry.is_empty() {
                     *line_no += 1;
-                    json_line(mapping, name, *line_no, carry, out);
+                    json_line(decoder, name, *line_no, carry, out);
                     carry.clear();
                 }
                 *done = true;
@@ -240,10 +239,10 @@ impl PartitionReader<Span> for JsonlPartition {
                 };
                 *line_no += 1;
                 if carry.is_empty() {
-                    json_line(mapping, name, *line_no, &rest[..i], out);
+                    json_line(decoder, name, *line_no, &rest[..i], out);
                 } else {
                     carry.extend_from_slice(&rest[..i]);
-                    json_line(mapping, name, *line_no, carry, out);
+                    json_line(decoder, name, *line_no, carry, out);
                     carry.clear();
                 }
                 consumed += i + 1;

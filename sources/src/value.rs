@@ -24,6 +24,14 @@ impl ValueDecoder {
         })
     }
 
+    /// A JSON decoder from an already compiled mapping.
+    pub fn from_compiled(mapping: CompiledMapping) -> Self {
+        ValueDecoder {
+            mapping,
+            csv_columns: None,
+        }
+    }
+
     /// A decoder of CSV rows whose columns are named by `columns` (messages carry
     /// no header).
     ///
