@@ -11,7 +11,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_rows_eq, hostfile, read_rows, shared_data, GENERATED_MAPPING, NEZHA_MAPPING};
+use common::{
+    assert_rows_eq, read_rows, run_cluster, shared_data, GENERATED_MAPPING, NEZHA_MAPPING,
+};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -198,21 +200,7 @@ path = "{out}"
         broker = broker(),
         out = dir.path().join("cluster.jsonl").display()
     );
-    let job_path = dir.path().join("csv.toml");
-    std::fs::write(&job_path, csv_job).unwrap();
-    let hosts = hostfile(dir.path(), 2);
-    let status = Command::new(BIN)
-        .args([
-            "cluster",
-            job_path.to_str().unwrap(),
-            "-h",
-            hosts.to_str().unwrap(),
-            "-w",
-            "1",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    run_cluster(dir.path(), "csv", &csv_job, 2, 1);
     assert_rows_eq(
         &read_rows(&dir.path().join("cluster.jsonl")),
         &expected,

@@ -5,16 +5,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::{
-    assert_rows_eq, hostfile, model, read_rows, shared_data, Item, GENERATED_MAPPING, NEZHA_MAPPING,
+    assert_rows_eq, hostfile, model, read_rows, run_cluster, shared_data, Item, GENERATED_MAPPING,
+    NEZHA_MAPPING,
 };
 use streamforge::dataflow::launch::ClusterArgs;
 use streamforge::job::{self, JobConfig};
 use streamforge::sources::GeneratorConfig;
-
-const BIN: &str = env!("CARGO_BIN_EXE_streamforge");
 
 /// Writes 3 JSONL partitions of generated spans with malformed lines mixed in,
 /// and returns what the model reads from them.
@@ -153,21 +151,13 @@ fn two_process_cluster_matches_model() {
     let dir = tempfile::tempdir().unwrap();
     let parts = write_inputs(dir.path());
     let expected = model(&parts, 60_000, 3_000);
-    let job = dir.path().join("job.toml");
-    std::fs::write(&job, file_job(dir.path(), "spans-*.jsonl", "cluster")).unwrap();
-    let hosts = hostfile(dir.path(), 2);
-    let status = Command::new(BIN)
-        .args([
-            "cluster",
-            job.to_str().unwrap(),
-            "-h",
-            hosts.to_str().unwrap(),
-            "-w",
-            "2",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    run_cluster(
+        dir.path(),
+        "job",
+        &file_job(dir.path(), "spans-*.jsonl", "cluster"),
+        2,
+        2,
+    );
     assert_rows_eq(
         &read_rows(&dir.path().join("cluster/rows.jsonl")),
         &expected.rows,
@@ -221,21 +211,7 @@ fn trainticket_day_gives_the_same_rows_at_w1_w2_and_two_processes() {
         outputs.push(read_rows(&out));
     }
     let out = dir.path().join("cluster.jsonl");
-    let job = dir.path().join("job.toml");
-    std::fs::write(&job, trainticket_job(&out)).unwrap();
-    let hosts = hostfile(dir.path(), 2);
-    let status = Command::new(BIN)
-        .args([
-            "cluster",
-            job.to_str().unwrap(),
-            "-h",
-            hosts.to_str().unwrap(),
-            "-w",
-            "1",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    run_cluster(dir.path(), "job", &trainticket_job(&out), 2, 1);
     outputs.push(read_rows(&out));
     assert!(outputs[0].len() > 10_000, "{} rows", outputs[0].len());
     let total: u64 = outputs[0].iter().map(|r| r.total_count).sum();

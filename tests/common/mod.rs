@@ -169,3 +169,21 @@ service = { field = "PodName", transform = "k8s-pod" }
 operator-name = { field = "OperationName" }
 duration = { field = "Duration", unit = "us" }
 "#;
+
+/// Writes `job` (TOML) to `dir/<name>.toml` and runs it as a cluster of
+/// `processes` local processes with `workers` each (`streamforge cluster`),
+/// asserting that it succeeds.
+pub fn run_cluster(dir: &Path, name: &str, job: &str, processes: usize, workers: usize) {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, job).unwrap();
+    let hosts = hostfile(dir, processes);
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_streamforge"))
+        .arg("cluster")
+        .arg(&path)
+        .arg("-h")
+        .arg(&hosts)
+        .args(["-w", &workers.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "cluster run of {name} failed: {status}");
+}
