@@ -22,6 +22,69 @@ pub fn launch_local(
     hostfile: &Path,
     workers: usize,
 ) -> Result<(), Error> {
+    supervise(
+        program,
+        args,
+        args,
+        hostfile,
+        workers,
+        &RestartPolicy {
+            max_restarts: 0,
+            backoff: Duration::ZERO,
+        },
+    )
+}
+
+/// When and how often [`supervise`] restarts a failed cluster.
+#[derive(Clone, Debug)]
+pub struct RestartPolicy {
+    /// Restarts allowed in total.
+    pub max_restarts: u32,
+    /// Wait before the first restart; doubled after each, at most 30 s.
+    pub backoff: Duration,
+}
+
+/// Runs the cluster with `first` arguments; when any process dies, kills the
+/// others and (up to `policy.max_restarts` times, with backoff) starts all of
+/// them again with `again` (which restores the last complete checkpoint).
+///
+/// # Errors
+/// As [`launch_local`], once the restarts are used up.
+pub fn supervise(
+    program: &Path,
+    first: &[String],
+    again: &[String],
+    hostfile: &Path,
+    workers: usize,
+    policy: &RestartPolicy,
+) -> Result<(), Error> {
+    let mut restarts = 0;
+    let mut backoff = policy.backoff;
+    let mut args = first;
+    loop {
+        match launch_once(program, args, hostfile, workers) {
+            Ok(()) => return Ok(()),
+            Err(e) if restarts < policy.max_restarts => {
+                restarts += 1;
+                eprintln!(
+                    "streamforge cluster: {e}; restart {restarts}/{} from the last checkpoint in {backoff:?}",
+                    policy.max_restarts
+                );
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                args = again;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn launch_once(
+    program: &Path,
+    args: &[String],
+    hostfile: &Path,
+    workers: usize,
+) -> Result<(), Error> {
     let hosts = read_hostfile(hostfile)?;
     for h in &hosts {
         let host = h.rsplit_once(':').map_or(h.as_str(), |(host, _)| host);

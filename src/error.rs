@@ -28,6 +28,9 @@ pub enum Error {
     /// I/O outside sources and sinks (e.g. writing generated data).
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A checkpoint could not be found, read or written.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     /// A process of a local cluster failed.
     #[error("cluster: {0}")]
     Cluster(String),

@@ -14,14 +14,22 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::Inspect;
 use timely::dataflow::Scope;
 
+use streamforge_dataflow::checkpoint::{
+    CheckpointContext, CheckpointGraph, CheckpointSettings, PartitionPosition, Restore,
+};
+use streamforge_dataflow::checkpoint_store::CheckpointStore;
 use streamforge_dataflow::launch::ClusterArgs;
-use streamforge_dataflow::source::{partitioned_source, SourceCounters, SourceSettings};
+use streamforge_dataflow::source::{
+    checkpointed_source, partitioned_source, PartitionReader, SourceCounters, SourceSettings,
+};
 use streamforge_dataflow::{DataflowError, Time};
 use streamforge_operators::{Sliding, Tumbling, WindowAggregate, WindowAssigner, WindowSpec};
 use streamforge_sinks::kafka::KafkaSinkCounters;
-use streamforge_sinks::{KafkaSinkConfig, SinkJsonl, SinkKafka, SinkStdoutTable};
-use streamforge_sources::file::open_file_partition;
-use streamforge_sources::generator::generator_partition;
+use streamforge_sinks::{
+    KafkaSinkConfig, SinkJsonl, SinkJsonlExactlyOnce, SinkKafka, SinkStdoutTable,
+};
+use streamforge_sources::file::{open_file_partition, open_file_partition_at};
+use streamforge_sources::generator::generator_partition_at;
 use streamforge_sources::{
     file_partitions, FileSourceConfig, GeneratorConfig, KafkaSourceConfig, Span,
 };
@@ -49,6 +57,55 @@ pub struct JobConfig {
     pub late_output: Option<PathBuf>,
     /// Optional JSONL file for dead letters (malformed input).
     pub dead_letter: Option<PathBuf>,
+    /// Checkpoints (exactly-once file sinks, restore after a crash).
+    pub checkpoint: Option<CheckpointConfig>,
+    /// Read at most this many records per second per worker (replay throttle).
+    pub rate_limit: Option<u64>,
+}
+
+/// Checkpoint settings of a job file (`[checkpoint]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// The checkpoint directory (shared by all processes of a cluster).
+    pub dir: PathBuf,
+    /// Time between checkpoints (default `"1s"`).
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Complete checkpoints kept (default 3).
+    #[serde(default = "default_retain")]
+    pub retain: usize,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_retain() -> usize {
+    3
+}
+
+/// Where a run starts from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum RestoreFrom {
+    /// A fresh run (the checkpoint history is cleared).
+    #[default]
+    Fresh,
+    /// The newest complete checkpoint; a fresh run when there is none.
+    Latest,
+    /// A checkpoint or savepoint directory (`…/chk-<id>`).
+    Path(PathBuf),
+}
+
+impl std::str::FromStr for RestoreFrom {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(if s == "latest" {
+            RestoreFrom::Latest
+        } else {
+            RestoreFrom::Path(s.into())
+        })
+    }
 }
 
 /// Sources.
@@ -193,6 +250,8 @@ pub struct JobSummary {
     pub kafka_delivery_errors: u64,
     /// Wall-clock time of the dataflow, seconds.
     pub elapsed_seconds: f64,
+    /// The checkpoint this run resumed from.
+    pub restored_from: Option<u64>,
 }
 
 impl JobSummary {
@@ -228,6 +287,7 @@ struct Plan {
     job: JobConfig,
     input: Input,
     base: PathBuf,
+    checkpoints: Option<Arc<CheckpointContext>>,
 }
 
 impl Plan {
@@ -267,6 +327,7 @@ impl Plan {
             job: job.clone(),
             input,
             base: base.to_path_buf(),
+            checkpoints: None,
         })
     }
 
@@ -286,10 +347,34 @@ impl Plan {
         }
     }
 
+    /// Opens partition `i` (at `position` when restoring).
+    fn opener(
+        &self,
+    ) -> impl FnMut(usize, Option<&PartitionPosition>) -> Box<dyn PartitionReader<Span>> + 'static
+    {
+        let input = match &self.input {
+            Input::Files(f, c) => Input::Files(f.clone(), c.clone()),
+            Input::Generator(g) => Input::Generator(g.clone()),
+            Input::Kafka(n, k) => Input::Kafka(*n, k.clone()),
+        };
+        move |i, position| match &input {
+            Input::Files(files, cfg) => {
+                open_file_partition_at(&files[i], cfg.format, &cfg.mapping, position)
+                    .unwrap_or_else(|e| panic!("{e}"))
+            }
+            Input::Kafka(_, k) => k.open_at(i, position).unwrap_or_else(|e| panic!("{e}")),
+            Input::Generator(g) => generator_partition_at(g, i, position),
+        }
+    }
+
     fn build<'s>(&self, scope: Scope<'s, Time>, counters: &Arc<JobCounters>) -> Result<(), Error> {
         let ooo = self.job.watermark.out_of_orderness.as_millis() as u64;
         let mut settings = SourceSettings::new(format!("{}-source", self.job.name), ooo);
         settings.idle_timeout = self.job.watermark.idle_timeout;
+        settings.rate_limit = self.job.rate_limit;
+        if let Some(ctx) = &self.checkpoints {
+            return self.build_checkpointed(scope, counters, settings, ctx.clone());
+        }
         let (spans, dead) = match &self.input {
             Input::Files(files, cfg) => {
                 let files = files.clone();
@@ -315,13 +400,13 @@ impl Plan {
                     Some(counters.source.clone()),
                 )
             }
-            Input::Generator(g) => {
-                let g = g.clone();
+            Input::Generator(_) => {
+                let mut open = self.opener();
                 partitioned_source(
                     scope,
                     settings,
                     self.partitions(),
-                    move |i| generator_partition(&g, i),
+                    move |i| open(i, None),
                     Some(counters.source.clone()),
                 )
             }
@@ -336,6 +421,103 @@ impl Plan {
                 self.aggregate(spans, Sliding::new(size, slide), lateness)
             }
         };
+        let (rows, late, dead) = self.count(counters, rows, late, dead);
+        for sink in &self.job.sinks {
+            self.other_sink(sink, &rows, counters)?;
+        }
+        if let Some(p) = &self.job.late_output {
+            late.sink_jsonl("late-jsonl", self.resolve(p), None)?;
+        }
+        if let Some(p) = &self.job.dead_letter {
+            dead.sink_jsonl("dead-letter-jsonl", self.resolve(p), None)?;
+        }
+        Ok(())
+    }
+
+    /// The job with checkpoints: checkpointed source and window, exactly-once
+    /// file sinks, the committer.
+    fn build_checkpointed<'s>(
+        &self,
+        scope: Scope<'s, Time>,
+        counters: &Arc<JobCounters>,
+        settings: SourceSettings,
+        ctx: Arc<CheckpointContext>,
+    ) -> Result<(), Error> {
+        let mut graph = CheckpointGraph::new(scope, ctx);
+        let (spans, dead) = checkpointed_source(
+            scope,
+            settings,
+            self.partitions(),
+            self.opener(),
+            Some(counters.source.clone()),
+            &mut graph,
+        );
+        let w = &self.job.window;
+        let lateness = w.allowed_lateness.unwrap_or_default().as_millis() as u64;
+        let size = w.size.as_millis() as u64;
+        let name = format!("{}-window", self.job.name);
+        fn spec_key(s: &Span) -> &streamforge_sources::SpanKey {
+            &s.key
+        }
+        fn spec_time(s: &Span) -> u64 {
+            s.event_time_ms
+        }
+        let (results, late) = match w.kind {
+            WindowKind::Tumbling => spans.window_aggregate_checkpointed(
+                &name,
+                WindowSpec::new(Tumbling::new(size)).allowed_lateness_ms(lateness),
+                spec_key,
+                spec_time,
+                metrics_aggregate(),
+                &mut graph,
+            ),
+            WindowKind::Sliding => {
+                let slide = w.slide.unwrap_or(w.size).as_millis() as u64;
+                spans.window_aggregate_checkpointed(
+                    &name,
+                    WindowSpec::new(Sliding::new(size, slide)).allowed_lateness_ms(lateness),
+                    spec_key,
+                    spec_time,
+                    metrics_aggregate(),
+                    &mut graph,
+                )
+            }
+        };
+        let rows = results.map(to_row);
+        let (rows, late, dead) = self.count(counters, rows, late, dead);
+        for sink in &self.job.sinks {
+            match sink {
+                SinkConfig::Jsonl { path } => rows.clone().sink_jsonl_exactly_once(
+                    "rows-jsonl",
+                    self.resolve(path),
+                    None,
+                    &mut graph,
+                )?,
+                other => self.other_sink(other, &rows, counters)?,
+            }
+        }
+        if let Some(p) = &self.job.late_output {
+            late.sink_jsonl_exactly_once("late-jsonl", self.resolve(p), None, &mut graph)?;
+        }
+        if let Some(p) = &self.job.dead_letter {
+            dead.sink_jsonl_exactly_once("dead-letter-jsonl", self.resolve(p), None, &mut graph)?;
+        }
+        graph.finish();
+        Ok(())
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn count<'s>(
+        &self,
+        counters: &Arc<JobCounters>,
+        rows: timely::dataflow::Stream<'s, Time, Vec<crate::main_job::OperatorAggRow>>,
+        late: timely::dataflow::Stream<'s, Time, Vec<Span>>,
+        dead: timely::dataflow::Stream<'s, Time, Vec<streamforge_dataflow::DeadLetter>>,
+    ) -> (
+        timely::dataflow::Stream<'s, Time, Vec<crate::main_job::OperatorAggRow>>,
+        timely::dataflow::Stream<'s, Time, Vec<Span>>,
+        timely::dataflow::Stream<'s, Time, Vec<streamforge_dataflow::DeadLetter>>,
+    ) {
         let c = counters.clone();
         let rows = rows.inspect_batch(move |_, b| {
             c.rows_total.fetch_add(b.len() as u64, Ordering::Relaxed);
@@ -349,40 +531,42 @@ impl Plan {
             c.dead_letters_total
                 .fetch_add(b.len() as u64, Ordering::Relaxed);
         });
-        for sink in &self.job.sinks {
-            match sink {
-                SinkConfig::Kafka(k) => {
-                    let base = streamforge_sources::kafka::client_config(&k.properties)?;
-                    rows.clone()
-                        .sink_kafka("rows-kafka", k, base, counters.kafka_sink.clone())?
-                }
-                SinkConfig::Jsonl { path } => {
-                    rows.clone()
-                        .sink_jsonl("rows-jsonl", self.resolve(path), None)?
-                }
-                SinkConfig::Stdout { max_rows } => rows.clone().sink_stdout_table(
-                    "rows-stdout",
-                    [
-                        ("window_start", 19),
-                        ("service", 24),
-                        ("operator_name", 40),
-                        ("total_count", 11),
-                        ("error_rate", 10),
-                        ("avg_duration", 12),
-                        ("p95_duration", 12),
-                        ("max_duration", 12),
-                    ]
-                    .map(|(c, w)| (c.to_string(), w))
-                    .to_vec(),
-                    *max_rows,
-                ),
+        (rows, late, dead)
+    }
+
+    /// Sinks other than JSONL files (the same with or without checkpoints).
+    fn other_sink<'s>(
+        &self,
+        sink: &SinkConfig,
+        rows: &timely::dataflow::Stream<'s, Time, Vec<crate::main_job::OperatorAggRow>>,
+        counters: &Arc<JobCounters>,
+    ) -> Result<(), Error> {
+        match sink {
+            SinkConfig::Kafka(k) => {
+                let base = streamforge_sources::kafka::client_config(&k.properties)?;
+                rows.clone()
+                    .sink_kafka("rows-kafka", k, base, counters.kafka_sink.clone())?
             }
-        }
-        if let Some(p) = &self.job.late_output {
-            late.sink_jsonl("late-jsonl", self.resolve(p), None)?;
-        }
-        if let Some(p) = &self.job.dead_letter {
-            dead.sink_jsonl("dead-letter-jsonl", self.resolve(p), None)?;
+            SinkConfig::Jsonl { path } => {
+                rows.clone()
+                    .sink_jsonl("rows-jsonl", self.resolve(path), None)?
+            }
+            SinkConfig::Stdout { max_rows } => rows.clone().sink_stdout_table(
+                "rows-stdout",
+                [
+                    ("window_start", 19),
+                    ("service", 24),
+                    ("operator_name", 40),
+                    ("total_count", 11),
+                    ("error_rate", 10),
+                    ("avg_duration", 12),
+                    ("p95_duration", 12),
+                    ("max_duration", 12),
+                ]
+                .map(|(c, w)| (c.to_string(), w))
+                .to_vec(),
+                *max_rows,
+            ),
         }
         Ok(())
     }
@@ -415,7 +599,88 @@ impl Plan {
 /// Invalid job settings, unopenable inputs or outputs, bad cluster options, or a
 /// worker that failed.
 pub fn run(job: &JobConfig, base: &Path, cluster: &ClusterArgs) -> Result<JobSummary, Error> {
-    let plan = Arc::new(Plan::prepare(job, base)?);
+    run_from(job, base, cluster, &RestoreFrom::Fresh)
+}
+
+/// Finds the checkpoint to resume from and opens the checkpoint context.
+fn open_checkpoints(
+    job: &JobConfig,
+    dir: &Path,
+    cfg: &CheckpointConfig,
+    from: &RestoreFrom,
+) -> Result<CheckpointContext, Error> {
+    let settings = CheckpointSettings {
+        dir: dir.to_path_buf(),
+        interval: cfg.interval,
+        retain: cfg.retain,
+    };
+    let ckpt = |e: streamforge_dataflow::checkpoint_store::CheckpointError| {
+        Error::Checkpoint(e.to_string())
+    };
+    let restore = match from {
+        RestoreFrom::Fresh => None,
+        RestoreFrom::Latest => {
+            let store = CheckpointStore::open(dir, cfg.retain).map_err(ckpt)?;
+            let (found, skipped) = store.latest().map_err(ckpt)?;
+            for s in &skipped {
+                eprintln!("streamforge: {s}; falling back to an older checkpoint");
+            }
+            match found {
+                Some(c) => Some(Restore::new(store, c).map_err(ckpt)?),
+                None => {
+                    eprintln!(
+                        "streamforge: no complete checkpoint in {}; starting from the beginning",
+                        dir.display()
+                    );
+                    None
+                }
+            }
+        }
+        RestoreFrom::Path(p) => {
+            let (store, c) = CheckpointStore::load_path(p).map_err(ckpt)?;
+            Some(Restore::new(store, c).map_err(ckpt)?)
+        }
+    };
+    if let Some(r) = &restore {
+        let saved = r.checkpoint.manifest.meta.get("job");
+        if saved.is_some_and(|j| *j != job.name) {
+            return Err(Error::Checkpoint(format!(
+                "checkpoint {} belongs to job {:?}, not {:?}",
+                r.id(),
+                saved.unwrap_or(&String::new()),
+                job.name
+            )));
+        }
+    }
+    CheckpointContext::new(&settings, &job.name, restore).map_err(ckpt)
+}
+
+/// [`run`] starting from a checkpoint or savepoint (`from`), for jobs with a
+/// `[checkpoint]` section.
+///
+/// # Errors
+/// As [`run`]; also a checkpoint that cannot be found or read, or `from` given
+/// for a job without checkpoints.
+pub fn run_from(
+    job: &JobConfig,
+    base: &Path,
+    cluster: &ClusterArgs,
+    from: &RestoreFrom,
+) -> Result<JobSummary, Error> {
+    let mut plan = Plan::prepare(job, base)?;
+    if let Some(cfg) = &job.checkpoint {
+        let dir = plan.resolve(&cfg.dir);
+        plan.checkpoints = Some(Arc::new(open_checkpoints(job, &dir, cfg, from)?));
+    } else if *from != RestoreFrom::Fresh {
+        return Err(Error::Invalid(
+            "--restore needs a [checkpoint] section in the job file".into(),
+        ));
+    }
+    let restored_from = plan
+        .checkpoints
+        .as_ref()
+        .and_then(|c| c.restore.as_ref().map(Restore::id));
+    let plan = Arc::new(plan);
     let config = cluster.timely_config()?;
     let counters = Arc::new(JobCounters::default());
     let start = Instant::now();
@@ -442,5 +707,50 @@ pub fn run(job: &JobConfig, base: &Path, cluster: &ClusterArgs) -> Result<JobSum
             .delivery_errors_total
             .load(Ordering::Relaxed),
         elapsed_seconds: start.elapsed().as_secs_f64(),
+        restored_from,
     })
+}
+
+/// The checkpoint directory of a job file (resolved against `base`).
+///
+/// # Errors
+/// The job has no `[checkpoint]` section.
+pub fn checkpoint_dir(job: &JobConfig, base: &Path) -> Result<PathBuf, Error> {
+    let cfg = job
+        .checkpoint
+        .as_ref()
+        .ok_or_else(|| Error::Invalid("the job has no [checkpoint] section".into()))?;
+    Ok(if cfg.dir.is_absolute() {
+        cfg.dir.clone()
+    } else {
+        base.join(&cfg.dir)
+    })
+}
+
+/// Asks the job running on checkpoint directory `dir` to stop with a
+/// savepoint, waits for it, and returns its directory.
+///
+/// # Errors
+/// No savepoint appeared within `timeout` (is the job running?), or I/O errors.
+pub fn savepoint(dir: &Path, timeout: Duration) -> Result<PathBuf, Error> {
+    let ckpt = |e: streamforge_dataflow::checkpoint_store::CheckpointError| {
+        Error::Checkpoint(e.to_string())
+    };
+    let store = CheckpointStore::open(dir, usize::MAX).map_err(ckpt)?;
+    let before = store.latest().map_err(ckpt)?.0.map(|c| c.manifest.id);
+    CheckpointContext::request_stop(dir)?;
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if let (Some(c), _) = store.latest().map_err(ckpt)? {
+            let newer = before.is_none_or(|b| c.manifest.id > b);
+            if newer && c.manifest.meta.get("savepoint").map(String::as_str) == Some("true") {
+                return Ok(c.dir);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(Error::Checkpoint(format!(
+        "no savepoint in {} after {timeout:?}: is the job running?",
+        dir.display()
+    )))
 }

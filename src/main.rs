@@ -59,8 +59,22 @@ enum Command {
     Run {
         /// The job file (TOML).
         job: PathBuf,
+        /// Resume from `latest` (the newest complete checkpoint) or a
+        /// checkpoint/savepoint directory `…/chk-<id>`.
+        #[arg(long)]
+        restore: Option<job::RestoreFrom>,
         #[command(flatten)]
         timely: Timely,
+    },
+    /// Stop the job running with JOB's checkpoint directory with a final
+    /// checkpoint (a savepoint) and print its directory; restore it with
+    /// `run JOB --restore DIR`, with any worker count.
+    Savepoint {
+        /// The job file (TOML) of the running job.
+        job: PathBuf,
+        /// Give up after this long.
+        #[arg(long, default_value = "60s")]
+        timeout: humantime::Duration,
     },
     /// Run the main job on the bundled real sample (TrainTicket spans), print a
     /// table and a summary.
@@ -83,6 +97,16 @@ enum Command {
         /// Worker threads per process.
         #[arg(short = 'w', long = "threads", default_value_t = 1)]
         workers: usize,
+        /// Resume the first start from `latest` or a checkpoint directory.
+        #[arg(long)]
+        restore: Option<job::RestoreFrom>,
+        /// Restarts from the last complete checkpoint after a process dies
+        /// (jobs with a [checkpoint] section only).
+        #[arg(long, default_value_t = 3)]
+        max_restarts: u32,
+        /// Wait before the first restart; doubled after each (at most 30 s).
+        #[arg(long, default_value = "1s")]
+        restart_backoff: humantime::Duration,
         /// Print help.
         #[arg(long, action = ArgAction::Help)]
         help: Option<bool>,
@@ -176,10 +200,18 @@ fn job_base(job: &Path) -> PathBuf {
 
 fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
     match cli.command {
-        Command::Run { job, timely } => {
+        Command::Run {
+            job,
+            restore,
+            timely,
+        } => {
             let config = JobConfig::load(&job)?;
             let args = timely.cluster_args();
-            let summary = job::run(&config, &job_base(&job), &args)?;
+            let from = restore.unwrap_or_default();
+            let summary = job::run_from(&config, &job_base(&job), &args, &from)?;
+            if let Some(id) = summary.restored_from {
+                println!("{} restored from checkpoint {id}", config.name);
+            }
             println!(
                 "{} process {}/{}: {summary}",
                 config.name, args.process, args.processes
@@ -251,11 +283,41 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
             job,
             hostfile,
             workers,
+            restore,
+            max_restarts,
+            restart_backoff,
             ..
         } => {
+            let config = JobConfig::load(&job)?;
             let exe = std::env::current_exe()?;
-            let args = vec!["run".to_string(), job.display().to_string()];
-            streamforge::cluster::launch_local(&exe, &args, &hostfile, workers)?;
+            let base = vec!["run".to_string(), job.display().to_string()];
+            let mut first = base.clone();
+            match &restore {
+                Some(job::RestoreFrom::Path(p)) => {
+                    first.extend(["--restore".to_string(), p.display().to_string()])
+                }
+                Some(job::RestoreFrom::Latest) => {
+                    first.extend(["--restore".to_string(), "latest".to_string()])
+                }
+                _ => {}
+            }
+            let mut again = base;
+            again.extend(["--restore".to_string(), "latest".to_string()]);
+            let policy = streamforge::cluster::RestartPolicy {
+                max_restarts: if config.checkpoint.is_some() {
+                    max_restarts
+                } else {
+                    0
+                },
+                backoff: restart_backoff.into(),
+            };
+            streamforge::cluster::supervise(&exe, &first, &again, &hostfile, workers, &policy)?;
+        }
+        Command::Savepoint { job, timeout } => {
+            let config = JobConfig::load(&job)?;
+            let dir = streamforge::job::checkpoint_dir(&config, &job_base(&job))?;
+            let path = streamforge::job::savepoint(&dir, timeout.into())?;
+            println!("savepoint {}", path.display());
         }
         Command::Generate {
             events,

@@ -168,6 +168,78 @@ impl CheckpointStore {
         Ok(Checkpoint { dir, manifest })
     }
 
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Moves the parts written under id `from` to id `to` (used for the final
+    /// checkpoint of a run, whose id is known only when it completes). A stale
+    /// directory `to` is replaced.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn rename(&self, from: u64, to: u64) -> Result<(), CheckpointError> {
+        let (a, b) = (self.chk_dir(from), self.chk_dir(to));
+        if b.exists() {
+            fs::remove_dir_all(&b).map_err(io(&b))?;
+        }
+        if a.exists() {
+            fs::rename(&a, &b).map_err(io(&a))?;
+        } else {
+            fs::create_dir_all(&b).map_err(io(&b))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every checkpoint (a fresh run starts an empty history).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn clear(&self) -> Result<(), CheckpointError> {
+        for id in self.ids()? {
+            let d = self.chk_dir(id);
+            fs::remove_dir_all(&d).map_err(io(&d))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the directory of checkpoint `id` if it has no manifest (parts
+    /// left by a crashed run).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn remove_incomplete(&self, id: u64) -> Result<(), CheckpointError> {
+        let d = self.chk_dir(id);
+        if d.exists() && !d.join(MANIFEST).exists() {
+            fs::remove_dir_all(&d).map_err(io(&d))?;
+        }
+        Ok(())
+    }
+
+    /// Loads the checkpoint in directory `path` (a `chk-<id>` directory, e.g. a
+    /// savepoint), verified.
+    ///
+    /// # Errors
+    /// Not a checkpoint directory, or corrupt.
+    pub fn load_path(path: &Path) -> Result<(CheckpointStore, Checkpoint), CheckpointError> {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let id = name
+            .strip_prefix("chk-")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| CheckpointError::Corrupt {
+                id: 0,
+                reason: format!("{} is not a chk-<id> directory", path.display()),
+            })?;
+        let parent = path.parent().unwrap_or(Path::new("."));
+        let store = CheckpointStore {
+            dir: parent.to_path_buf(),
+            retain: usize::MAX,
+        };
+        let c = store.load(id)?;
+        Ok((store, c))
+    }
+
     /// Ids of all checkpoint directories, complete or not, ascending.
     fn ids(&self) -> Result<Vec<u64>, CheckpointError> {
         let mut ids: Vec<u64> = fs::read_dir(&self.dir)

@@ -25,3 +25,27 @@ pub fn stable_hash<T: Hash + ?Sized>(value: &T) -> u64 {
 pub fn stable_hash_bytes(bytes: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(bytes)
 }
+
+/// Number of key groups: the unit in which keyed state is routed and stored
+/// (Flink's default maximum parallelism). A restore may use any number of
+/// workers; each loads the key groups it owns.
+pub const KEY_GROUPS: u64 = 128;
+
+/// The key group of a key hash.
+pub fn key_group(hash: u64) -> u64 {
+    hash % KEY_GROUPS
+}
+
+/// The worker (of `peers`) that owns `key_group` — the same rule timely's
+/// `Exchange` applies to a routing value (`value % peers`).
+///
+/// # Examples
+/// ```
+/// use streamforge_dataflow::hash::{key_group, owner, KEY_GROUPS};
+/// let g = key_group(12_345);
+/// assert!(g < KEY_GROUPS);
+/// assert_eq!(owner(g, 4), g % 4);
+/// ```
+pub fn owner(key_group: u64, peers: usize) -> u64 {
+    key_group % peers as u64
+}

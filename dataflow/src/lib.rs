@@ -7,6 +7,7 @@
 //! operators and sinks agree on one definition of a watermark.
 #![deny(missing_docs)]
 
+pub mod checkpoint;
 pub mod checkpoint_store;
 pub mod dead_letter;
 pub mod error;

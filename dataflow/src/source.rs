@@ -30,6 +30,7 @@ use timely::dataflow::operators::{Capability, ConnectLoop, Feedback};
 use timely::dataflow::{Scope, Stream};
 use timely::PartialOrder;
 
+use crate::checkpoint::{CheckpointContext, CheckpointGraph, CheckpointMsg, PartitionPosition};
 use crate::dead_letter::DeadLetter;
 use crate::time::{time, Epoch, EventTime, Time, TimeSummary};
 use crate::watermark::PartitionWatermark;
@@ -80,6 +81,11 @@ pub trait PartitionReader<D> {
     /// source. Live readers call it when data arrives (e.g. from rdkafka's
     /// non-empty-queue callback) so an idle source needs no polling loop.
     fn set_waker(&mut self, _waker: Waker) {}
+
+    /// Where the reader is, for a checkpoint: `offset` and `line` of
+    /// [`PartitionPosition`] (the source core fills in the watermark). Opening
+    /// the partition with this position must continue with the next item.
+    fn position(&self) -> PartitionPosition;
 }
 
 /// Reschedules a source from any thread.
@@ -104,6 +110,9 @@ pub struct SourceSettings {
     /// watermark back; it rejoins when data returns (its records are then
     /// emitted no earlier than the current watermark). `None`: never idle.
     pub idle_timeout: Option<Duration>,
+    /// Read at most this many items per second per worker (replay throttle;
+    /// `None`: as fast as possible).
+    pub rate_limit: Option<u64>,
 }
 
 impl SourceSettings {
@@ -117,6 +126,7 @@ impl SourceSettings {
             items_per_activation: 64 * 1024,
             epoch_every_items: None,
             idle_timeout: None,
+            rate_limit: None,
         }
     }
 }
@@ -133,6 +143,7 @@ pub struct SourceCounters {
 }
 
 struct Partition<D> {
+    index: u32,
     reader: Box<dyn PartitionReader<D>>,
     watermark: PartitionWatermark,
     finished: bool,
@@ -196,6 +207,62 @@ where
     D: 'static,
     F: FnMut(usize) -> Box<dyn PartitionReader<D>> + 'static,
 {
+    let (records, dead, _) = source_core(
+        scope,
+        settings,
+        partitions,
+        move |i, _| open(i),
+        counters,
+        None,
+    );
+    (records, dead)
+}
+
+/// [`partitioned_source`] taking part in checkpoints: it starts in the epoch
+/// after the restored checkpoint, reopens each partition at its saved position
+/// (`open(index, Some(position))`) with its saved watermark, moves to a new
+/// epoch every checkpoint interval, reports its partitions' positions to the
+/// committer at each epoch change, and stops (without finishing) when a
+/// savepoint is requested.
+pub fn checkpointed_source<'scope, D, F>(
+    scope: Scope<'scope, Time>,
+    settings: SourceSettings,
+    partitions: usize,
+    open: F,
+    counters: Option<Arc<SourceCounters>>,
+    checkpoints: &mut CheckpointGraph<'scope>,
+) -> (
+    Stream<'scope, Time, Vec<D>>,
+    Stream<'scope, Time, Vec<DeadLetter>>,
+)
+where
+    D: 'static,
+    F: FnMut(usize, Option<&PartitionPosition>) -> Box<dyn PartitionReader<D>> + 'static,
+{
+    let ctx = checkpoints.context().clone();
+    let (records, dead, positions) =
+        source_core(scope, settings, partitions, open, counters, Some(ctx));
+    checkpoints.add_positions(positions);
+    (records, dead)
+}
+
+#[allow(clippy::type_complexity)]
+fn source_core<'scope, D, F>(
+    scope: Scope<'scope, Time>,
+    settings: SourceSettings,
+    partitions: usize,
+    mut open: F,
+    counters: Option<Arc<SourceCounters>>,
+    ctx: Option<Arc<CheckpointContext>>,
+) -> (
+    Stream<'scope, Time, Vec<D>>,
+    Stream<'scope, Time, Vec<DeadLetter>>,
+    Stream<'scope, Time, Vec<CheckpointMsg>>,
+)
+where
+    D: 'static,
+    F: FnMut(usize, Option<&PartitionPosition>) -> Box<dyn PartitionReader<D>> + 'static,
+{
     let mut builder = OperatorBuilder::new(settings.name.clone(), scope);
     let info = builder.operator_info();
     let activator = scope.activator_for(Rc::clone(&info.address));
@@ -217,38 +284,75 @@ where
         event_ms: 1,
     });
     let (advert_out, adverts) = builder.new_output::<Vec<()>>();
+    let (position_out, positions) = builder.new_output::<Vec<CheckpointMsg>>();
     let mut adverts_in = builder.new_input(adverts_in, Pipeline);
     let mut records_out = OutputBuilder::from(records_out);
     let mut dead_out = OutputBuilder::from(dead_out);
     let mut advert_out = OutputBuilder::from(advert_out);
+    let mut position_out = OutputBuilder::from(position_out);
     let index = scope.index();
     let peers = scope.peers();
     let counters = counters.unwrap_or_default();
 
     builder.build(move |mut caps| {
+        let position_cap = caps.pop().expect("position output");
         let advert_cap = caps.pop().expect("advert output");
         let dead_cap = caps.pop().expect("dead-letter output");
         let record_cap = caps.pop().expect("record output");
-        let mut caps = Some((record_cap, dead_cap, advert_cap));
+        let mut caps = Some((record_cap, dead_cap, advert_cap, position_cap));
         let mut advertised: Option<EventTime> = None;
         // The newest advert from the workers (a capability for each output), kept
         // until our own capabilities pass it.
-        let mut lift: Option<[Capability<Time>; 3]> = None;
+        let mut lift: Option<[Capability<Time>; 4]> = None;
+        let saved = ctx
+            .as_ref()
+            .and_then(|c| c.restore.as_ref())
+            .and_then(|r| r.sources.get(&settings.name));
         let mut parts: Vec<Partition<D>> = (0..partitions)
             .filter(|i| i % peers == index)
             .map(|i| {
-                let mut reader = open(i);
+                let position = saved.and_then(|s| s.get(&(i as u32)));
+                let mut reader = open(i, position);
                 reader.set_waker(waker.clone());
                 Partition {
+                    index: i as u32,
                     reader,
-                    watermark: PartitionWatermark::new(settings.out_of_orderness_ms),
-                    finished: false,
+                    watermark: PartitionWatermark::from_max_seen(
+                        position.and_then(|p| p.max_seen),
+                        settings.out_of_orderness_ms,
+                    ),
+                    finished: position.is_some_and(|p| p.finished),
                     idle_until: None,
                     quiet_since: None,
                 }
             })
             .collect();
-        let mut epoch: Epoch = 0;
+        let mut epoch: Epoch = ctx.as_ref().map_or(0, |c| c.first_epoch());
+        let started = Instant::now();
+        let mut emitted = 0u64;
+        let checkpointing = ctx.is_some();
+        let name = settings.name.clone();
+        // Reports every partition's position at the capability's epoch (the
+        // epoch that is being left).
+        let report = move |parts: &[Partition<D>],
+                           pcap: &Capability<Time>,
+                           out: &mut OutputBuilder<Time, timely::container::CapacityContainerBuilder<Vec<CheckpointMsg>>>| {
+            if !checkpointing || parts.is_empty() {
+                return;
+            }
+            let mut out = out.activate();
+            let mut session = out.session(pcap);
+            for p in parts {
+                let mut position = p.reader.position();
+                position.max_seen = p.watermark.max_seen();
+                position.finished = p.finished;
+                session.give(CheckpointMsg::Position {
+                    source: name.clone(),
+                    partition: p.index,
+                    position,
+                });
+            }
+        };
         let mut since_bump = 0usize;
         let mut items: Vec<SourceItem<D>> = Vec::with_capacity(settings.batch_items);
         let mut on_time: Vec<D> = Vec::with_capacity(settings.batch_items);
@@ -262,17 +366,35 @@ where
                     .as_ref()
                     .is_none_or(|l| l[0].time().less_equal(cap.time()))
                 {
-                    lift = Some([cap.retain(0), cap.retain(1), cap.retain(2)]);
+                    lift = Some([cap.retain(0), cap.retain(1), cap.retain(2), cap.retain(3)]);
                 }
             });
-            let Some((rcap, dcap, acap)) = caps.as_mut() else {
+            let Some((rcap, dcap, acap, pcap)) = caps.as_mut() else {
                 lift = None;
                 return;
             };
+            if rcap.time().epoch < epoch {
+                // First activation after a restore: start in the new epoch.
+                let t = time(epoch, rcap.time().event_ms);
+                rcap.downgrade(&t);
+                dcap.downgrade(&t);
+                acap.downgrade(&t);
+                pcap.downgrade(&t);
+            }
+            let mut throttled = false;
             let mut records_out = records_out.activate();
             let mut dead_out = dead_out.activate();
             let mut budget = settings.items_per_activation;
+            if let Some(rate) = settings.rate_limit {
+                let allowed = (rate as f64 * started.elapsed().as_secs_f64()) as u64;
+                let left = allowed.saturating_sub(emitted) as usize;
+                if left < budget {
+                    budget = left;
+                    throttled = true;
+                }
+            }
             let now = Instant::now();
+            let mut next_epoch = None;
             if woken.swap(false, Ordering::Acquire) {
                 // A reader has data again: stop waiting out its idle delay.
                 for p in parts.iter_mut() {
@@ -351,11 +473,12 @@ where
                     dead_out.session(&c).give_container(&mut dead_batch);
                 }
                 since_bump += n;
+                emitted += got as u64;
                 if settings
                     .epoch_every_items
                     .is_some_and(|every| since_bump >= every)
                 {
-                    epoch += 1;
+                    next_epoch = Some(epoch.max(rcap.time().epoch) + 1);
                     since_bump = 0;
                 }
                 if got > 0 {
@@ -368,8 +491,42 @@ where
                     ReadStatus::Finished => p.finished = true,
                     ReadStatus::Idle(d) => p.idle_until = Some(now + d),
                 }
+                if let Some(c) = ctx.as_ref() {
+                    let target = c.epoch_now();
+                    if target > epoch.max(rcap.time().epoch) {
+                        next_epoch = Some(next_epoch.unwrap_or(0).max(target));
+                    }
+                }
+                if let Some(next) = next_epoch.take() {
+                    // A checkpoint cut: positions at the old epoch, then move on.
+                    report(&parts, pcap, &mut position_out);
+                    epoch = next;
+                    pcap.downgrade(&time(epoch, rcap.time().event_ms));
+                    if ctx.as_ref().is_some_and(|c| c.stop_requested()) {
+                        // Savepoint: stop here without finishing the partitions.
+                        report(&parts, pcap, &mut position_out);
+                        caps = None;
+                        lift = None;
+                        return;
+                    }
+                }
+            }
+            if let Some(c) = ctx.as_ref() {
+                let target = c.epoch_now();
+                if target > epoch.max(rcap.time().epoch) {
+                    report(&parts, pcap, &mut position_out);
+                    epoch = target;
+                    pcap.downgrade(&time(epoch, rcap.time().event_ms));
+                    if c.stop_requested() {
+                        report(&parts, pcap, &mut position_out);
+                        caps = None;
+                        lift = None;
+                        return;
+                    }
+                }
             }
             if parts.iter().all(|p| p.finished) {
+                report(&parts, pcap, &mut position_out);
                 caps = None;
                 lift = None;
                 return;
@@ -389,6 +546,7 @@ where
                     rcap.downgrade(&t);
                     dcap.downgrade(&t);
                     acap.downgrade(&t);
+                    pcap.downgrade(&t);
                     if advertised != Some(t.event_ms) {
                         advertised = Some(t.event_ms);
                         advert_out.activate().session(&*acap).give(());
@@ -401,11 +559,15 @@ where
                     }
                 }
                 None => {
-                    if let Some([r, d, a]) = lift.take() {
+                    if let Some([r, d, a, q]) = lift.take() {
                         if rcap.time().less_equal(r.time()) {
+                            if r.time().epoch > rcap.time().epoch.max(epoch) {
+                                report(&parts, pcap, &mut position_out);
+                            }
                             *rcap = r;
                             *dcap = d;
                             *acap = a;
+                            *pcap = q;
                             epoch = epoch.max(rcap.time().epoch);
                         }
                     }
@@ -420,6 +582,12 @@ where
                 })
                 .min()
                 .unwrap_or(Duration::ZERO);
+            let wake = match (ctx.as_ref(), throttled) {
+                (_, true) => wake.max(Duration::from_millis(2)),
+                // Wake up for the next checkpoint cut even when idle.
+                (Some(c), false) if !wake.is_zero() => wake.min(c.interval),
+                _ => wake,
+            };
             if wake.is_zero() {
                 activator.activate();
             } else {
@@ -428,7 +596,7 @@ where
         }
     });
     adverts.broadcast().connect_loop(advert_loop);
-    (records, dead)
+    (records, dead, positions)
 }
 
 /// A partition over an in-memory vector of `(event_time_ms, record)`; for tests,
@@ -440,12 +608,14 @@ pub fn vec_partition<D: 'static>(
     Box::new(VecPartition {
         name: name.into(),
         items: items.into_iter(),
+        taken: 0,
     })
 }
 
 struct VecPartition<D> {
     name: String,
     items: std::vec::IntoIter<(EventTime, D)>,
+    taken: u64,
 }
 
 impl<D> PartitionReader<D> for VecPartition<D> {
@@ -454,6 +624,7 @@ impl<D> PartitionReader<D> for VecPartition<D> {
         max_items: usize,
         out: &mut Vec<SourceItem<D>>,
     ) -> Result<ReadStatus, Box<dyn std::error::Error + Send + Sync>> {
+        let before = out.len();
         out.extend(
             self.items
                 .by_ref()
@@ -463,6 +634,7 @@ impl<D> PartitionReader<D> for VecPartition<D> {
                     record,
                 }),
         );
+        self.taken += (out.len() - before) as u64;
         Ok(if self.items.len() == 0 {
             ReadStatus::Finished
         } else {
@@ -472,5 +644,13 @@ impl<D> PartitionReader<D> for VecPartition<D> {
 
     fn describe(&self) -> String {
         self.name.clone()
+    }
+
+    fn position(&self) -> PartitionPosition {
+        PartitionPosition {
+            offset: self.taken,
+            line: self.taken,
+            ..PartitionPosition::default()
+        }
     }
 }

@@ -20,9 +20,11 @@
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
+use std::sync::Arc;
 
 use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
@@ -31,6 +33,10 @@ use timely::dataflow::operators::{Capability, CapabilitySet};
 use timely::dataflow::Stream;
 use timely::ExchangeData;
 
+use streamforge_dataflow::checkpoint::{
+    CheckpointContext, CheckpointGraph, CheckpointMsg, Restore, FINAL,
+};
+use streamforge_dataflow::hash::{key_group, owner};
 use streamforge_dataflow::stable_hash;
 use streamforge_dataflow::time::{Epoch, FrontierView, Time};
 
@@ -125,7 +131,33 @@ pub trait WindowAggregate<'scope, D: ExchangeData> {
         aggregate: A,
     ) -> WindowOutputs<'scope, K, A::Out, D>
     where
-        K: Hash + Eq + Clone + 'static,
+        K: Hash + Eq + Clone + Serialize + DeserializeOwned + 'static,
+        W: WindowAssigner,
+        A: AggregateFunction<D>,
+        A::Out: 'static,
+        KF: for<'a> Fn(&'a D) -> &'a K + Clone + 'static,
+        TF: Fn(&D) -> u64 + 'static;
+
+    /// [`WindowAggregate::window_aggregate`] taking part in checkpoints: when
+    /// epoch `c` completes at its input it writes its open windows (by key
+    /// group) as its part of checkpoint `c`, and on a restore it loads the key
+    /// groups this worker owns from every worker's part.
+    ///
+    /// # Panics
+    /// When the restored state cannot be read (a corrupt checkpoint is detected
+    /// before the run starts; this is a defect or a changed job).
+    #[allow(clippy::too_many_arguments)]
+    fn window_aggregate_checkpointed<K, W, A, KF, TF>(
+        self,
+        name: &str,
+        spec: WindowSpec<W>,
+        key: KF,
+        event_time_ms: TF,
+        aggregate: A,
+        checkpoints: &mut CheckpointGraph<'scope>,
+    ) -> WindowOutputs<'scope, K, A::Out, D>
+    where
+        K: Hash + Eq + Clone + Serialize + DeserializeOwned + 'static,
         W: WindowAssigner,
         A: AggregateFunction<D>,
         A::Out: 'static,
@@ -148,37 +180,115 @@ impl<'scope, D: ExchangeData> WindowAggregate<'scope, D> for Stream<'scope, Time
         aggregate: A,
     ) -> WindowOutputs<'scope, K, A::Out, D>
     where
-        K: Hash + Eq + Clone + 'static,
+        K: Hash + Eq + Clone + Serialize + DeserializeOwned + 'static,
         W: WindowAssigner,
         A: AggregateFunction<D>,
         A::Out: 'static,
         KF: for<'a> Fn(&'a D) -> &'a K + Clone + 'static,
         TF: Fn(&D) -> u64 + 'static,
     {
-        let mut builder = OperatorBuilder::new(name.to_owned(), self.scope());
+        let (results, late, _) =
+            window_core(self, name, spec, key, event_time_ms, aggregate, None);
+        (results, late)
+    }
+
+    fn window_aggregate_checkpointed<K, W, A, KF, TF>(
+        self,
+        name: &str,
+        spec: WindowSpec<W>,
+        key: KF,
+        event_time_ms: TF,
+        aggregate: A,
+        checkpoints: &mut CheckpointGraph<'scope>,
+    ) -> WindowOutputs<'scope, K, A::Out, D>
+    where
+        K: Hash + Eq + Clone + Serialize + DeserializeOwned + 'static,
+        W: WindowAssigner,
+        A: AggregateFunction<D>,
+        A::Out: 'static,
+        KF: for<'a> Fn(&'a D) -> &'a K + Clone + 'static,
+        TF: Fn(&D) -> u64 + 'static,
+    {
+        let ctx = checkpoints.context().clone();
+        let (results, late, acks) =
+            window_core(self, name, spec, key, event_time_ms, aggregate, Some(ctx));
+        checkpoints.add_writer(acks);
+        (results, late)
+    }
+}
+
+/// The outputs of the operator: results, late records, checkpoint messages.
+type CoreOutputs<'scope, K, O, D> = (
+    Stream<'scope, Time, Vec<WindowResult<K, O>>>,
+    Stream<'scope, Time, Vec<D>>,
+    Stream<'scope, Time, Vec<CheckpointMsg>>,
+);
+
+fn window_core<'scope, D, K, W, A, KF, TF>(
+    stream: Stream<'scope, Time, Vec<D>>,
+    name: &str,
+    spec: WindowSpec<W>,
+    key: KF,
+    event_time_ms: TF,
+    aggregate: A,
+    ctx: Option<Arc<CheckpointContext>>,
+) -> CoreOutputs<'scope, K, A::Out, D>
+where
+    D: ExchangeData,
+    K: Hash + Eq + Clone + Serialize + DeserializeOwned + 'static,
+    W: WindowAssigner,
+    A: AggregateFunction<D>,
+    A::Out: 'static,
+    KF: for<'a> Fn(&'a D) -> &'a K + Clone + 'static,
+    TF: Fn(&D) -> u64 + 'static,
+{
+    {
+        let scope = stream.scope();
+        let (index, peers) = (scope.index(), scope.peers());
+        let mut builder = OperatorBuilder::new(name.to_owned(), scope);
         let route = key.clone();
-        let mut input = builder.new_input(self, Exchange::new(move |d: &D| stable_hash(route(d))));
+        // Route by key group, so that state can be re-distributed by key group.
+        let mut input = builder.new_input(
+            stream,
+            Exchange::new(move |d: &D| key_group(stable_hash(route(d)))),
+        );
         let (results_out, results) = builder.new_output::<Vec<WindowResult<K, A::Out>>>();
         let (late_out, late) = builder.new_output::<Vec<D>>();
+        let (ack_out, acks) = builder.new_output::<Vec<CheckpointMsg>>();
         let mut results_out = OutputBuilder::from(results_out);
         let mut late_out = OutputBuilder::from(late_out);
+        let mut ack_out = OutputBuilder::from(ack_out);
         let lateness = spec.allowed_lateness_ms;
         let assigner = spec.assigner;
+        let part_name = format!("{name}-w{index}");
+        let part_prefix = format!("{name}-w");
 
         builder.build(move |mut caps| {
+            let mut ack_caps = CapabilitySet::from_elem(caps.pop().expect("ack output"));
             let mut late_caps = CapabilitySet::from_elem(caps.pop().expect("late output"));
             let mut result_caps = CapabilitySet::from_elem(caps.pop().expect("results output"));
             let mut windows: Vec<OpenWindow<K, A::Acc>> = Vec::new();
+            if let Some(restore) = ctx.as_ref().and_then(|c| c.restore.as_ref()) {
+                restore_windows(restore, &part_prefix, index, peers, &mut windows, &aggregate)
+                    .unwrap_or_else(|e| panic!("restoring {part_prefix}*: {e}"));
+            }
             // Records of epochs newer than the one being applied, with a late-port
             // capability so they can still be emitted as late after the frontier moves.
             let mut stash: Stash<D> = BTreeMap::new();
             let mut fired: Vec<WindowResult<K, A::Out>> = Vec::new();
             let mut late_batch: Vec<D> = Vec::new();
+            let mut last_oldest: Option<Epoch> = Some(0);
 
             move |frontiers| {
                 let view = FrontierView::of(&frontiers[0]);
+                let oldest = view.oldest_epoch;
+                let epoch_moved = oldest != last_oldest;
+                last_oldest = oldest;
                 let mut late_handle = late_out.activate();
-                let mut apply = |t: u64, data: &mut Vec<D>, late_batch: &mut Vec<D>| {
+                let apply = |windows: &mut Vec<OpenWindow<K, A::Acc>>,
+                             t: u64,
+                             data: &mut Vec<D>,
+                             late_batch: &mut Vec<D>| {
                     for d in data.drain(..) {
                         let e = event_time_ms(&d);
                         if assigner.max_end(e) + lateness <= t {
@@ -191,11 +301,34 @@ impl<'scope, D: ExchangeData> WindowAggregate<'scope, D> for Stream<'scope, Time
                             if w.end_ms + lateness <= t {
                                 return;
                             }
-                            let acc = find_or_open(&mut windows, w, h, k, &aggregate);
+                            let acc = find_or_open(windows, w, h, k, &aggregate);
                             aggregate.add(acc, &d);
                         });
                     }
                 };
+                if epoch_moved {
+                    // Epochs before `oldest` are complete: apply their stashed
+                    // records; the state is then the state after them.
+                    while let Some(entry) = stash.first_entry() {
+                        if oldest.is_some_and(|e| *entry.key() >= e) {
+                            break;
+                        }
+                        for (cap, mut data) in entry.remove() {
+                            apply(&mut windows, cap.time().event_ms, &mut data, &mut late_batch);
+                            if !late_batch.is_empty() {
+                                late_handle.session(&cap).give_container(&mut late_batch);
+                            }
+                        }
+                    }
+                    if let (Some(ctx), Some(b)) = (ctx.as_ref(), oldest) {
+                        if let Some(c) = b.checked_sub(1).filter(|c| *c >= ctx.first_epoch()) {
+                            let bytes = snapshot(&windows);
+                            let msg = ctx.write_part(c, part_name.clone(), Some(&bytes));
+                            let cap = ack_caps.first().expect("ack capability");
+                            ack_out.activate().session(&cap).give(msg);
+                        }
+                    }
+                }
                 input.for_each_time(|cap, data| {
                     let t = *cap.time();
                     if view.oldest_epoch.is_some_and(|e| t.epoch > e) {
@@ -207,7 +340,7 @@ impl<'scope, D: ExchangeData> WindowAggregate<'scope, D> for Stream<'scope, Time
                         return;
                     }
                     for d in data {
-                        apply(t.event_ms, d, &mut late_batch);
+                        apply(&mut windows, t.event_ms, d, &mut late_batch);
                     }
                     if !late_batch.is_empty() {
                         late_handle
@@ -215,14 +348,13 @@ impl<'scope, D: ExchangeData> WindowAggregate<'scope, D> for Stream<'scope, Time
                             .give_container(&mut late_batch);
                     }
                 });
-                // Epochs that are now current or complete: apply their stashed records.
-                // (The checkpoint issue snapshots state here, before each epoch's stash.)
+                // The current epoch's stashed records.
                 while let Some(entry) = stash.first_entry() {
                     if view.oldest_epoch.is_some_and(|e| *entry.key() > e) {
                         break;
                     }
                     for (cap, mut data) in entry.remove() {
-                        apply(cap.time().event_ms, &mut data, &mut late_batch);
+                        apply(&mut windows, cap.time().event_ms, &mut data, &mut late_batch);
                         if !late_batch.is_empty() {
                             late_handle.session(&cap).give_container(&mut late_batch);
                         }
@@ -240,10 +372,18 @@ impl<'scope, D: ExchangeData> WindowAggregate<'scope, D> for Stream<'scope, Time
                     (Some(w), None) | (None, Some(w)) => w,
                     (Some(a), Some(b)) => a.min(b),
                 };
-                let ready = windows
-                    .iter()
-                    .take_while(|w| w.window.end_ms + lateness <= limit)
-                    .count();
+                // Stopping for a savepoint: keep the windows open (they are in
+                // the final checkpoint), do not fire them.
+                let stopping =
+                    oldest.is_none() && ctx.as_ref().is_some_and(|c| c.stop_requested());
+                let ready = if stopping {
+                    0
+                } else {
+                    windows
+                        .iter()
+                        .take_while(|w| w.window.end_ms + lateness <= limit)
+                        .count()
+                };
                 if ready > 0 {
                     let out_time = view
                         .oldest_epoch
@@ -270,12 +410,90 @@ impl<'scope, D: ExchangeData> WindowAggregate<'scope, D> for Stream<'scope, Time
                         handle.session(&cap).give_container(&mut fired);
                     }
                 }
+                if let (Some(ctx), true, None) = (ctx.as_ref(), epoch_moved, oldest) {
+                    // The input ended (or stopped): the last checkpoint.
+                    let bytes = snapshot(&windows);
+                    let msg = ctx.write_part(FINAL, part_name.clone(), Some(&bytes));
+                    let cap = ack_caps.first().expect("ack capability");
+                    ack_out.activate().session(&cap).give(msg);
+                }
                 result_caps.downgrade(frontiers[0].frontier().iter());
                 late_caps.downgrade(frontiers[0].frontier().iter());
+                ack_caps.downgrade(frontiers[0].frontier().iter());
             }
         });
-        (results, late)
+        (results, late, acks)
     }
+}
+
+/// Serializes open windows grouped by key group:
+/// `u64 LE header length | bincode Vec<(group, offset, length)> | blocks`, each
+/// block a bincode `Vec<(Window, K, Acc)>` of one key group.
+fn snapshot<K: Serialize, Acc: Serialize>(windows: &[OpenWindow<K, Acc>]) -> Vec<u8> {
+    let mut groups: BTreeMap<u64, Vec<(&Window, &K, &Acc)>> = BTreeMap::new();
+    for open in windows {
+        for (h, k, acc) in open.entries.iter() {
+            groups
+                .entry(key_group(*h))
+                .or_default()
+                .push((&open.window, k, acc));
+        }
+    }
+    let mut blocks = Vec::new();
+    let mut index: Vec<(u64, u64, u64)> = Vec::with_capacity(groups.len());
+    for (g, entries) in &groups {
+        let start = blocks.len() as u64;
+        bincode::serialize_into(&mut blocks, entries).expect("state serializes");
+        index.push((*g, start, blocks.len() as u64 - start));
+    }
+    let header = bincode::serialize(&index).expect("index serializes");
+    let mut out = Vec::with_capacity(8 + header.len() + blocks.len());
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&blocks);
+    out
+}
+
+/// Loads, from every worker's part, the key groups that `index` owns.
+fn restore_windows<K, D, A>(
+    restore: &Restore,
+    prefix: &str,
+    index: usize,
+    peers: usize,
+    windows: &mut Vec<OpenWindow<K, A::Acc>>,
+    aggregate: &A,
+) -> Result<(), String>
+where
+    K: Hash + Eq + Clone + DeserializeOwned,
+    A: AggregateFunction<D>,
+{
+    for name in restore.parts_with_prefix(prefix) {
+        let bytes = restore.part(name).map_err(|e| e.to_string())?;
+        let bad = |what: &str| format!("part {name}: {what}");
+        let len = bytes
+            .get(..8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+            .ok_or_else(|| bad("too short"))?;
+        let header = bytes.get(8..8 + len).ok_or_else(|| bad("truncated header"))?;
+        let index_entries: Vec<(u64, u64, u64)> =
+            bincode::deserialize(header).map_err(|e| bad(&e.to_string()))?;
+        let blocks = &bytes[8 + len..];
+        for (g, start, n) in index_entries {
+            if owner(g, peers) != index as u64 {
+                continue;
+            }
+            let block = blocks
+                .get(start as usize..(start + n) as usize)
+                .ok_or_else(|| bad("truncated block"))?;
+            let entries: Vec<(Window, K, A::Acc)> =
+                bincode::deserialize(block).map_err(|e| bad(&e.to_string()))?;
+            for (w, k, acc) in entries {
+                let h = stable_hash(&k);
+                *find_or_open(windows, w, h, &k, aggregate) = acc;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The accumulator of `(w, key)`, opening the window or the entry when new.

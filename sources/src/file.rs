@@ -1,10 +1,11 @@
 //! File replay: CSV and JSON-lines files, plain or gzip, one partition per file.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use streamforge_dataflow::checkpoint::PartitionPosition;
 use streamforge_dataflow::source::{PartitionReader, ReadStatus, SourceItem};
 use streamforge_dataflow::DeadLetter;
 
@@ -86,20 +87,29 @@ pub fn file_partitions(
     Ok(files)
 }
 
-fn open_raw(path: &Path) -> Result<Box<dyn Read + Send>, SourceError> {
-    let f = File::open(path).map_err(|source| SourceError::Io {
+/// Opens a file (decompressing `.gz`) positioned `skip` bytes into its
+/// (decompressed) content.
+fn open_raw(path: &Path, skip: u64) -> Result<Box<dyn Read + Send>, SourceError> {
+    let err = |source| SourceError::Io {
         path: path.display().to_string(),
         source,
-    })?;
+    };
+    let mut f = File::open(path).map_err(err)?;
     let gz = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
     Ok(if gz {
-        Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
-            1 << 16,
-            f,
-        )))
+        let mut r = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 16, f));
+        let skipped = std::io::copy(&mut (&mut r).take(skip), &mut std::io::sink()).map_err(err)?;
+        if skipped < skip {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("checkpoint position {skip} is past the end ({skipped})"),
+            )));
+        }
+        Box::new(r)
     } else {
+        f.seek(SeekFrom::Start(skip)).map_err(err)?;
         Box::new(f)
     })
 }
@@ -114,6 +124,20 @@ pub fn open_file_partition(
     format: Option<FileFormat>,
     mapping: &SpanMapping,
 ) -> Result<Box<dyn PartitionReader<Span>>, SourceError> {
+    open_file_partition_at(path, format, mapping, None)
+}
+
+/// [`open_file_partition`] continuing at a checkpointed position (the byte
+/// offset in the decompressed content and the number of lines or records read).
+///
+/// # Errors
+/// As [`open_file_partition`], or the position is past the end of the file.
+pub fn open_file_partition_at(
+    path: &Path,
+    format: Option<FileFormat>,
+    mapping: &SpanMapping,
+    position: Option<&PartitionPosition>,
+) -> Result<Box<dyn PartitionReader<Span>>, SourceError> {
     let name = path.display().to_string();
     let format = format
         .or_else(|| FileFormat::from_path(path))
@@ -122,21 +146,22 @@ pub fn open_file_partition(
         path: name.clone(),
         reason,
     })?;
-    let raw = open_raw(path)?;
+    let (skip, lines) = position.map_or((0, 0), |p| (p.offset, p.line));
     Ok(match format {
         FileFormat::Jsonl => Box::new(JsonlPartition {
             name,
-            reader: BufReader::with_capacity(1 << 20, raw),
+            reader: BufReader::with_capacity(1 << 20, open_raw(path, skip)?),
             decoder: ValueDecoder::from_compiled(mapping),
-            line_no: 0,
+            line_no: lines,
             carry: Vec::new(),
             done: false,
+            consumed: skip,
         }),
         FileFormat::Csv => {
             let mut reader = csv::ReaderBuilder::new()
                 .flexible(true)
                 .buffer_capacity(1 << 20)
-                .from_reader(raw);
+                .from_reader(open_raw(path, 0)?);
             let headers = reader
                 .byte_headers()
                 .map_err(|e| SourceError::Mapping {
@@ -155,12 +180,21 @@ pub fn open_file_partition(
                     })?;
                 columns.push(idx);
             }
+            if position.is_some() {
+                // Continue after the checkpointed record (the header was read above).
+                reader = csv::ReaderBuilder::new()
+                    .flexible(true)
+                    .has_headers(false)
+                    .buffer_capacity(1 << 20)
+                    .from_reader(open_raw(path, skip)?);
+            }
             Box::new(CsvPartition {
                 name,
                 reader,
                 mapping,
                 columns,
                 record: csv::ByteRecord::new(),
+                base: (skip, lines.saturating_sub(1)),
             })
         }
     })
@@ -173,6 +207,8 @@ struct JsonlPartition {
     line_no: u64,
     carry: Vec<u8>,
     done: bool,
+    /// Bytes handed to `consume` (the carry included).
+    consumed: u64,
 }
 
 fn json_line(
@@ -213,6 +249,7 @@ impl PartitionReader<Span> for JsonlPartition {
             line_no,
             carry,
             done,
+            consumed: total,
         } = self;
         if *done {
             return Ok(ReadStatus::Finished);
@@ -248,12 +285,21 @@ impl PartitionReader<Span> for JsonlPartition {
                 consumed += i + 1;
             }
             reader.consume(consumed);
+            *total += consumed as u64;
         }
         Ok(ReadStatus::More)
     }
 
     fn describe(&self) -> String {
         self.name.clone()
+    }
+
+    fn position(&self) -> PartitionPosition {
+        PartitionPosition {
+            offset: self.consumed - self.carry.len() as u64,
+            line: self.line_no,
+            ..PartitionPosition::default()
+        }
     }
 }
 
@@ -263,6 +309,8 @@ struct CsvPartition {
     mapping: CompiledMapping,
     columns: Vec<usize>,
     record: csv::ByteRecord,
+    /// Byte offset and line of the reader's start (after a restore).
+    base: (u64, u64),
 }
 
 impl PartitionReader<Span> for CsvPartition {
@@ -277,7 +325,7 @@ impl PartitionReader<Span> for CsvPartition {
                 Ok(true) => {}
                 Err(e) if e.is_io_error() => return Err(Box::new(e)),
                 Err(e) => {
-                    let line = e.position().map_or(0, |p| p.line());
+                    let line = self.base.1 + e.position().map_or(0, |p| p.line());
                     out.push(SourceItem::DeadLetter(DeadLetter {
                         source: self.name.clone(),
                         position: line,
@@ -287,7 +335,7 @@ impl PartitionReader<Span> for CsvPartition {
                     continue;
                 }
             }
-            let line = self.record.position().map_or(0, |p| p.line());
+            let line = self.base.1 + self.record.position().map_or(0, |p| p.line());
             let mut vals: [Val<'_>; MAX_SLOTS] = Default::default();
             let mut bad = None;
             for (slot, &col) in self.columns.iter().enumerate() {
@@ -328,5 +376,14 @@ impl PartitionReader<Span> for CsvPartition {
 
     fn describe(&self) -> String {
         self.name.clone()
+    }
+
+    fn position(&self) -> PartitionPosition {
+        let p = self.reader.position();
+        PartitionPosition {
+            offset: self.base.0 + p.byte(),
+            line: self.base.1 + p.line(),
+            ..PartitionPosition::default()
+        }
     }
 }

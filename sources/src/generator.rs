@@ -13,6 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal};
 use serde::Deserialize;
+use streamforge_dataflow::checkpoint::PartitionPosition;
 use streamforge_dataflow::source::{PartitionReader, ReadStatus, SourceItem};
 
 use crate::span::{Span, SpanKey};
@@ -264,6 +265,23 @@ impl Iterator for GeneratedSpans {
 
 /// A generated partition as a [`PartitionReader`] of spans.
 pub fn generator_partition(config: &GeneratorConfig, p: usize) -> Box<dyn PartitionReader<Span>> {
+    generator_partition_at(config, p, None)
+}
+
+/// [`generator_partition`] continuing after the first `position.offset` spans
+/// (regenerated and skipped: the generator is deterministic).
+pub fn generator_partition_at(
+    config: &GeneratorConfig,
+    p: usize,
+    position: Option<&PartitionPosition>,
+) -> Box<dyn PartitionReader<Span>> {
+    let produced = position.map_or(0, |pos| pos.offset);
+    let mut spans = config.partition(p);
+    for _ in 0..produced {
+        if spans.next().is_none() {
+            break;
+        }
+    }
     let keys = (0..config.keys())
         .map(|k| {
             let (s, o) = config.key_names(k);
@@ -271,9 +289,10 @@ pub fn generator_partition(config: &GeneratorConfig, p: usize) -> Box<dyn Partit
         })
         .collect();
     Box::new(GeneratorPartition {
-        spans: config.partition(p),
+        spans,
         keys,
         p,
+        produced,
     })
 }
 
@@ -281,6 +300,7 @@ struct GeneratorPartition {
     spans: GeneratedSpans,
     keys: Vec<SpanKey>,
     p: usize,
+    produced: u64,
 }
 
 impl PartitionReader<Span> for GeneratorPartition {
@@ -293,6 +313,7 @@ impl PartitionReader<Span> for GeneratorPartition {
             let Some((ts, k, duration_us, is_error)) = self.spans.next() else {
                 return Ok(ReadStatus::Finished);
             };
+            self.produced += 1;
             out.push(SourceItem::Record {
                 event_time_ms: ts,
                 record: Span {
@@ -312,5 +333,13 @@ impl PartitionReader<Span> for GeneratorPartition {
 
     fn describe(&self) -> String {
         format!("generator/{}", self.p)
+    }
+
+    fn position(&self) -> PartitionPosition {
+        PartitionPosition {
+            offset: self.produced,
+            line: self.produced,
+            ..PartitionPosition::default()
+        }
     }
 }

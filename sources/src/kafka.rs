@@ -15,6 +15,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
+use streamforge_dataflow::checkpoint::PartitionPosition;
 use streamforge_dataflow::source::{PartitionReader, ReadStatus, SourceItem, Waker};
 use streamforge_dataflow::DeadLetter;
 
@@ -210,12 +211,26 @@ impl KafkaSourceConfig {
     /// # Errors
     /// The consumer cannot be created or assigned.
     pub fn open(&self, p: usize) -> Result<Box<dyn PartitionReader<Span>>, SourceError> {
+        self.open_at(p, None)
+    }
+
+    /// Opens partition `p` continuing at a checkpointed position (its next
+    /// offset), ignoring the configured start position.
+    ///
+    /// # Errors
+    /// The consumer cannot be created or assigned.
+    pub fn open_at(
+        &self,
+        p: usize,
+        position: Option<&PartitionPosition>,
+    ) -> Result<Box<dyn PartitionReader<Span>>, SourceError> {
         let consumer = self.consumer()?;
         let partition = p as i32;
         let (low, high) = consumer
             .fetch_watermarks(&self.topic, partition, METADATA_TIMEOUT)
             .map_err(|e| self.err(e))?;
         let start = match &self.start {
+            _ if position.is_some() => position.map_or(low, |p| p.offset as i64),
             StartPosition::Default | StartPosition::Named(NamedStart::Earliest) => low,
             StartPosition::Named(NamedStart::Latest) => high,
             StartPosition::Offsets { offsets } => offsets[p].max(low),
@@ -355,6 +370,13 @@ impl PartitionReader<Span> for KafkaPartition {
 
     fn describe(&self) -> String {
         self.name.clone()
+    }
+
+    fn position(&self) -> PartitionPosition {
+        PartitionPosition {
+            offset: self.next_offset.max(0) as u64,
+            ..PartitionPosition::default()
+        }
     }
 
     fn set_waker(&mut self, waker: Waker) {
