@@ -31,6 +31,7 @@ pub fn launch_local(
         &RestartPolicy {
             max_restarts: 0,
             backoff: Duration::ZERO,
+            checkpoint_dir: None,
         },
     )
 }
@@ -42,6 +43,9 @@ pub struct RestartPolicy {
     pub max_restarts: u32,
     /// Wait before the first restart; doubled after each, at most 30 s.
     pub backoff: Duration,
+    /// The job's checkpoint directory: a run that completed a new checkpoint
+    /// made progress, and the backoff starts again from `backoff`.
+    pub checkpoint_dir: Option<std::path::PathBuf>,
 }
 
 /// Runs the cluster with `first` arguments; when any process dies, kills the
@@ -61,11 +65,22 @@ pub fn supervise(
     let mut restarts = 0;
     let mut backoff = policy.backoff;
     let mut args = first;
+    let newest = || {
+        policy.checkpoint_dir.as_ref().and_then(|d| {
+            streamforge_dataflow::checkpoint_store::CheckpointStore::open(d, usize::MAX)
+                .ok()?
+                .newest_complete_id()
+        })
+    };
     loop {
+        let before = newest();
         match launch_once(program, args, hostfile, workers) {
             Ok(()) => return Ok(()),
             Err(e) if restarts < policy.max_restarts => {
                 restarts += 1;
+                if newest() != before {
+                    backoff = policy.backoff;
+                }
                 eprintln!(
                     "streamforge cluster: {e}; restart {restarts}/{} from the last checkpoint in {backoff:?}",
                     policy.max_restarts
@@ -113,7 +128,12 @@ fn launch_once(
             .spawn()
             .map_err(|e| Error::Cluster(format!("process {p}: {e}")));
         match child {
-            Ok(c) => children.push(Some(c)),
+            Ok(c) => {
+                children.push(Some(c));
+                // Give the lower processes a head start: timely retries a
+                // refused connection only after a second.
+                std::thread::sleep(Duration::from_millis(100));
+            }
             Err(e) => {
                 kill_all(&mut children);
                 return Err(e);

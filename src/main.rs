@@ -310,6 +310,7 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
                     0
                 },
                 backoff: restart_backoff.into(),
+                checkpoint_dir: job::checkpoint_dir(&config, &job_base(&job)).ok(),
             };
             streamforge::cluster::supervise(&exe, &first, &again, &hostfile, workers, &policy)?;
         }

@@ -192,6 +192,16 @@ impl CheckpointStore {
         Ok(())
     }
 
+    /// The id of the newest checkpoint that has a manifest (not verified; cheap,
+    /// for progress checks).
+    pub fn newest_complete_id(&self) -> Option<u64> {
+        self.ids()
+            .ok()?
+            .into_iter()
+            .rev()
+            .find(|id| self.chk_dir(*id).join(MANIFEST).exists())
+    }
+
     /// Deletes every checkpoint (a fresh run starts an empty history).
     ///
     /// # Errors

@@ -187,3 +187,87 @@ pub fn run_cluster(dir: &Path, name: &str, job: &str, processes: usize, workers:
         .unwrap();
     assert!(status.success(), "cluster run of {name} failed: {status}");
 }
+
+/// What [`kill_loop`] did.
+#[derive(Debug)]
+pub struct KillReport {
+    /// Processes killed with SIGKILL while running.
+    pub kills: usize,
+    /// Runs started (kills + the final one).
+    pub runs: usize,
+    /// The final run's stdout and stderr.
+    pub last_output: String,
+}
+
+/// Runs `streamforge run JOB` and kills it with SIGKILL after a seeded random
+/// delay in `delay_ms`, `kills` times, each run after the first restoring the
+/// latest checkpoint with a random worker count from `workers`; then runs it
+/// to completion. Panics when a run ends before it could be killed (the input
+/// is too short for the test) or the final run fails.
+pub fn kill_loop(
+    job: &Path,
+    kills: usize,
+    seed: u64,
+    delay_ms: std::ops::Range<u64>,
+    workers: &[usize],
+) -> KillReport {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut runs = 0;
+    for k in 0..=kills {
+        runs += 1;
+        let w = workers[rng.gen_range(0..workers.len())];
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_streamforge"));
+        cmd.arg("run").arg(job).args(["-w", &w.to_string()]);
+        if k > 0 {
+            cmd.args(["--restore", "latest"]);
+        }
+        if k == kills {
+            let out = cmd.output().unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(out.status.success(), "final run failed: {text}");
+            return KillReport {
+                kills,
+                runs,
+                last_output: text,
+            };
+        }
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(
+            rng.gen_range(delay_ms.clone()),
+        ));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "run {runs} ended before kill {k}: make the input longer"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    unreachable!()
+}
+
+/// Sorted committed lines of an exactly-once JSONL sink directory (or a file).
+pub fn committed_lines(path: &Path) -> Vec<String> {
+    let mut lines = streamforge::sinks::read_committed(path).unwrap();
+    lines.sort();
+    lines
+}
+
+/// Sorted lines of a plain JSONL file.
+pub fn file_lines(path: &Path) -> Vec<String> {
+    let mut lines: Vec<String> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
