@@ -109,7 +109,7 @@ fn assert_output(f: &Fixture, what: &str) {
 #[test]
 fn kill_9_twenty_times_then_output_equals_the_failure_free_run() {
     let f = fixture();
-    let report = kill_loop(&f.job, 20, 0x5eed, 100..500, &[1, 2]);
+    let report = kill_loop(&f.job, &f.dir.path().join("ckpt"), 20, 0x5eed, 0..300, &[1, 2]);
     assert_eq!(report.kills, 20);
     assert!(
         report.last_output.contains("restored from checkpoint"),

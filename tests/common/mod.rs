@@ -199,13 +199,16 @@ pub struct KillReport {
     pub last_output: String,
 }
 
-/// Runs `streamforge run JOB` and kills it with SIGKILL after a seeded random
-/// delay in `delay_ms`, `kills` times, each run after the first restoring the
-/// latest checkpoint with a random worker count from `workers`; then runs it
-/// to completion. Panics when a run ends before it could be killed (the input
-/// is too short for the test) or the final run fails.
+/// Runs `streamforge run JOB` and kills it with SIGKILL `kills` times, each
+/// run after the first restoring the latest checkpoint with a random worker
+/// count from `workers`; then runs it to completion. Each kill comes a seeded
+/// random delay in `delay_ms` after the run completed its first checkpoint in
+/// `checkpoints` (so every run makes progress, however slow its start). Panics
+/// when a run ends before it could be killed (the input is too short for the
+/// test) or the final run fails.
 pub fn kill_loop(
     job: &Path,
+    checkpoints: &Path,
     kills: usize,
     seed: u64,
     delay_ms: std::ops::Range<u64>,
@@ -236,11 +239,30 @@ pub fn kill_loop(
                 last_output: text,
             };
         }
+        let store = streamforge::dataflow::checkpoint_store::CheckpointStore::open(
+            checkpoints,
+            usize::MAX,
+        )
+        .unwrap();
+        let before = if k == 0 {
+            None
+        } else {
+            store.newest_complete_id()
+        };
         let mut child = cmd
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
+        let start = std::time::Instant::now();
+        while store.newest_complete_id() == before {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "run {runs} ended before its first checkpoint"
+            );
+            assert!(start.elapsed() < std::time::Duration::from_secs(60));
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         std::thread::sleep(std::time::Duration::from_millis(
             rng.gen_range(delay_ms.clone()),
         ));
