@@ -482,12 +482,22 @@ impl Committer {
                 .map_or(0, |d| d.as_millis())
                 .to_string(),
         );
-        let started = Instant::now();
+        let bytes: u64 = entries.values().map(|e| e.len).sum();
         self.ctx
             .store
             .complete(real, entries, meta)
             .unwrap_or_else(|e| panic!("checkpoint {real}: {e}"));
-        tracing::debug!(checkpoint = real, was_final, micros = started.elapsed().as_micros() as u64, "checkpoint complete");
+        // Duration: from the moment the sources were due to cut (the epoch
+        // boundary) to the manifest on disk.
+        let due = self.ctx.interval.saturating_mul((real + 1 - self.ctx.first_epoch()) as u32);
+        let duration_ms = self.ctx.started.elapsed().saturating_sub(due).as_secs_f64() * 1e3;
+        tracing::info!(
+            checkpoint = real,
+            was_final,
+            bytes,
+            duration_ms = format!("{duration_ms:.1}"),
+            "checkpoint complete"
+        );
         Some(Completion {
             id: real,
             was_final,

@@ -6,7 +6,8 @@
 //! depend on insertion or merge order — the property that makes results identical
 //! across worker counts.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sketches_ddsketch::encoding::{decode_from_java_bytes, encode_to_java_bytes};
 use sketches_ddsketch::{Config, DDSketch};
 
 /// Relative accuracy of [`QuantileSketch::default`]: 1 %.
@@ -26,9 +27,27 @@ pub const DEFAULT_RELATIVE_ACCURACY: f64 = 0.01;
 /// assert!((p95 - 95.0).abs() <= 95.0 * 0.02, "p95 = {p95}");
 /// assert_eq!(a.count(), 100);
 /// ```
-#[derive(Clone, Serialize, Deserialize)]
+///
+/// Serialized (checkpoints) in DDSketch's compact Java-compatible encoding:
+/// only occupied bins, varint-coded — about 20 bytes for a few distinct values
+/// instead of the 1 KB+ of the in-memory bin array.
+#[derive(Clone)]
 pub struct QuantileSketch {
     inner: DDSketch,
+}
+
+impl Serialize for QuantileSketch {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&encode_to_java_bytes(&self.inner))
+    }
+}
+
+impl<'de> Deserialize<'de> for QuantileSketch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bytes: Vec<u8> = serde::de::Deserialize::deserialize(d)?;
+        let inner = decode_from_java_bytes(&bytes).map_err(serde::de::Error::custom)?;
+        Ok(QuantileSketch { inner })
+    }
 }
 
 impl std::fmt::Debug for QuantileSketch {
@@ -77,5 +96,37 @@ impl QuantileSketch {
     /// Number of values added.
     pub fn count(&self) -> u64 {
         self.inner.count() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serialization_round_trip_is_lossless_and_mergeable() {
+        let mut a = QuantileSketch::default();
+        for i in 1..=5_000u32 {
+            a.add(f64::from(i % 977) * 1.7 + 0.3);
+        }
+        let bytes = bincode::serialize(&a).unwrap();
+        assert!(bytes.len() < 8_000, "{} bytes", bytes.len());
+        let mut b: QuantileSketch = bincode::deserialize(&bytes).unwrap();
+        assert_eq!(a.count(), b.count());
+        for q in [0.0, 0.25, 0.5, 0.95, 0.99, 1.0] {
+            assert_eq!(a.quantile(q), b.quantile(q), "q = {q}");
+        }
+        // Continuing after a restore gives what continuing without one gives.
+        let mut more = QuantileSketch::default();
+        for v in [0.5, 3.0, 12_000.0] {
+            a.add(v);
+            more.add(v);
+        }
+        b.merge(&more);
+        for q in [0.5, 0.95, 1.0] {
+            assert_eq!(a.quantile(q), b.quantile(q), "q = {q} after more values");
+        }
+        let small = bincode::serialize(&more).unwrap();
+        assert!(small.len() < 100, "{} bytes for 3 values", small.len());
     }
 }

@@ -269,8 +269,18 @@ where
             let mut result_caps = CapabilitySet::from_elem(caps.pop().expect("results output"));
             let mut windows: Vec<OpenWindow<K, A::Acc>> = Vec::new();
             if let Some(restore) = ctx.as_ref().and_then(|c| c.restore.as_ref()) {
+                let started = std::time::Instant::now();
                 restore_windows(restore, &part_prefix, index, peers, &mut windows, &aggregate)
                     .unwrap_or_else(|e| panic!("restoring {part_prefix}*: {e}"));
+                let entries: usize = windows.iter().map(|w| w.entries.len()).sum();
+                tracing::info!(
+                    operator = %part_prefix,
+                    worker = index,
+                    checkpoint = restore.id(),
+                    entries,
+                    ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
+                    "window state restored"
+                );
             }
             // Records of epochs newer than the one being applied, with a late-port
             // capability so they can still be emitted as late after the frontier moves.
