@@ -130,6 +130,46 @@ pub trait SinkJsonlExactlyOnce<'scope, D> {
     /// # Panics
     /// On a write error while running (fail-stop: the job restarts from the
     /// last checkpoint and nothing committed is lost).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use streamforge_dataflow::checkpoint::{CheckpointContext, CheckpointGraph, CheckpointSettings};
+    /// use streamforge_dataflow::source::{checkpointed_source, vec_partition, SourceSettings};
+    /// use streamforge_sinks::{read_committed, SinkJsonlExactlyOnce};
+    ///
+    /// let dir = std::env::temp_dir().join(format!("sf-eo-doc-{}", std::process::id()));
+    /// let settings = CheckpointSettings {
+    ///     dir: dir.join("ckpt"), interval: Duration::from_millis(1), retain: 2,
+    /// };
+    /// let ctx = Arc::new(CheckpointContext::new(&settings, "doc", None).unwrap());
+    /// let (c, out) = (ctx.clone(), dir.join("rows"));
+    /// let o = out.clone();
+    /// streamforge_dataflow::time::example(move |scope| {
+    ///     let mut graph = CheckpointGraph::new(scope, c);
+    ///     let data: Vec<(u64, u64)> = (0..50_000).map(|i| (i, i)).collect();
+    ///     let mut settings = SourceSettings::new("src", 0);
+    ///     settings.batch_items = 100;
+    ///     settings.items_per_activation = 100;
+    ///     let (s, _dead) = checkpointed_source(scope, settings, 1,
+    ///         move |_, _| vec_partition("p", data.clone()), None, &mut graph);
+    ///     s.sink_jsonl_exactly_once("out", o, None, &mut graph).unwrap();
+    ///     graph.finish();
+    /// });
+    /// // Every row committed exactly once, over several checkpoints.
+    /// let mut got: Vec<u64> = read_committed(&out).unwrap()
+    ///     .iter().map(|l| l.parse().unwrap()).collect();
+    /// got.sort();
+    /// assert!(got == (0..50_000).collect::<Vec<u64>>());
+    /// let parts = streamforge_sinks::jsonl_exactly_once::committed_parts(&out).unwrap();
+    /// assert!(parts.len() > 1, "{parts:?}");
+    /// // The run ended with a complete final checkpoint.
+    /// let (latest, skipped) = ctx.store.latest().unwrap();
+    /// assert!(skipped.is_empty());
+    /// assert_eq!(latest.unwrap().manifest.meta["final"], "true");
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
     fn sink_jsonl_exactly_once(
         self,
         name: &str,
