@@ -102,14 +102,24 @@ fn assert_output(f: &Fixture, what: &str) {
     let rows = committed_lines(&f.dir.path().join("out/rows"));
     let late = committed_lines(&f.dir.path().join("out/late"));
     assert_eq!(rows.len(), f.want_rows.len(), "{what}: row count");
-    assert!(rows == f.want_rows, "{what}: rows differ from the failure-free run");
+    assert!(
+        rows == f.want_rows,
+        "{what}: rows differ from the failure-free run"
+    );
     assert!(late == f.want_late, "{what}: late records differ");
 }
 
 #[test]
 fn kill_9_twenty_times_then_output_equals_the_failure_free_run() {
     let f = fixture();
-    let report = kill_loop(&f.job, &f.dir.path().join("ckpt"), 20, 0x5eed, 0..300, &[1, 2]);
+    let report = kill_loop(
+        &f.job,
+        &f.dir.path().join("ckpt"),
+        20,
+        0x5eed,
+        0..300,
+        &[1, 2],
+    );
     assert_eq!(report.kills, 20);
     assert!(
         report.last_output.contains("restored from checkpoint"),
@@ -148,7 +158,10 @@ fn rescale_through_savepoints_2_to_1_and_1_to_2() {
         assert!(out.status.success(), "savepoint failed: {out:?}");
         let text = String::from_utf8(out.stdout).unwrap();
         let path = PathBuf::from(text.trim().strip_prefix("savepoint ").unwrap());
-        assert!(child.wait().unwrap().success(), "the job should stop cleanly");
+        assert!(
+            child.wait().unwrap().success(),
+            "the job should stop cleanly"
+        );
         // The savepoint holds open windows (it did not drain): the windows part
         // of some worker is larger than an empty snapshot.
         let manifest = std::fs::read_to_string(path.join("MANIFEST.json")).unwrap();
@@ -184,7 +197,10 @@ fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one() {
         .filter(|p| p.join("MANIFEST.json").exists())
         .collect();
     complete.sort();
-    assert!(complete.len() >= 2, "need two complete checkpoints: {complete:?}");
+    assert!(
+        complete.len() >= 2,
+        "need two complete checkpoints: {complete:?}"
+    );
     let newest = complete.last().unwrap();
     let window_part = std::fs::read_dir(newest)
         .unwrap()
@@ -260,7 +276,14 @@ fn cluster_restarts_after_kill_9_of_one_process_twenty_times() {
         .arg(&f.job)
         .arg("-h")
         .arg(&hosts)
-        .args(["-w", "1", "--max-restarts", "40", "--restart-backoff", "10ms"])
+        .args([
+            "-w",
+            "1",
+            "--max-restarts",
+            "40",
+            "--restart-backoff",
+            "10ms",
+        ])
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -285,7 +308,10 @@ fn cluster_restarts_after_kill_9_of_one_process_twenty_times() {
         // checkpoint), then kill at a random moment.
         let wait = std::time::Instant::now();
         while store.newest_complete_id() == last {
-            assert!(wait.elapsed() < Duration::from_secs(60), "no progress after kill {kills}");
+            assert!(
+                wait.elapsed() < Duration::from_secs(60),
+                "no progress after kill {kills}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         last = store.newest_complete_id();

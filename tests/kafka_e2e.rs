@@ -419,8 +419,8 @@ path = "{out}"
     let s = job::run(&reference, dir.path(), &ClusterArgs::default()).unwrap();
     assert_eq!(s.events, EVENTS);
     let path = dir.path().join("job.toml");
-    let text = job("out", "rate-limit = 10000")
-        + "[checkpoint]\ndir = \"ckpt\"\ninterval = \"100ms\"\n";
+    let text =
+        job("out", "rate-limit = 10000") + "[checkpoint]\ndir = \"ckpt\"\ninterval = \"100ms\"\n";
     std::fs::write(&path, text).unwrap();
     let report = common::kill_loop(&path, &dir.path().join("ckpt"), 20, 0xcafe, 0..300, &[1, 2]);
     assert_eq!(report.kills, 20);

@@ -391,9 +391,14 @@ impl Committer {
                     if checkpoint != FINAL {
                         self.max_epoch = self.max_epoch.max(checkpoint);
                     }
-                    self.parts.entry(checkpoint).or_default().insert(name, entry);
+                    self.parts
+                        .entry(checkpoint)
+                        .or_default()
+                        .insert(name, entry);
                 }
-                p @ CheckpointMsg::Position { .. } => self.pending.entry(epoch).or_default().push(p),
+                p @ CheckpointMsg::Position { .. } => {
+                    self.pending.entry(epoch).or_default().push(p)
+                }
             }
         }
     }
@@ -460,8 +465,10 @@ impl Committer {
             (id, false)
         };
         let sources = serde_json::to_vec(&self.positions).expect("positions serialize");
-        let mut entries: BTreeMap<String, PartEntry> =
-            parts.into_iter().filter_map(|(n, e)| Some((n, e?))).collect();
+        let mut entries: BTreeMap<String, PartEntry> = parts
+            .into_iter()
+            .filter_map(|(n, e)| Some((n, e?)))
+            .collect();
         let entry = self
             .ctx
             .store
@@ -489,7 +496,10 @@ impl Committer {
             .unwrap_or_else(|e| panic!("checkpoint {real}: {e}"));
         // Duration: from the moment the sources were due to cut (the epoch
         // boundary) to the manifest on disk.
-        let due = self.ctx.interval.saturating_mul((real + 1 - self.ctx.first_epoch()) as u32);
+        let due = self
+            .ctx
+            .interval
+            .saturating_mul((real + 1 - self.ctx.first_epoch()) as u32);
         let duration_ms = self.ctx.started.elapsed().saturating_sub(due).as_secs_f64() * 1e3;
         tracing::info!(
             checkpoint = real,

@@ -336,7 +336,10 @@ where
         // epoch that is being left).
         let report = move |parts: &[Partition<D>],
                            pcap: &Capability<Time>,
-                           out: &mut OutputBuilder<Time, timely::container::CapacityContainerBuilder<Vec<CheckpointMsg>>>| {
+                           out: &mut OutputBuilder<
+            Time,
+            timely::container::CapacityContainerBuilder<Vec<CheckpointMsg>>,
+        >| {
             if !checkpointing || parts.is_empty() {
                 return;
             }

@@ -187,8 +187,7 @@ impl<'scope, D: ExchangeData> WindowAggregate<'scope, D> for Stream<'scope, Time
         KF: for<'a> Fn(&'a D) -> &'a K + Clone + 'static,
         TF: Fn(&D) -> u64 + 'static,
     {
-        let (results, late, _) =
-            window_core(self, name, spec, key, event_time_ms, aggregate, None);
+        let (results, late, _) = window_core(self, name, spec, key, event_time_ms, aggregate, None);
         (results, late)
     }
 
@@ -270,8 +269,15 @@ where
             let mut windows: Vec<OpenWindow<K, A::Acc>> = Vec::new();
             if let Some(restore) = ctx.as_ref().and_then(|c| c.restore.as_ref()) {
                 let started = std::time::Instant::now();
-                restore_windows(restore, &part_prefix, index, peers, &mut windows, &aggregate)
-                    .unwrap_or_else(|e| panic!("restoring {part_prefix}*: {e}"));
+                restore_windows(
+                    restore,
+                    &part_prefix,
+                    index,
+                    peers,
+                    &mut windows,
+                    &aggregate,
+                )
+                .unwrap_or_else(|e| panic!("restoring {part_prefix}*: {e}"));
                 let entries: usize = windows.iter().map(|w| w.entries.len()).sum();
                 tracing::info!(
                     operator = %part_prefix,
@@ -324,7 +330,12 @@ where
                             break;
                         }
                         for (cap, mut data) in entry.remove() {
-                            apply(&mut windows, cap.time().event_ms, &mut data, &mut late_batch);
+                            apply(
+                                &mut windows,
+                                cap.time().event_ms,
+                                &mut data,
+                                &mut late_batch,
+                            );
                             if !late_batch.is_empty() {
                                 late_handle.session(&cap).give_container(&mut late_batch);
                             }
@@ -364,7 +375,12 @@ where
                         break;
                     }
                     for (cap, mut data) in entry.remove() {
-                        apply(&mut windows, cap.time().event_ms, &mut data, &mut late_batch);
+                        apply(
+                            &mut windows,
+                            cap.time().event_ms,
+                            &mut data,
+                            &mut late_batch,
+                        );
                         if !late_batch.is_empty() {
                             late_handle.session(&cap).give_container(&mut late_batch);
                         }
@@ -384,8 +400,7 @@ where
                 };
                 // Stopping for a savepoint: keep the windows open (they are in
                 // the final checkpoint), do not fire them.
-                let stopping =
-                    oldest.is_none() && ctx.as_ref().is_some_and(|c| c.stop_requested());
+                let stopping = oldest.is_none() && ctx.as_ref().is_some_and(|c| c.stop_requested());
                 let ready = if stopping {
                     0
                 } else {
@@ -484,7 +499,9 @@ where
             .get(..8)
             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
             .ok_or_else(|| bad("too short"))?;
-        let header = bytes.get(8..8 + len).ok_or_else(|| bad("truncated header"))?;
+        let header = bytes
+            .get(8..8 + len)
+            .ok_or_else(|| bad("truncated header"))?;
         let index_entries: Vec<(u64, u64, u64)> =
             bincode::deserialize(header).map_err(|e| bad(&e.to_string()))?;
         let blocks = &bytes[8 + len..];

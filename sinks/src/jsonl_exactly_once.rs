@@ -54,7 +54,11 @@ pub fn committed_parts(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         .filter_map(Result::ok)
         .filter_map(|e| {
             let name = e.file_name().to_str()?.to_string();
-            let id = name.strip_prefix("part-")?.strip_suffix(".jsonl")?.parse().ok()?;
+            let id = name
+                .strip_prefix("part-")?
+                .strip_suffix(".jsonl")?
+                .parse()
+                .ok()?;
             Some((id, e.path()))
         })
         .collect();
@@ -94,7 +98,10 @@ fn reconcile(dir: &Path, restored: Option<(u64, bool)>) -> Result<(), SinkError>
         let name = e.file_name().to_string_lossy().into_owned();
         let path = e.path();
         let id_of = |prefix: &str, name: &str| -> Option<u64> {
-            name.strip_prefix(prefix)?.strip_suffix(".jsonl")?.parse().ok()
+            name.strip_prefix(prefix)?
+                .strip_suffix(".jsonl")?
+                .parse()
+                .ok()
         };
         let remove = || fs::remove_file(&path).map_err(io_err(&path));
         if name == INPROGRESS {
@@ -196,8 +203,8 @@ impl<'scope, D: ExchangeData + Serialize> SinkJsonlExactlyOnce<'scope, D>
         let leader = index == 0;
         if leader {
             let restored = ctx.restore.as_ref().map(|r| {
-                let was_final = r.checkpoint.manifest.meta.get("final").map(String::as_str)
-                    == Some("true");
+                let was_final =
+                    r.checkpoint.manifest.meta.get("final").map(String::as_str) == Some("true");
                 (r.id(), was_final)
             });
             reconcile(&dir, restored)?;
@@ -228,9 +235,9 @@ impl<'scope, D: ExchangeData + Serialize> SinkJsonlExactlyOnce<'scope, D>
             let written = written.clone();
 
             let write_until = move |upto: &dyn Fn(&Time) -> bool,
-                                   pending: &mut BTreeMap<Time, Vec<Vec<u8>>>,
-                                   out: &mut Option<BufWriter<File>>,
-                                   rows: &mut u64| {
+                                    pending: &mut BTreeMap<Time, Vec<Vec<u8>>>,
+                                    out: &mut Option<BufWriter<File>>,
+                                    rows: &mut u64| {
                 while let Some(entry) = pending.first_entry() {
                     if !upto(entry.key()) {
                         break;

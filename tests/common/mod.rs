@@ -239,11 +239,9 @@ pub fn kill_loop(
                 last_output: text,
             };
         }
-        let store = streamforge::dataflow::checkpoint_store::CheckpointStore::open(
-            checkpoints,
-            usize::MAX,
-        )
-        .unwrap();
+        let store =
+            streamforge::dataflow::checkpoint_store::CheckpointStore::open(checkpoints, usize::MAX)
+                .unwrap();
         let before = if k == 0 {
             None
         } else {
