@@ -277,6 +277,7 @@ impl std::fmt::Display for JobSummary {
 }
 
 #[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
 enum Input {
     Files(Vec<PathBuf>, FileSourceConfig),
     Generator(GeneratorConfig),
@@ -352,11 +353,7 @@ impl Plan {
         &self,
     ) -> impl FnMut(usize, Option<&PartitionPosition>) -> Box<dyn PartitionReader<Span>> + 'static
     {
-        let input = match &self.input {
-            Input::Files(f, c) => Input::Files(f.clone(), c.clone()),
-            Input::Generator(g) => Input::Generator(g.clone()),
-            Input::Kafka(n, k) => Input::Kafka(*n, k.clone()),
-        };
+        let input = self.input.clone();
         move |i, position| match &input {
             Input::Files(files, cfg) => {
                 open_file_partition_at(&files[i], cfg.format, &cfg.mapping, position)
@@ -375,52 +372,15 @@ impl Plan {
         if let Some(ctx) = &self.checkpoints {
             return self.build_checkpointed(scope, counters, settings, ctx.clone());
         }
-        let (spans, dead) = match &self.input {
-            Input::Files(files, cfg) => {
-                let files = files.clone();
-                let cfg = cfg.clone();
-                partitioned_source(
-                    scope,
-                    settings,
-                    files.len(),
-                    move |i| {
-                        open_file_partition(&files[i], cfg.format, &cfg.mapping)
-                            .expect("validated before start")
-                    },
-                    Some(counters.source.clone()),
-                )
-            }
-            Input::Kafka(n, k) => {
-                let k = k.clone();
-                partitioned_source(
-                    scope,
-                    settings,
-                    *n,
-                    move |i| k.open(i).unwrap_or_else(|e| panic!("{e}")),
-                    Some(counters.source.clone()),
-                )
-            }
-            Input::Generator(_) => {
-                let mut open = self.opener();
-                partitioned_source(
-                    scope,
-                    settings,
-                    self.partitions(),
-                    move |i| open(i, None),
-                    Some(counters.source.clone()),
-                )
-            }
-        };
-        let w = &self.job.window;
-        let lateness = w.allowed_lateness.unwrap_or_default().as_millis() as u64;
-        let size = w.size.as_millis() as u64;
-        let (rows, late) = match w.kind {
-            WindowKind::Tumbling => self.aggregate(spans, Tumbling::new(size), lateness),
-            WindowKind::Sliding => {
-                let slide = w.slide.unwrap_or(w.size).as_millis() as u64;
-                self.aggregate(spans, Sliding::new(size, slide), lateness)
-            }
-        };
+        let mut open = self.opener();
+        let (spans, dead) = partitioned_source(
+            scope,
+            settings,
+            self.partitions(),
+            move |i| open(i, None),
+            Some(counters.source.clone()),
+        );
+        let (rows, late) = self.window(spans, None);
         let (rows, late, dead) = self.count(counters, rows, late, dead);
         for sink in &self.job.sinks {
             self.other_sink(sink, &rows, counters)?;
@@ -452,38 +412,7 @@ impl Plan {
             Some(counters.source.clone()),
             &mut graph,
         );
-        let w = &self.job.window;
-        let lateness = w.allowed_lateness.unwrap_or_default().as_millis() as u64;
-        let size = w.size.as_millis() as u64;
-        let name = format!("{}-window", self.job.name);
-        fn spec_key(s: &Span) -> &streamforge_sources::SpanKey {
-            &s.key
-        }
-        fn spec_time(s: &Span) -> u64 {
-            s.event_time_ms
-        }
-        let (results, late) = match w.kind {
-            WindowKind::Tumbling => spans.window_aggregate_checkpointed(
-                &name,
-                WindowSpec::new(Tumbling::new(size)).allowed_lateness_ms(lateness),
-                spec_key,
-                spec_time,
-                metrics_aggregate(),
-                &mut graph,
-            ),
-            WindowKind::Sliding => {
-                let slide = w.slide.unwrap_or(w.size).as_millis() as u64;
-                spans.window_aggregate_checkpointed(
-                    &name,
-                    WindowSpec::new(Sliding::new(size, slide)).allowed_lateness_ms(lateness),
-                    spec_key,
-                    spec_time,
-                    metrics_aggregate(),
-                    &mut graph,
-                )
-            }
-        };
-        let rows = results.map(to_row);
+        let (rows, late) = self.window(spans, Some(&mut graph));
         let (rows, late, dead) = self.count(counters, rows, late, dead);
         for sink in &self.job.sinks {
             match sink {
@@ -571,23 +500,59 @@ impl Plan {
         Ok(())
     }
 
+    /// The job's window aggregate (checkpointed when `graph` is given):
+    /// `(rows, late spans)`.
+    #[allow(clippy::type_complexity)]
+    fn window<'s>(
+        &self,
+        spans: timely::dataflow::Stream<'s, Time, Vec<Span>>,
+        graph: Option<&mut CheckpointGraph<'s>>,
+    ) -> (
+        timely::dataflow::Stream<'s, Time, Vec<crate::main_job::OperatorAggRow>>,
+        timely::dataflow::Stream<'s, Time, Vec<Span>>,
+    ) {
+        let w = &self.job.window;
+        let lateness = w.allowed_lateness.unwrap_or_default().as_millis() as u64;
+        let size = w.size.as_millis() as u64;
+        match w.kind {
+            WindowKind::Tumbling => self.aggregate(spans, Tumbling::new(size), lateness, graph),
+            WindowKind::Sliding => {
+                let slide = w.slide.unwrap_or(w.size).as_millis() as u64;
+                self.aggregate(spans, Sliding::new(size, slide), lateness, graph)
+            }
+        }
+    }
+
     #[allow(clippy::type_complexity)]
     fn aggregate<'s, W: WindowAssigner>(
         &self,
         spans: timely::dataflow::Stream<'s, Time, Vec<Span>>,
         assigner: W,
         lateness: u64,
+        graph: Option<&mut CheckpointGraph<'s>>,
     ) -> (
         timely::dataflow::Stream<'s, Time, Vec<crate::main_job::OperatorAggRow>>,
         timely::dataflow::Stream<'s, Time, Vec<Span>>,
     ) {
-        let (results, late) = spans.window_aggregate(
-            &format!("{}-window", self.job.name),
-            WindowSpec::new(assigner).allowed_lateness_ms(lateness),
-            |s: &Span| &s.key,
-            |s: &Span| s.event_time_ms,
-            metrics_aggregate(),
-        );
+        fn key(s: &Span) -> &streamforge_sources::SpanKey {
+            &s.key
+        }
+        fn event_time(s: &Span) -> u64 {
+            s.event_time_ms
+        }
+        let name = format!("{}-window", self.job.name);
+        let spec = WindowSpec::new(assigner).allowed_lateness_ms(lateness);
+        let (results, late) = match graph {
+            None => spans.window_aggregate(&name, spec, key, event_time, metrics_aggregate()),
+            Some(g) => spans.window_aggregate_checkpointed(
+                &name,
+                spec,
+                key,
+                event_time,
+                metrics_aggregate(),
+                g,
+            ),
+        };
         (results.map(to_row), late)
     }
 }

@@ -310,7 +310,8 @@ fn cluster_restarts_after_kill_9_of_one_process_twenty_times() {
         while store.newest_complete_id() == last {
             assert!(
                 wait.elapsed() < Duration::from_secs(60),
-                "no progress after kill {kills}"
+                "no progress after kill {kills}: {}",
+                std::fs::read_to_string(&log_path).unwrap()
             );
             std::thread::sleep(Duration::from_millis(10));
         }

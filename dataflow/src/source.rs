@@ -397,7 +397,6 @@ where
                 }
             }
             let now = Instant::now();
-            let mut next_epoch = None;
             if woken.swap(false, Ordering::Acquire) {
                 // A reader has data again: stop waiting out its idle delay.
                 for p in parts.iter_mut() {
@@ -477,13 +476,9 @@ where
                 }
                 since_bump += n;
                 emitted += got as u64;
-                if settings
+                let bump = settings
                     .epoch_every_items
-                    .is_some_and(|every| since_bump >= every)
-                {
-                    next_epoch = Some(epoch.max(rcap.time().epoch) + 1);
-                    since_bump = 0;
-                }
+                    .is_some_and(|every| since_bump >= every);
                 if got > 0 {
                     p.quiet_since = None;
                 } else if p.quiet_since.is_none() {
@@ -494,26 +489,16 @@ where
                     ReadStatus::Finished => p.finished = true,
                     ReadStatus::Idle(d) => p.idle_until = Some(now + d),
                 }
-                if let Some(c) = ctx.as_ref() {
-                    let target = c.epoch_now();
-                    if target > epoch.max(rcap.time().epoch) {
-                        next_epoch = Some(next_epoch.unwrap_or(0).max(target));
-                    }
-                }
-                if let Some(next) = next_epoch.take() {
-                    // A checkpoint cut: positions at the old epoch, then move on.
+                if bump {
+                    // A cut: positions at the old epoch, then move on.
                     report(&parts, pcap, &mut position_out);
-                    epoch = next;
+                    epoch = epoch.max(rcap.time().epoch) + 1;
                     pcap.downgrade(&time(epoch, rcap.time().event_ms));
-                    if ctx.as_ref().is_some_and(|c| c.stop_requested()) {
-                        // Savepoint: stop here without finishing the partitions.
-                        report(&parts, pcap, &mut position_out);
-                        caps = None;
-                        lift = None;
-                        return;
-                    }
+                    since_bump = 0;
                 }
             }
+            // Checkpoint cuts happen between activations (at most
+            // `items_per_activation` items apart), once per interval.
             if let Some(c) = ctx.as_ref() {
                 let target = c.epoch_now();
                 if target > epoch.max(rcap.time().epoch) {
@@ -521,6 +506,7 @@ where
                     epoch = target;
                     pcap.downgrade(&time(epoch, rcap.time().event_ms));
                     if c.stop_requested() {
+                        // Savepoint: stop here without finishing the partitions.
                         report(&parts, pcap, &mut position_out);
                         caps = None;
                         lift = None;

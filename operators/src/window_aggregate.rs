@@ -292,7 +292,8 @@ where
             // capability so they can still be emitted as late after the frontier moves.
             let mut stash: Stash<D> = BTreeMap::new();
             let mut fired: Vec<WindowResult<K, A::Out>> = Vec::new();
-            let mut late_batch: Vec<D> = Vec::new();
+            // Late records of this activation, with the capability to emit them at.
+            let mut late: Vec<(Capability<Time>, Vec<D>)> = Vec::new();
             let mut last_oldest: Option<Epoch> = Some(0);
 
             move |frontiers| {
@@ -300,54 +301,66 @@ where
                 let oldest = view.oldest_epoch;
                 let epoch_moved = oldest != last_oldest;
                 last_oldest = oldest;
-                let mut late_handle = late_out.activate();
-                let apply = |windows: &mut Vec<OpenWindow<K, A::Acc>>,
-                             t: u64,
-                             data: &mut Vec<D>,
-                             late_batch: &mut Vec<D>| {
-                    for d in data.drain(..) {
-                        let e = event_time_ms(&d);
-                        if assigner.max_end(e) + lateness <= t {
-                            late_batch.push(d);
-                            continue;
-                        }
-                        let k = key(&d);
-                        let h = stable_hash(k);
-                        assigner.assign(e, |w| {
-                            if w.end_ms + lateness <= t {
-                                return;
+                let apply =
+                    |windows: &mut Vec<OpenWindow<K, A::Acc>>,
+                     cap: &Capability<Time>,
+                     data: &mut Vec<D>,
+                     late: &mut Vec<(Capability<Time>, Vec<D>)>| {
+                        let t = cap.time().event_ms;
+                        let mut late_batch = Vec::new();
+                        for d in data.drain(..) {
+                            let e = event_time_ms(&d);
+                            if assigner.max_end(e) + lateness <= t {
+                                late_batch.push(d);
+                                continue;
                             }
-                            let acc = find_or_open(windows, w, h, k, &aggregate);
-                            aggregate.add(acc, &d);
-                        });
+                            let k = key(&d);
+                            let h = stable_hash(k);
+                            assigner.assign(e, |w| {
+                                if w.end_ms + lateness <= t {
+                                    return;
+                                }
+                                let acc = find_or_open(windows, w, h, k, &aggregate);
+                                aggregate.add(acc, &d);
+                            });
+                        }
+                        if !late_batch.is_empty() {
+                            late.push((cap.clone(), late_batch));
+                        }
+                    };
+                // Applies the stashed records of epochs below `below` (all: `None`).
+                let drain_stash =
+                    |below: Option<Epoch>,
+                     stash: &mut Stash<D>,
+                     windows: &mut Vec<OpenWindow<K, A::Acc>>,
+                     late: &mut Vec<(Capability<Time>, Vec<D>)>| {
+                        while let Some(entry) = stash.first_entry() {
+                            if below.is_some_and(|e| *entry.key() >= e) {
+                                break;
+                            }
+                            for (cap, mut data) in entry.remove() {
+                                apply(windows, &cap, &mut data, late);
+                            }
+                        }
+                    };
+                // Writes the open windows as this worker's part of checkpoint `id`.
+                let mut write_snapshot = |id: u64, windows: &[OpenWindow<K, A::Acc>]| {
+                    if let Some(ctx) = ctx.as_ref() {
+                        let msg = ctx.write_part(id, part_name.clone(), Some(&snapshot(windows)));
+                        let cap = ack_caps.first().expect("ack capability");
+                        ack_out.activate().session(&cap).give(msg);
                     }
                 };
+                let first_epoch = ctx.as_ref().map_or(0, |c| c.first_epoch());
                 if epoch_moved {
                     // Epochs before `oldest` are complete: apply their stashed
                     // records; the state is then the state after them.
-                    while let Some(entry) = stash.first_entry() {
-                        if oldest.is_some_and(|e| *entry.key() >= e) {
-                            break;
-                        }
-                        for (cap, mut data) in entry.remove() {
-                            apply(
-                                &mut windows,
-                                cap.time().event_ms,
-                                &mut data,
-                                &mut late_batch,
-                            );
-                            if !late_batch.is_empty() {
-                                late_handle.session(&cap).give_container(&mut late_batch);
-                            }
-                        }
-                    }
-                    if let (Some(ctx), Some(b)) = (ctx.as_ref(), oldest) {
-                        if let Some(c) = b.checked_sub(1).filter(|c| *c >= ctx.first_epoch()) {
-                            let bytes = snapshot(&windows);
-                            let msg = ctx.write_part(c, part_name.clone(), Some(&bytes));
-                            let cap = ack_caps.first().expect("ack capability");
-                            ack_out.activate().session(&cap).give(msg);
-                        }
+                    drain_stash(oldest, &mut stash, &mut windows, &mut late);
+                    if let Some(c) = oldest
+                        .and_then(|b| b.checked_sub(1))
+                        .filter(|c| *c >= first_epoch)
+                    {
+                        write_snapshot(c, &windows);
                     }
                 }
                 input.for_each_time(|cap, data| {
@@ -360,30 +373,17 @@ where
                         }
                         return;
                     }
+                    let cap = cap.retain(1);
                     for d in data {
-                        apply(&mut windows, t.event_ms, d, &mut late_batch);
-                    }
-                    if !late_batch.is_empty() {
-                        late_handle
-                            .session(&cap.retain(1))
-                            .give_container(&mut late_batch);
+                        apply(&mut windows, &cap, d, &mut late);
                     }
                 });
                 // The current epoch's stashed records.
-                while let Some(entry) = stash.first_entry() {
-                    if view.oldest_epoch.is_some_and(|e| *entry.key() > e) {
-                        break;
-                    }
-                    for (cap, mut data) in entry.remove() {
-                        apply(
-                            &mut windows,
-                            cap.time().event_ms,
-                            &mut data,
-                            &mut late_batch,
-                        );
-                        if !late_batch.is_empty() {
-                            late_handle.session(&cap).give_container(&mut late_batch);
-                        }
+                drain_stash(oldest.map(|e| e + 1), &mut stash, &mut windows, &mut late);
+                if !late.is_empty() {
+                    let mut handle = late_out.activate();
+                    for (cap, mut batch) in late.drain(..) {
+                        handle.session(&cap).give_container(&mut batch);
                     }
                 }
                 // Fire every window whose end + lateness the watermark has reached and
@@ -435,12 +435,9 @@ where
                         handle.session(&cap).give_container(&mut fired);
                     }
                 }
-                if let (Some(ctx), true, None) = (ctx.as_ref(), epoch_moved, oldest) {
+                if epoch_moved && oldest.is_none() {
                     // The input ended (or stopped): the last checkpoint.
-                    let bytes = snapshot(&windows);
-                    let msg = ctx.write_part(FINAL, part_name.clone(), Some(&bytes));
-                    let cap = ack_caps.first().expect("ack capability");
-                    ack_out.activate().session(&cap).give(msg);
+                    write_snapshot(FINAL, &windows);
                 }
                 result_caps.downgrade(frontiers[0].frontier().iter());
                 late_caps.downgrade(frontiers[0].frontier().iter());

@@ -231,12 +231,12 @@ impl KafkaSourceConfig {
         let (low, high) = consumer
             .fetch_watermarks(&self.topic, partition, METADATA_TIMEOUT)
             .map_err(|e| self.err(e))?;
-        let start = match &self.start {
-            _ if position.is_some() => position.map_or(low, |p| p.offset as i64),
-            StartPosition::Default | StartPosition::Named(NamedStart::Earliest) => low,
-            StartPosition::Named(NamedStart::Latest) => high,
-            StartPosition::Offsets { offsets } => offsets[p].max(low),
-            StartPosition::Timestamp { timestamp_ms } => {
+        let start = match (position, &self.start) {
+            (Some(pos), _) => pos.offset as i64,
+            (None, StartPosition::Default | StartPosition::Named(NamedStart::Earliest)) => low,
+            (None, StartPosition::Named(NamedStart::Latest)) => high,
+            (None, StartPosition::Offsets { offsets }) => offsets[p].max(low),
+            (None, StartPosition::Timestamp { timestamp_ms }) => {
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition_offset(&self.topic, partition, Offset::Offset(*timestamp_ms))
                     .map_err(|e| self.err(e))?;

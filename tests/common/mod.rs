@@ -216,6 +216,9 @@ pub fn kill_loop(
 ) -> KillReport {
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let store =
+        streamforge::dataflow::checkpoint_store::CheckpointStore::open(checkpoints, usize::MAX)
+            .unwrap();
     let mut runs = 0;
     for k in 0..=kills {
         runs += 1;
@@ -239,9 +242,6 @@ pub fn kill_loop(
                 last_output: text,
             };
         }
-        let store =
-            streamforge::dataflow::checkpoint_store::CheckpointStore::open(checkpoints, usize::MAX)
-                .unwrap();
         let before = if k == 0 {
             None
         } else {
