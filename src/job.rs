@@ -26,7 +26,8 @@ use streamforge_dataflow::{DataflowError, Time};
 use streamforge_operators::{Sliding, Tumbling, WindowAggregate, WindowAssigner, WindowSpec};
 use streamforge_sinks::kafka::KafkaSinkCounters;
 use streamforge_sinks::{
-    KafkaSinkConfig, SinkJsonl, SinkJsonlExactlyOnce, SinkKafka, SinkStdoutTable,
+    KafkaSinkConfig, SinkJsonl, SinkJsonlExactlyOnce, SinkKafka, SinkKafkaExactlyOnce,
+    SinkStdoutTable,
 };
 use streamforge_sources::file::{open_file_partition, open_file_partition_at};
 use streamforge_sources::generator::generator_partition_at;
@@ -246,6 +247,8 @@ pub struct JobSummary {
     pub dead_letters: u64,
     /// Records acknowledged by Kafka sinks.
     pub kafka_delivered: u64,
+    /// Kafka transactions committed by the exactly-once Kafka sink.
+    pub kafka_transactions: u64,
     /// Kafka delivery failures (retried).
     pub kafka_delivery_errors: u64,
     /// Wall-clock time of the dataflow, seconds.
@@ -422,6 +425,16 @@ impl Plan {
                     None,
                     &mut graph,
                 )?,
+                SinkConfig::Kafka(k) if k.transactional_id.is_some() => {
+                    let base = streamforge_sources::kafka::client_config(&k.properties)?;
+                    rows.clone().sink_kafka_exactly_once(
+                        "rows-kafka",
+                        k,
+                        base,
+                        counters.kafka_sink.clone(),
+                        &mut graph,
+                    )?
+                }
                 other => self.other_sink(other, &rows, counters)?,
             }
         }
@@ -667,6 +680,10 @@ pub fn run_from(
         late: counters.late_total.load(Ordering::Relaxed),
         dead_letters: counters.dead_letters_total.load(Ordering::Relaxed),
         kafka_delivered: counters.kafka_sink.delivered_total.load(Ordering::Relaxed),
+        kafka_transactions: counters
+            .kafka_sink
+            .transactions_total
+            .load(Ordering::Relaxed),
         kafka_delivery_errors: counters
             .kafka_sink
             .delivery_errors_total

@@ -56,13 +56,15 @@ pub struct KafkaSinkCounters {
     pub delivered_total: AtomicU64,
     /// Delivery failures (each retried up to [`MAX_ATTEMPTS`]).
     pub delivery_errors_total: AtomicU64,
+    /// Transactions committed by the exactly-once sink.
+    pub transactions_total: AtomicU64,
 }
 
-type Failed = Arc<Mutex<Vec<(Vec<u8>, Vec<u8>, u32, KafkaError)>>>;
+pub(crate) type Failed = Arc<Mutex<Vec<(Vec<u8>, Vec<u8>, u32, KafkaError)>>>;
 
-struct SinkContext {
-    failed: Failed,
-    counters: Arc<KafkaSinkCounters>,
+pub(crate) struct SinkContext {
+    pub(crate) failed: Failed,
+    pub(crate) counters: Arc<KafkaSinkCounters>,
 }
 
 impl ClientContext for SinkContext {}

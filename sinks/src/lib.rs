@@ -9,10 +9,12 @@ pub mod error;
 pub mod jsonl;
 pub mod jsonl_exactly_once;
 pub mod kafka;
+pub mod kafka_exactly_once;
 pub mod stdout;
 
 pub use error::SinkError;
 pub use jsonl::SinkJsonl;
 pub use jsonl_exactly_once::{read_committed, SinkJsonlExactlyOnce};
 pub use kafka::{KafkaSinkConfig, SinkKafka};
+pub use kafka_exactly_once::SinkKafkaExactlyOnce;
 pub use stdout::SinkStdoutTable;
