@@ -4,6 +4,7 @@
 //! resolved against the job file's directory. Precedence: command-line flags
 //! (`-w -n -p -h`) > job file > built-in defaults.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,7 +25,11 @@ use streamforge_dataflow::source::{
 };
 use streamforge_dataflow::{DataflowError, Time};
 use streamforge_operators::{Sliding, Tumbling, WindowAggregate, WindowAssigner, WindowSpec};
+use streamforge_sinks::batched::{BatchLimits, SinkBatched};
+use streamforge_sinks::clickhouse::{ClickHouse, ClickHouseSinkConfig, DbSinkCounters};
 use streamforge_sinks::kafka::KafkaSinkCounters;
+use streamforge_sinks::postgres::{Postgres, PostgresSinkConfig, PreparedPostgres};
+use streamforge_sinks::write_ahead::SinkWriteAhead;
 use streamforge_sinks::{
     KafkaSinkConfig, SinkJsonl, SinkJsonlExactlyOnce, SinkKafka, SinkKafkaExactlyOnce,
     SinkStdoutTable,
@@ -182,6 +187,11 @@ pub enum SinkConfig {
     },
     /// A Kafka topic (keyed JSON records).
     Kafka(KafkaSinkConfig),
+    /// A ClickHouse table over HTTP.
+    #[serde(rename = "clickhouse")]
+    ClickHouse(ClickHouseSinkConfig),
+    /// A PostgreSQL table (upserts).
+    Postgres(PostgresSinkConfig),
     /// A table on stdout.
     Stdout {
         /// Rows to print at most (default 20).
@@ -232,6 +242,10 @@ pub struct JobCounters {
     pub dead_letters_total: AtomicU64,
     /// Kafka sink deliveries and errors.
     pub kafka_sink: Arc<KafkaSinkCounters>,
+    /// ClickHouse sink rows, batches, retries.
+    pub clickhouse_sink: Arc<DbSinkCounters>,
+    /// PostgreSQL sink rows, batches, retries.
+    pub postgres_sink: Arc<DbSinkCounters>,
 }
 
 /// What a run did, for this process.
@@ -249,6 +263,12 @@ pub struct JobSummary {
     pub kafka_delivered: u64,
     /// Kafka transactions committed by the exactly-once Kafka sink.
     pub kafka_transactions: u64,
+    /// Rows written to ClickHouse (re-commits after a restore included).
+    pub clickhouse_rows: u64,
+    /// Rows written to PostgreSQL.
+    pub postgres_rows: u64,
+    /// Database writes retried (server down or overloaded).
+    pub database_retries: u64,
     /// Kafka delivery failures (retried).
     pub kafka_delivery_errors: u64,
     /// Wall-clock time of the dataflow, seconds.
@@ -292,6 +312,8 @@ struct Plan {
     input: Input,
     base: PathBuf,
     checkpoints: Option<Arc<CheckpointContext>>,
+    /// Checked PostgreSQL sinks by table.
+    postgres: BTreeMap<String, PreparedPostgres>,
 }
 
 impl Plan {
@@ -308,11 +330,15 @@ impl Plan {
             SourceConfig::Kafka(k) => Input::Kafka(k.partitions()?, k.clone()),
         };
         for sink in &job.sinks {
-            if let SinkConfig::Kafka(k) = sink {
-                match k.create_partitions {
+            match sink {
+                SinkConfig::Kafka(k) => match k.create_partitions {
                     Some(n) => crate::produce::ensure_topic(&k.properties, &k.topic, n)?,
                     None => crate::produce::check_topic(&k.properties, &k.topic)?,
+                },
+                SinkConfig::ClickHouse(c) => {
+                    ClickHouse::new(c, Arc::default())?.check_columns(&agg_columns())?
                 }
+                _ => {}
             }
         }
         let w = &job.window;
@@ -332,6 +358,7 @@ impl Plan {
             input,
             base: base.to_path_buf(),
             checkpoints: None,
+            postgres: BTreeMap::new(),
         })
     }
 
@@ -435,6 +462,16 @@ impl Plan {
                         &mut graph,
                     )?
                 }
+                SinkConfig::ClickHouse(c) => {
+                    let target = ClickHouse::new(c, counters.clickhouse_sink.clone())?;
+                    rows.clone()
+                        .sink_write_ahead("rows-clickhouse", target, encode_row, &mut graph)?
+                }
+                SinkConfig::Postgres(p) => {
+                    let target = self.postgres(p, counters)?;
+                    rows.clone()
+                        .sink_write_ahead("rows-postgres", target, encode_row, &mut graph)?
+                }
                 other => self.other_sink(other, &rows, counters)?,
             }
         }
@@ -476,6 +513,32 @@ impl Plan {
         (rows, late, dead)
     }
 
+    /// Checks the database sinks once, before the workers start (a failure
+    /// inside one worker's dataflow construction would leave the others
+    /// waiting for it).
+    fn prepare_databases(&mut self) -> Result<(), Error> {
+        let fresh = self
+            .checkpoints
+            .as_ref()
+            .is_none_or(|c| c.restore.is_none());
+        for sink in &self.job.sinks {
+            if let SinkConfig::Postgres(p) = sink {
+                let id = format!("{}/{}", self.job.name, p.table);
+                let prepared = Postgres::prepare(p, &agg_columns(), &id, fresh)?;
+                self.postgres.insert(p.table.clone(), prepared);
+            }
+        }
+        Ok(())
+    }
+
+    /// This worker's PostgreSQL target (connects on first use).
+    fn postgres(&self, p: &PostgresSinkConfig, counters: &Arc<JobCounters>) -> Result<Postgres, Error> {
+        let prepared = self.postgres.get(&p.table).ok_or_else(|| {
+            Error::Invalid(format!("postgres sink {} was not prepared", p.table))
+        })?;
+        Ok(Postgres::new(prepared, counters.postgres_sink.clone()))
+    }
+
     /// Sinks other than JSONL files (the same with or without checkpoints).
     fn other_sink<'s>(
         &self,
@@ -492,6 +555,31 @@ impl Plan {
             SinkConfig::Jsonl { path } => {
                 rows.clone()
                     .sink_jsonl("rows-jsonl", self.resolve(path), None)?
+            }
+            SinkConfig::ClickHouse(c) => {
+                let target = ClickHouse::new(c, counters.clickhouse_sink.clone())?;
+                let limits = BatchLimits {
+                    rows: c.batch_rows,
+                    bytes: c.batch_bytes,
+                    interval: c.batch_interval,
+                };
+                rows.clone().sink_batched(
+                    "rows-clickhouse",
+                    target,
+                    encode_row,
+                    Vec::len,
+                    limits,
+                )
+            }
+            SinkConfig::Postgres(p) => {
+                let target = self.postgres(p, counters)?;
+                let limits = BatchLimits {
+                    rows: p.batch_rows,
+                    bytes: usize::MAX,
+                    interval: p.batch_interval,
+                };
+                rows.clone()
+                    .sink_batched("rows-postgres", target, encode_row, Vec::len, limits)
             }
             SinkConfig::Stdout { max_rows } => rows.clone().sink_stdout_table(
                 "rows-stdout",
@@ -654,6 +742,7 @@ pub fn run_from(
             "--restore needs a [checkpoint] section in the job file".into(),
         ));
     }
+    plan.prepare_databases()?;
     let restored_from = plan
         .checkpoints
         .as_ref()
@@ -680,6 +769,10 @@ pub fn run_from(
         late: counters.late_total.load(Ordering::Relaxed),
         dead_letters: counters.dead_letters_total.load(Ordering::Relaxed),
         kafka_delivered: counters.kafka_sink.delivered_total.load(Ordering::Relaxed),
+        clickhouse_rows: counters.clickhouse_sink.rows_total.load(Ordering::Relaxed),
+        postgres_rows: counters.postgres_sink.rows_total.load(Ordering::Relaxed),
+        database_retries: counters.clickhouse_sink.retries_total.load(Ordering::Relaxed)
+            + counters.postgres_sink.retries_total.load(Ordering::Relaxed),
         kafka_transactions: counters
             .kafka_sink
             .transactions_total
@@ -735,4 +828,17 @@ pub fn savepoint(dir: &Path, timeout: Duration) -> Result<PathBuf, Error> {
         "no savepoint in {} after {timeout:?}: is the job running?",
         dir.display()
     )))
+}
+
+/// The columns of an aggregate row (its JSON field names).
+fn agg_columns() -> Vec<String> {
+    crate::main_job::AGG_COLUMNS
+        .iter()
+        .map(|c| c.to_string())
+        .collect()
+}
+
+/// An aggregate row as the JSON object the database sinks write.
+fn encode_row(row: &crate::main_job::OperatorAggRow) -> Vec<u8> {
+    serde_json::to_vec(row).expect("serializable row")
 }

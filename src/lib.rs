@@ -17,6 +17,7 @@ pub mod error;
 pub mod job;
 pub mod main_job;
 pub mod produce;
+pub mod schema;
 
 pub use streamforge_dataflow as dataflow;
 pub use streamforge_operators as operators;

@@ -16,6 +16,15 @@ struct Cli {
     command: Command,
 }
 
+/// A database `streamforge schema` writes DDL for.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum SchemaTarget {
+    /// ClickHouse (18.16 and newer).
+    Clickhouse,
+    /// PostgreSQL.
+    Postgres,
+}
+
 /// timely's worker/cluster flags, parsed by timely itself.
 #[derive(Args, Clone, Debug)]
 #[command(disable_help_flag = true)]
@@ -69,6 +78,22 @@ enum Command {
     /// Stop the job running with JOB's checkpoint directory with a final
     /// checkpoint (a savepoint) and print its directory; restore it with
     /// `run JOB --restore DIR`, with any worker count.
+    /// Print the DDL of the seed tables (flink_operator_agg_result,
+    /// hourly_alarm_rules), or apply it with --apply.
+    Schema {
+        /// `clickhouse` or `postgres`.
+        database: SchemaTarget,
+        /// Run the DDL against the server instead of printing it.
+        #[arg(long)]
+        apply: bool,
+        /// ClickHouse HTTP address, or PostgreSQL connection string
+        /// (default: STREAMFORGE_CLICKHOUSE / STREAMFORGE_POSTGRES).
+        #[arg(long)]
+        url: Option<String>,
+        /// ClickHouse database.
+        #[arg(long, default_value = "default")]
+        db: String,
+    },
     Savepoint {
         /// The job file (TOML) of the running job.
         job: PathBuf,
@@ -315,6 +340,49 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
                 checkpoint_dir: job::checkpoint_dir(&config, &job_base(&job)).ok(),
             };
             streamforge::cluster::supervise(&exe, &first, &again, &hostfile, workers, &policy)?;
+        }
+        Command::Schema {
+            database,
+            apply,
+            url,
+            db,
+        } => {
+            let ddl = match database {
+                SchemaTarget::Clickhouse => streamforge::schema::clickhouse_ddl(&db),
+                SchemaTarget::Postgres => streamforge::schema::postgres_ddl(),
+            };
+            if !apply {
+                for s in &ddl {
+                    println!("{s};\n");
+                }
+                return Ok(());
+            }
+            match database {
+                SchemaTarget::Clickhouse => {
+                    let url = url
+                        .or_else(|| std::env::var("STREAMFORGE_CLICKHOUSE").ok())
+                        .unwrap_or_else(|| "http://127.0.0.1:8123".into());
+                    let config: streamforge::sinks::clickhouse::ClickHouseSinkConfig =
+                        toml::from_str(&format!("url = {url:?}\ndatabase = {db:?}\ntable = \"-\""))
+                            .expect("config");
+                    let ch = streamforge::sinks::clickhouse::ClickHouse::new(
+                        &config,
+                        Default::default(),
+                    )?;
+                    ch.query(&format!("CREATE DATABASE IF NOT EXISTS `{db}`"))?;
+                    for s in &ddl {
+                        ch.query(s)?;
+                    }
+                    eprintln!("applied {} statements to {url} database {db}", ddl.len());
+                }
+                SchemaTarget::Postgres => {
+                    let url = url
+                        .or_else(|| std::env::var("STREAMFORGE_POSTGRES").ok())
+                        .ok_or_else(|| streamforge::error::Error::Invalid("--url or STREAMFORGE_POSTGRES is needed".into()))?;
+                    streamforge::sinks::postgres::execute(&url, &ddl.join(";\n"))?;
+                    eprintln!("applied {} statements to {url}", ddl.len());
+                }
+            }
         }
         Command::Savepoint { job, timeout } => {
             let config = JobConfig::load(&job)?;

@@ -41,6 +41,23 @@ pub struct OperatorAggRow {
     pub success_count: u64,
 }
 
+/// The JSON field names of [`OperatorAggRow`], in order (database columns).
+pub const AGG_COLUMNS: &[&str] = &[
+    "window_start",
+    "window_start_ms",
+    "windowSize",
+    "service",
+    "operator_name",
+    "operator_class",
+    "avg_duration",
+    "max_duration",
+    "p95_duration",
+    "error_rate",
+    "total_count",
+    "error_count",
+    "success_count",
+];
+
 /// The aggregate of the main job: count, errors, exact duration sum (µs), max
 /// (µs), p95 (ms).
 pub type MetricsAggregate = (
@@ -114,5 +131,41 @@ pub fn to_row(r: WindowResult<SpanKey, MetricsOut>) -> OperatorAggRow {
         total_count: total,
         error_count: errors,
         success_count: total - errors,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agg_columns_are_the_row_fields_in_order() {
+        let row = OperatorAggRow {
+            window_start: format_utc(0),
+            window_start_ms: 0,
+            window_size: 60,
+            service: "s".into(),
+            operator_name: "o".into(),
+            operator_class: "c".into(),
+            avg_duration: 1.0,
+            max_duration: 2.0,
+            p95_duration: 2.0,
+            error_rate: 0.0,
+            total_count: 1,
+            error_count: 0,
+            success_count: 1,
+        };
+        let json = serde_json::to_string(&row).unwrap();
+        let mut at = 0;
+        for c in AGG_COLUMNS {
+            let pos = json[at..]
+                .find(&format!("\"{c}\":"))
+                .unwrap_or_else(|| panic!("{c} missing or out of order in {json}"));
+            at += pos;
+        }
+        let fields = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&json)
+            .unwrap()
+            .len();
+        assert_eq!(fields, AGG_COLUMNS.len());
     }
 }

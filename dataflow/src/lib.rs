@@ -10,6 +10,7 @@
 pub mod checkpoint;
 pub mod checkpoint_store;
 pub mod dead_letter;
+pub mod env;
 pub mod error;
 pub mod hash;
 pub mod launch;

@@ -13,6 +13,28 @@ pub enum SinkError {
         /// What went wrong.
         reason: String,
     },
+    /// A restore could not read a sink's part of the checkpoint.
+    #[error("sink {sink}: restore: {reason}")]
+    Restore {
+        /// The sink.
+        sink: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A database sink failed (unreachable past its retry time, schema
+    /// mismatch, rejected rows).
+    #[error("{sink} {table}: {reason}")]
+    Database {
+        /// `clickhouse` or `postgres`.
+        sink: &'static str,
+        /// The table.
+        table: String,
+        /// What went wrong, with the server's message.
+        reason: String,
+    },
+    /// A configuration value names an unset environment variable.
+    #[error(transparent)]
+    MissingEnv(#[from] streamforge_dataflow::env::MissingEnv),
     /// The output could not be created or written.
     #[error("{path}: {source}")]
     Io {

@@ -5,12 +5,17 @@
 //! sorted order — so a file is the same whatever the worker count.
 #![deny(missing_docs)]
 
+pub mod batched;
+pub mod clickhouse;
 pub mod error;
 pub mod jsonl;
 pub mod jsonl_exactly_once;
 pub mod kafka;
 pub mod kafka_exactly_once;
+pub mod postgres;
+pub mod retry;
 pub mod stdout;
+pub mod write_ahead;
 
 pub use error::SinkError;
 pub use jsonl::SinkJsonl;

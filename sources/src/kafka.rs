@@ -98,32 +98,13 @@ pub struct KafkaSourceConfig {
     pub mapping: SpanMapping,
 }
 
-/// Replaces every `${NAME}` in `value` with the environment variable `NAME`.
+/// Replaces every `${NAME}` in `value` with the environment variable `NAME`
+/// (see [`streamforge_dataflow::env::expand_env`]).
 ///
 /// # Errors
 /// [`SourceError::MissingEnv`] when a named variable is not set.
-///
-/// # Examples
-/// ```
-/// use streamforge_sources::kafka::expand_env;
-/// std::env::set_var("SF_DOC_USER", "alice");
-/// assert_eq!(expand_env("user=${SF_DOC_USER};").unwrap(), "user=alice;");
-/// assert!(expand_env("${SF_DOC_UNSET_VARIABLE}").is_err());
-/// ```
 pub fn expand_env(value: &str) -> Result<String, SourceError> {
-    let mut out = String::new();
-    let mut rest = value;
-    while let Some(start) = rest.find("${") {
-        let Some(len) = rest[start + 2..].find('}') else {
-            break;
-        };
-        let name = &rest[start + 2..start + 2 + len];
-        out.push_str(&rest[..start]);
-        out.push_str(&std::env::var(name).map_err(|_| SourceError::MissingEnv(name.to_string()))?);
-        rest = &rest[start + 3 + len..];
-    }
-    out.push_str(rest);
-    Ok(out)
+    streamforge_dataflow::env::expand_env(value).map_err(|e| SourceError::MissingEnv(e.0))
 }
 
 /// A librdkafka client config from a property map (with `${ENV}` expansion).
