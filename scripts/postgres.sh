@@ -32,6 +32,15 @@ as_pg() {
 
 conn="host=127.0.0.1 port=$port user=postgres dbname=postgres"
 
+# As root the server runs as the postgres user, who may not be able to reach a
+# checkout under /root: then the data lives under /tmp instead.
+if [ "$(id -u)" = 0 ] && [ -z "${STREAMFORGE_STATE:-}" ]; then
+  mkdir -p "$state"; chown postgres "$state" 2>/dev/null || true
+  if ! su postgres -s /bin/bash -c "test -w '$state'" 2>/dev/null; then
+    state="/tmp/streamforge-postgres-$port"
+  fi
+fi
+
 case "${1:-start}" in
   start)
     install

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: builds, then runs every unit, doc, property and
 # end-to-end test. Needs ../shared/data (the real data sets) next to the repo.
-# It installs (once) and starts the servers the tests need: Tansu (Kafka).
+# It installs (once) and starts the servers the tests need, on 127.0.0.1:
+# Tansu (Kafka), ClickHouse 18.16 and PostgreSQL 15 (Debian packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +17,11 @@ fi
 # A real Kafka-protocol broker (Tansu) on 127.0.0.1 for the Kafka end-to-end tests.
 eval "$(scripts/kafka.sh start)"
 export STREAMFORGE_KAFKA
-trap 'scripts/kafka.sh stop' EXIT
+trap 'scripts/kafka.sh stop; scripts/clickhouse.sh stop; scripts/postgres.sh stop' EXIT
+# ClickHouse and PostgreSQL for the database sink tests (tests/databases.rs).
+eval "$(scripts/clickhouse.sh start)"
+eval "$(scripts/postgres.sh start)"
+export STREAMFORGE_CLICKHOUSE STREAMFORGE_POSTGRES
 
 cargo build --release --workspace --all-targets
 cargo test --release --workspace --all-targets

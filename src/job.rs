@@ -314,6 +314,8 @@ struct Plan {
     checkpoints: Option<Arc<CheckpointContext>>,
     /// Checked PostgreSQL sinks by table.
     postgres: BTreeMap<String, PreparedPostgres>,
+    /// Checked ClickHouse sinks by `database.table`.
+    clickhouse: BTreeMap<String, ClickHouse>,
 }
 
 impl Plan {
@@ -335,9 +337,6 @@ impl Plan {
                     Some(n) => crate::produce::ensure_topic(&k.properties, &k.topic, n)?,
                     None => crate::produce::check_topic(&k.properties, &k.topic)?,
                 },
-                SinkConfig::ClickHouse(c) => {
-                    ClickHouse::new(c, Arc::default())?.check_columns(&agg_columns())?
-                }
                 _ => {}
             }
         }
@@ -359,6 +358,7 @@ impl Plan {
             base: base.to_path_buf(),
             checkpoints: None,
             postgres: BTreeMap::new(),
+            clickhouse: BTreeMap::new(),
         })
     }
 
@@ -463,7 +463,7 @@ impl Plan {
                     )?
                 }
                 SinkConfig::ClickHouse(c) => {
-                    let target = ClickHouse::new(c, counters.clickhouse_sink.clone())?;
+                    let target = self.clickhouse(c, counters)?;
                     rows.clone()
                         .sink_write_ahead("rows-clickhouse", target, encode_row, &mut graph)?
                 }
@@ -522,13 +522,36 @@ impl Plan {
             .as_ref()
             .is_none_or(|c| c.restore.is_none());
         for sink in &self.job.sinks {
-            if let SinkConfig::Postgres(p) = sink {
-                let id = format!("{}/{}", self.job.name, p.table);
-                let prepared = Postgres::prepare(p, &agg_columns(), &id, fresh)?;
-                self.postgres.insert(p.table.clone(), prepared);
+            match sink {
+                SinkConfig::Postgres(p) => {
+                    let id = format!("{}/{}", self.job.name, p.table);
+                    let prepared = Postgres::prepare(p, &agg_columns(), &id, fresh)?;
+                    self.postgres.insert(p.table.clone(), prepared);
+                }
+                SinkConfig::ClickHouse(c) => {
+                    let prepared = ClickHouse::new(c, Arc::default())?.prepare(&agg_columns())?;
+                    self.clickhouse
+                        .insert(format!("{}.{}", c.database, c.table), prepared);
+                }
+                _ => {}
             }
         }
         Ok(())
+    }
+
+    /// This worker's ClickHouse target.
+    fn clickhouse(
+        &self,
+        c: &ClickHouseSinkConfig,
+        counters: &Arc<JobCounters>,
+    ) -> Result<ClickHouse, Error> {
+        let key = format!("{}.{}", c.database, c.table);
+        let prepared = self.clickhouse.get(&key).ok_or_else(|| {
+            Error::Invalid(format!("clickhouse sink {key} was not prepared"))
+        })?;
+        Ok(prepared
+            .clone()
+            .with_counters(counters.clickhouse_sink.clone()))
     }
 
     /// This worker's PostgreSQL target (connects on first use).
@@ -557,7 +580,7 @@ impl Plan {
                     .sink_jsonl("rows-jsonl", self.resolve(path), None)?
             }
             SinkConfig::ClickHouse(c) => {
-                let target = ClickHouse::new(c, counters.clickhouse_sink.clone())?;
+                let target = self.clickhouse(c, counters)?;
                 let limits = BatchLimits {
                     rows: c.batch_rows,
                     bytes: c.batch_bytes,

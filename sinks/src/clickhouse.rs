@@ -109,6 +109,8 @@ pub struct ClickHouse {
     url: String,
     auth: Vec<(&'static str, String)>,
     counters: Arc<DbSinkCounters>,
+    /// Columns and types learnt by [`ClickHouse::prepare`].
+    layout: Option<Arc<Vec<(String, ColumnType)>>>,
 }
 
 impl ClickHouse {
@@ -136,6 +138,7 @@ impl ClickHouse {
             url: expand_env(&config.url)?.trim_end_matches('/').to_string(),
             auth,
             counters,
+            layout: None,
         })
     }
 
@@ -153,16 +156,18 @@ impl ClickHouse {
             .agent
             .post(&self.url)
             .query("query", query)
-            .query("database", &self.config.database)
             .query("input_format_skip_unknown_fields", "1")
             .query("output_format_json_quote_64bit_integers", "0");
         for (k, v) in &self.auth {
             req = req.query(k, v);
         }
         match req.send_bytes(body) {
-            Ok(resp) => resp
-                .into_string()
-                .map_err(|e| Attempt::Transient(format!("reading the answer: {e}"))),
+            Ok(resp) => {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut resp.into_reader(), &mut text)
+                    .map_err(|e| Attempt::Transient(format!("reading the answer: {e}")))?;
+                Ok(text)
+            }
             Err(ureq::Error::Status(status, resp)) => {
                 let text = resp.into_string().unwrap_or_default();
                 let text = text.trim().to_string();
@@ -225,11 +230,16 @@ impl ClickHouse {
             .collect()
     }
 
-    /// Checks that the table exists and has every column in `columns`.
+    /// Checks that the table exists and has every column in `columns`, and
+    /// learns their types: inserts then use `RowBinary` for exactly those
+    /// columns (ClickHouse 18.16's text parser rounds some decimals to the
+    /// neighbouring double — `1.614` becomes `1.6139999999999999` — binary
+    /// floats arrive exact).
     ///
     /// # Errors
-    /// Unreachable server, missing table, or the missing columns (by name).
-    pub fn check_columns(&self, columns: &[String]) -> Result<(), SinkError> {
+    /// Unreachable server, missing table, the missing columns (by name), or a
+    /// column type the binary encoder does not support.
+    pub fn prepare(mut self, columns: &[String]) -> Result<Self, SinkError> {
         let have: BTreeMap<String, String> = self
             .select_json(&format!(
                 "DESCRIBE TABLE `{}`.`{}` FORMAT JSONEachRow",
@@ -251,19 +261,57 @@ impl ClickHouse {
                 have.keys().collect::<Vec<_>>()
             )));
         }
+        let layout = columns
+            .iter()
+            .map(|c| {
+                let ty = &have[c];
+                ColumnType::parse(ty)
+                    .map(|t| (c.clone(), t))
+                    .ok_or_else(|| self.err(format!("column {c}: type {ty} is not supported")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.layout = Some(Arc::new(layout));
+        Ok(self)
+    }
+
+    /// The same client counting into `counters`.
+    pub fn with_counters(mut self, counters: Arc<DbSinkCounters>) -> Self {
+        self.counters = counters;
+        self
+    }
+
+    /// Encodes one JSON row as `RowBinary` for `layout`.
+    fn encode_binary(
+        &self,
+        layout: &[(String, ColumnType)],
+        row: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), SinkError> {
+        let value: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(row)
+            .map_err(|e| self.err(format!("record is not a JSON object: {e}")))?;
+        for (name, ty) in layout {
+            let v = value.get(name).unwrap_or(&serde_json::Value::Null);
+            ty.encode(v, out)
+                .map_err(|why| self.err(format!("column {name}: {why} (value {v})")))?;
+        }
         Ok(())
     }
 
     /// Inserts JSON rows (one object each) in batches of the configured rows
-    /// and bytes, each retried.
+    /// and bytes, each retried; `RowBinary` after [`ClickHouse::prepare`],
+    /// `JSONEachRow` otherwise.
     ///
     /// # Errors
     /// A fatal server error, or the retry time passed.
     pub fn insert(&self, rows: &[Vec<u8>]) -> Result<(), SinkError> {
-        let query = format!(
-            "INSERT INTO `{}`.`{}` FORMAT JSONEachRow",
-            self.config.database, self.config.table
-        );
+        let target = format!("`{}`.`{}`", self.config.database, self.config.table);
+        let query = match &self.layout {
+            Some(layout) => {
+                let cols: Vec<String> = layout.iter().map(|(c, _)| format!("`{c}`")).collect();
+                format!("INSERT INTO {target} ({}) FORMAT RowBinary", cols.join(", "))
+            }
+            None => format!("INSERT INTO {target} FORMAT JSONEachRow"),
+        };
         let mut body = Vec::with_capacity(self.config.batch_bytes.min(64 << 20));
         let mut n = 0usize;
         let flush = |body: &mut Vec<u8>, n: &mut usize| -> Result<(), SinkError> {
@@ -288,12 +336,149 @@ impl ClickHouse {
             {
                 flush(&mut body, &mut n)?;
             }
-            body.extend_from_slice(row);
-            body.push(b'\n');
+            match &self.layout {
+                Some(layout) => self.encode_binary(layout, row, &mut body)?,
+                None => {
+                    body.extend_from_slice(row);
+                    body.push(b'\n');
+                }
+            }
             n += 1;
         }
         flush(&mut body, &mut n)
     }
+}
+
+/// Column types the `RowBinary` encoder writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnType {
+    /// `UInt8`..`UInt64` (bytes).
+    UInt(u8),
+    /// `Int8`..`Int64` (bytes).
+    Int(u8),
+    /// `Float32`.
+    Float32,
+    /// `Float64`.
+    Float64,
+    /// `String`.
+    String,
+    /// `DateTime` / `DateTime('tz')`: seconds; text values are read as UTC.
+    DateTime,
+}
+
+impl ColumnType {
+    /// Parses a ClickHouse type name.
+    ///
+    /// # Examples
+    /// ```
+    /// use streamforge_sinks::clickhouse::ColumnType;
+    /// assert_eq!(ColumnType::parse("DateTime('UTC')"), Some(ColumnType::DateTime));
+    /// assert_eq!(ColumnType::parse("UInt32"), Some(ColumnType::UInt(4)));
+    /// assert_eq!(ColumnType::parse("Array(String)"), None);
+    /// ```
+    pub fn parse(ty: &str) -> Option<Self> {
+        Some(match ty {
+            "UInt8" => ColumnType::UInt(1),
+            "UInt16" => ColumnType::UInt(2),
+            "UInt32" => ColumnType::UInt(4),
+            "UInt64" => ColumnType::UInt(8),
+            "Int8" => ColumnType::Int(1),
+            "Int16" => ColumnType::Int(2),
+            "Int32" => ColumnType::Int(4),
+            "Int64" => ColumnType::Int(8),
+            "Float32" => ColumnType::Float32,
+            "Float64" => ColumnType::Float64,
+            "String" => ColumnType::String,
+            t if t == "DateTime" || t.starts_with("DateTime(") => ColumnType::DateTime,
+            _ => return None,
+        })
+    }
+
+    /// Appends `v` in `RowBinary`.
+    ///
+    /// # Errors
+    /// A value of the wrong JSON type or out of range.
+    pub fn encode(self, v: &serde_json::Value, out: &mut Vec<u8>) -> Result<(), String> {
+        match self {
+            ColumnType::UInt(n) => {
+                let x = v.as_u64().ok_or("not an unsigned integer")?;
+                if n < 8 && x >> (8 * n) != 0 {
+                    return Err(format!("out of range for UInt{}", 8 * n));
+                }
+                out.extend_from_slice(&x.to_le_bytes()[..n as usize]);
+            }
+            ColumnType::Int(n) => {
+                let x = v.as_i64().ok_or("not an integer")?;
+                let bits = 8 * u32::from(n);
+                if n < 8 && (x < -(1i64 << (bits - 1)) || x >= 1i64 << (bits - 1)) {
+                    return Err(format!("out of range for Int{bits}"));
+                }
+                out.extend_from_slice(&x.to_le_bytes()[..n as usize]);
+            }
+            ColumnType::Float32 => {
+                let x = v.as_f64().ok_or("not a number")? as f32;
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+            ColumnType::Float64 => {
+                let x = v.as_f64().ok_or("not a number")?;
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+            ColumnType::String => {
+                let owned;
+                let s = match v {
+                    serde_json::Value::String(s) => s.as_str(),
+                    other => {
+                        owned = other.to_string();
+                        &owned
+                    }
+                };
+                let mut len = s.len() as u64;
+                loop {
+                    let byte = (len & 0x7f) as u8;
+                    len >>= 7;
+                    if len == 0 {
+                        out.push(byte);
+                        break;
+                    }
+                    out.push(byte | 0x80);
+                }
+                out.extend_from_slice(s.as_bytes());
+            }
+            ColumnType::DateTime => {
+                let secs = match v {
+                    serde_json::Value::String(s) => parse_utc_seconds(s)
+                        .ok_or("not a `YYYY-MM-DD hh:mm:ss` time")?,
+                    other => other.as_u64().ok_or("not a time")?,
+                };
+                let secs = u32::try_from(secs).map_err(|_| "after 2106")?;
+                out.extend_from_slice(&secs.to_le_bytes());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Seconds since the epoch of a UTC `YYYY-MM-DD hh:mm:ss` text.
+fn parse_utc_seconds(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() != 19 {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
 }
 
 impl CommitTarget for ClickHouse {
@@ -327,5 +512,32 @@ mod tests {
         assert_eq!(error_code("Code: 252, e.displayText() = Too many parts"), Some(252));
         assert!(!FATAL_CODES.contains(&252), "too many parts is worth a retry");
         assert_eq!(error_code("connection reset"), None);
+    }
+
+    #[test]
+    fn utc_text_times_become_epoch_seconds() {
+        assert_eq!(parse_utc_seconds("1970-01-01 00:00:00"), Some(0));
+        assert_eq!(parse_utc_seconds("2023-01-29 08:42:06"), Some(1_674_981_726));
+        assert_eq!(parse_utc_seconds("2024-02-29 23:59:59"), Some(1_709_251_199));
+        assert_eq!(parse_utc_seconds("2023-13-01 00:00:00"), None);
+        assert_eq!(parse_utc_seconds("2023-01-29T08:42:06Z"), None);
+    }
+
+    #[test]
+    fn row_binary_encoding_of_each_type() {
+        let mut out = Vec::new();
+        ColumnType::UInt(4).encode(&serde_json::json!(22), &mut out).unwrap();
+        assert_eq!(out, 22u32.to_le_bytes());
+        assert!(ColumnType::UInt(1).encode(&serde_json::json!(256), &mut out).is_err());
+        out.clear();
+        ColumnType::String.encode(&serde_json::json!("é".repeat(100)), &mut out).unwrap();
+        assert_eq!(&out[..2], &[0xC8, 0x01], "varint 200");
+        assert_eq!(out.len(), 2 + 200);
+        out.clear();
+        ColumnType::Float64.encode(&serde_json::json!(1.614), &mut out).unwrap();
+        assert_eq!(out, 1.614f64.to_le_bytes());
+        out.clear();
+        ColumnType::DateTime.encode(&serde_json::json!("2023-01-29 08:42:06"), &mut out).unwrap();
+        assert_eq!(out, 1_674_981_726u32.to_le_bytes());
     }
 }

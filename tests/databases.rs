@@ -1,0 +1,279 @@
+//! ClickHouse and PostgreSQL sinks against real servers (started by
+//! scripts/test.sh with scripts/clickhouse.sh and scripts/postgres.sh): the
+//! main job on the Nezha TrainTicket spans writes into both, the rows read back
+//! equal the JSONL sink's rows exactly, a 30 s outage of both servers mid-run
+//! loses and duplicates nothing, and schema mismatches are clear errors.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::{assert_rows_eq, read_rows, shared_data, sort_rows, NEZHA_MAPPING};
+use streamforge::dataflow::launch::ClusterArgs;
+use streamforge::job::{self, JobConfig, JobSummary};
+use streamforge::main_job::OperatorAggRow;
+use streamforge::schema;
+use streamforge::sinks::clickhouse::{ClickHouse, ClickHouseSinkConfig};
+use streamforge::sinks::postgres;
+
+/// The outage test stops the servers: the other tests wait for it.
+static SERVERS: Mutex<()> = Mutex::new(());
+
+fn clickhouse_url() -> String {
+    std::env::var("STREAMFORGE_CLICKHOUSE").unwrap_or_else(|_| {
+        panic!(
+            "no ClickHouse server: run scripts/test.sh (it installs and starts one), or run \
+             `scripts/clickhouse.sh start` and export the STREAMFORGE_CLICKHOUSE=… it prints"
+        )
+    })
+}
+
+fn postgres_url() -> String {
+    std::env::var("STREAMFORGE_POSTGRES").unwrap_or_else(|_| {
+        panic!(
+            "no PostgreSQL server: run scripts/test.sh (it installs and starts one), or run \
+             `scripts/postgres.sh start` and export the STREAMFORGE_POSTGRES=… it prints"
+        )
+    })
+}
+
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("sf_{name}_{}_{nanos}", std::process::id())
+}
+
+fn clickhouse(db: &str) -> ClickHouse {
+    let config: ClickHouseSinkConfig = toml::from_str(&format!(
+        "url = {:?}\ndatabase = {db:?}\ntable = \"flink_operator_agg_result\"",
+        clickhouse_url()
+    ))
+    .unwrap();
+    ClickHouse::new(&config, Default::default()).unwrap()
+}
+
+/// A fresh ClickHouse database and PostgreSQL schema with the seed tables.
+fn fresh_tables(name: &str) -> String {
+    let ch = clickhouse(name);
+    ch.query(&format!("CREATE DATABASE IF NOT EXISTS {name}"))
+        .unwrap();
+    for s in schema::clickhouse_ddl(name) {
+        ch.query(&s).unwrap();
+    }
+    let ddl = schema::postgres_ddl().join(";\n");
+    postgres::execute(
+        &postgres_url(),
+        &format!("CREATE SCHEMA {name}; SET search_path TO {name}; {ddl}"),
+    )
+    .unwrap();
+    name.to_string()
+}
+
+/// The main job on a TrainTicket day with JSONL, ClickHouse (optional) and
+/// PostgreSQL sinks.
+fn job_toml(name: &str, extra: &str, with_clickhouse: bool) -> String {
+    let spans = shared_data().join("nezha/trainticket/spans_2023-01-29.csv.gz");
+    let ch = if with_clickhouse {
+        format!(
+            r#"[[sinks]]
+kind = "clickhouse"
+url = "{}"
+database = "{name}"
+table = "flink_operator_agg_result"
+batch-rows = 5000
+"#,
+            clickhouse_url()
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        r#"name = "{name}"
+{extra}
+[source]
+kind = "file"
+paths = ["{spans}"]
+{NEZHA_MAPPING}
+[watermark]
+out-of-orderness = "2m"
+[window]
+kind = "tumbling"
+size = "22s"
+[[sinks]]
+kind = "jsonl"
+path = "rows"
+{ch}[[sinks]]
+kind = "postgres"
+url = "{pg}"
+table = "{name}.flink_operator_agg_result"
+key-columns = ["window_start_ms", "windowSize", "service", "operator_name", "operator_class"]
+batch-rows = 5000
+"#,
+        spans = spans.display(),
+        pg = postgres_url(),
+    )
+}
+
+fn run(dir: &Path, toml: &str, workers: usize) -> JobSummary {
+    let config = JobConfig::parse(toml).unwrap();
+    job::run(
+        &config,
+        dir,
+        &ClusterArgs {
+            workers,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+fn jsonl_rows(path: &Path) -> Vec<OperatorAggRow> {
+    if path.is_dir() {
+        let mut rows: Vec<OperatorAggRow> = streamforge::sinks::read_committed(path)
+            .unwrap()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        sort_rows(&mut rows);
+        rows
+    } else {
+        read_rows(path)
+    }
+}
+
+/// Rows of both databases, sorted; also checks that ClickHouse holds no
+/// duplicate key after merging and PostgreSQL none at all (primary key).
+fn database_rows(name: &str) -> (Vec<OperatorAggRow>, Vec<OperatorAggRow>) {
+    let table = format!("{name}.flink_operator_agg_result");
+    let mut ch = schema::read_agg_rows_clickhouse(&clickhouse(name), &table, 100_000).unwrap();
+    sort_rows(&mut ch);
+    let mut pg = schema::read_agg_rows_postgres(&postgres_url(), &table, 100_000).unwrap();
+    sort_rows(&mut pg);
+    (ch, pg)
+}
+
+#[test]
+fn trainticket_rows_in_clickhouse_and_postgres_equal_the_jsonl_rows() {
+    let _servers = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let name = fresh_tables(&unique("rows"));
+    let s = run(dir.path(), &job_toml(&name, "", true), 2);
+    assert!(s.rows > 40_000, "{s:?}");
+    assert_eq!(s.clickhouse_rows, s.rows);
+    assert_eq!(s.postgres_rows, s.rows);
+    let want = jsonl_rows(&dir.path().join("rows"));
+    assert_eq!(want.len() as u64, s.rows);
+    let (ch, pg) = database_rows(&name);
+    assert_rows_eq(&ch, &want, "clickhouse vs jsonl");
+    assert_rows_eq(&pg, &want, "postgres vs jsonl");
+}
+
+fn script(name: &str, arg: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(root.join("scripts").join(name))
+        .arg(arg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name} {arg}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// With checkpoints, both servers stopped for 30 s mid-run: the job waits
+/// (retrying with backoff), resumes, and the tables end equal to the
+/// committed JSONL rows, each row once.
+#[test]
+fn a_30_second_outage_of_both_databases_loses_and_duplicates_nothing() {
+    let _servers = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let name = fresh_tables(&unique("outage"));
+    // ~16 s of input at 10k spans/s per worker.
+    let toml = job_toml(
+        &name,
+        "rate-limit = 10000\n[checkpoint]\ndir = \"ckpt\"\ninterval = \"500ms\"",
+        true,
+    );
+    let path = dir.path().to_path_buf();
+    let started = Instant::now();
+    let job = std::thread::spawn(move || run(&path, &toml, 2));
+    std::thread::sleep(Duration::from_secs(4));
+    let table = format!("{name}.flink_operator_agg_result");
+    let before: i64 = postgres::select_json(
+        &postgres_url(),
+        &format!("SELECT to_json(count(*))::text FROM {table}"),
+    )
+    .unwrap()[0]
+        .as_i64()
+        .unwrap();
+    assert!(before > 0, "rows were committed before the outage");
+    script("clickhouse.sh", "stop");
+    script("postgres.sh", "stop");
+    let down = Instant::now();
+    std::thread::sleep(Duration::from_secs(30));
+    script("clickhouse.sh", "start");
+    script("postgres.sh", "start");
+    let outage = down.elapsed();
+    let s = job.join().unwrap();
+    let total = started.elapsed();
+    assert!(s.database_retries > 0, "the sinks saw the outage: {s:?}");
+    assert!(
+        total > outage,
+        "the job waited for the databases ({total:?} vs outage {outage:?})"
+    );
+    let want = jsonl_rows(&dir.path().join("rows"));
+    assert_eq!(want.len() as u64, s.rows);
+    let (ch, pg) = database_rows(&name);
+    assert_rows_eq(&ch, &want, "clickhouse vs jsonl after the outage");
+    assert_rows_eq(&pg, &want, "postgres vs jsonl after the outage");
+    // PostgreSQL: each checkpoint committed once (the marker table agrees).
+    assert_eq!(s.postgres_rows, s.rows, "no re-commit in a run without restore");
+}
+
+#[test]
+fn schema_mismatches_are_clear_errors_before_the_job_starts() {
+    let _servers = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("schema");
+    let ch = clickhouse(&name);
+    ch.query(&format!("CREATE DATABASE {name}")).unwrap();
+    ch.query(&format!(
+        "CREATE TABLE {name}.flink_operator_agg_result (window_start DateTime, service String) \
+         ENGINE = MergeTree ORDER BY window_start"
+    ))
+    .unwrap();
+    postgres::execute(
+        &postgres_url(),
+        &format!(
+            "CREATE SCHEMA {name}; CREATE TABLE {name}.flink_operator_agg_result \
+             (window_start timestamp, service text)"
+        ),
+    )
+    .unwrap();
+    let toml = job_toml(&name, "", true);
+    let err = job::run(
+        &JobConfig::parse(&toml).unwrap(),
+        dir.path(),
+        &ClusterArgs::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("schema mismatch"), "{err}");
+    assert!(err.contains("windowSize") && err.contains("clickhouse"), "{err}");
+    // Without the ClickHouse sink, PostgreSQL's check speaks.
+    let err = job::run(
+        &JobConfig::parse(&job_toml(&name, "", false)).unwrap(),
+        dir.path(),
+        &ClusterArgs::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("schema mismatch") && err.contains("postgres"), "{err}");
+    assert!(err.contains("windowSize"), "{err}");
+}
