@@ -277,3 +277,83 @@ fn schema_mismatches_are_clear_errors_before_the_job_starts() {
     assert!(err.contains("schema mismatch") && err.contains("postgres"), "{err}");
     assert!(err.contains("windowSize"), "{err}");
 }
+
+/// With checkpoints, `kill -9` ten times at random moments (restarts with 1
+/// or 2 workers, so writers are taken over across rescaling): the tables end
+/// equal to the committed JSONL rows — the write-ahead log re-commits what a
+/// crash interrupted, PostgreSQL's marker skips what was already committed.
+#[test]
+fn kill_9_ten_times_then_the_tables_equal_the_committed_rows() {
+    let _servers = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let name = fresh_tables(&unique("kill"));
+    let toml = job_toml(
+        &name,
+        "rate-limit = 10000\n[checkpoint]\ndir = \"ckpt\"\ninterval = \"100ms\"",
+        true,
+    );
+    let job = dir.path().join("job.toml");
+    std::fs::write(&job, toml).unwrap();
+    let report = common::kill_loop(&job, &dir.path().join("ckpt"), 10, 0xdb, 0..400, &[1, 2]);
+    assert!(
+        report.last_output.contains("restored from checkpoint"),
+        "{}",
+        report.last_output
+    );
+    let want = jsonl_rows(&dir.path().join("rows"));
+    assert!(want.len() > 40_000, "{}", want.len());
+    let (ch, pg) = database_rows(&name);
+    assert_rows_eq(&ch, &want, "clickhouse vs committed jsonl after 10 kills");
+    assert_rows_eq(&pg, &want, "postgres vs committed jsonl after 10 kills");
+    // Every writer's marker is at a real checkpoint of this run.
+    let markers = postgres::select_json(
+        &postgres_url(),
+        &format!(
+            "SELECT to_json(checkpoint)::text FROM streamforge_sink_commits WHERE sink = '{name}/{name}.flink_operator_agg_result'"
+        ),
+    )
+    .unwrap();
+    assert!(!markers.is_empty());
+}
+
+/// A crash exactly between a checkpoint's manifest and the sinks' commit (the
+/// test hook aborts before worker 0's third commit): the restore re-commits
+/// that checkpoint's logged rows, and the tables end equal to the JSONL rows.
+#[test]
+fn a_crash_between_manifest_and_commit_is_recommitted_on_restore() {
+    let _servers = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let name = fresh_tables(&unique("recommit"));
+    let toml = job_toml(
+        &name,
+        "rate-limit = 20000\n[checkpoint]\ndir = \"ckpt\"\ninterval = \"200ms\"",
+        true,
+    );
+    let job = dir.path().join("job.toml");
+    std::fs::write(&job, toml).unwrap();
+    let exe = env!("CARGO_BIN_EXE_streamforge");
+    let crashed = Command::new(exe)
+        .arg("run")
+        .arg(&job)
+        .args(["-w", "2"])
+        .env(streamforge::sinks::write_ahead::CRASH_BEFORE_COMMIT, "3")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&crashed.stderr);
+    assert!(!crashed.status.success(), "the hook aborted the run");
+    assert!(stderr.contains("aborting before committing"), "{stderr}");
+    let resumed = Command::new(exe)
+        .arg("run")
+        .arg(&job)
+        .args(["-w", "1", "--restore", "latest"])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
+    assert!(stderr.contains("re-committing"), "the restore re-committed: {stderr}");
+    let want = jsonl_rows(&dir.path().join("rows"));
+    let (ch, pg) = database_rows(&name);
+    assert_rows_eq(&ch, &want, "clickhouse vs committed jsonl after the re-commit");
+    assert_rows_eq(&pg, &want, "postgres vs committed jsonl after the re-commit");
+}

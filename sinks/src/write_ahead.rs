@@ -39,6 +39,10 @@ use streamforge_dataflow::Time;
 
 use crate::error::SinkError;
 
+/// Environment variable (tests): abort the process right before worker 0's
+/// N-th commit of every write-ahead-log sink.
+pub const CRASH_BEFORE_COMMIT: &str = "STREAMFORGE_CRASH_BEFORE_COMMIT";
+
 /// Where a write-ahead-log sink commits: one instance per worker.
 pub trait CommitTarget: 'static {
     /// A record as stored in the log and handed to [`CommitTarget::commit`].
@@ -196,6 +200,12 @@ impl<'scope, D: ExchangeData> SinkWriteAhead<'scope, D> for Stream<'scope, Time,
         let part = format!("{part_prefix}{index}");
         let first_epoch = ctx.first_epoch();
         let name = name.to_string();
+        // Test hook: abort the process right before this worker's N-th commit
+        // (a crash between the manifest and the commit, on demand).
+        let mut crash_before: Option<u64> = std::env::var(CRASH_BEFORE_COMMIT)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|_| index == 0);
 
         builder.build(move |mut caps| {
             let mut ack_caps = CapabilitySet::from_elem(caps.pop().expect("ack output"));
@@ -241,6 +251,13 @@ impl<'scope, D: ExchangeData> SinkWriteAhead<'scope, D> for Stream<'scope, Time,
                         let done = |p: u64| if p == FINAL { was_final } else { p <= id };
                         let n = wal.checkpoints.iter().take_while(|(p, _)| done(*p)).count();
                         if n > 0 {
+                            if let Some(left) = crash_before.as_mut() {
+                                *left = left.saturating_sub(1);
+                                if *left == 0 {
+                                    eprintln!("{CRASH_BEFORE_COMMIT}: aborting before committing checkpoint {id}");
+                                    std::process::abort();
+                                }
+                            }
                             let records: Vec<T::Record> =
                                 wal.checkpoints.drain(..n).flat_map(|(_, r)| r).collect();
                             target
