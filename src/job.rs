@@ -539,6 +539,45 @@ impl Plan {
         Ok(())
     }
 
+    /// Checks the file outputs before the workers start (a failure inside one
+    /// worker's dataflow construction would leave the others waiting): plain
+    /// files must not be directories; exactly-once directories are reconciled
+    /// with the restored checkpoint (by process 0, as the sink would).
+    fn prepare_files(&self, process: usize) -> Result<(), Error> {
+        let mut paths: Vec<PathBuf> = self
+            .job
+            .sinks
+            .iter()
+            .filter_map(|s| match s {
+                SinkConfig::Jsonl { path } => Some(self.resolve(path)),
+                _ => None,
+            })
+            .collect();
+        paths.extend(self.job.late_output.iter().map(|p| self.resolve(p)));
+        paths.extend(self.job.dead_letter.iter().map(|p| self.resolve(p)));
+        for path in paths {
+            match &self.checkpoints {
+                Some(ctx) if process == 0 => {
+                    let restored = ctx.restore.as_ref().map(|r| {
+                        let meta = &r.checkpoint.manifest.meta;
+                        (r.id(), meta.get("final").map(String::as_str) == Some("true"))
+                    });
+                    streamforge_sinks::jsonl_exactly_once::reconcile(&path, restored)?;
+                }
+                Some(_) => {}
+                None if path.is_dir() => {
+                    return Err(Error::Invalid(format!(
+                        "{} is a directory (the output of a run with checkpoints?): \
+                         a job without [checkpoint] writes one JSONL file",
+                        path.display()
+                    )))
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
     /// This worker's ClickHouse target.
     fn clickhouse(
         &self,
@@ -766,6 +805,7 @@ pub fn run_from(
         ));
     }
     plan.prepare_databases()?;
+    plan.prepare_files(cluster.process)?;
     let restored_from = plan
         .checkpoints
         .as_ref()
@@ -778,8 +818,18 @@ pub fn run_from(
     let guards = timely::execute(config, move |worker| {
         let plan = plan.clone();
         let counters = c.clone();
-        worker
-            .dataflow::<Time, _, _>(|scope| plan.build(scope, &counters).map_err(|e| e.to_string()))
+        let peers = worker.peers();
+        worker.dataflow::<Time, _, _>(|scope| {
+            plan.build(scope, &counters).map_err(|e| {
+                // The other workers would wait forever for the operators this
+                // one did not build: with peers, stop the process (fail-stop).
+                if peers > 1 {
+                    eprintln!("error: building the dataflow on worker {}: {e}", scope.index());
+                    std::process::exit(1);
+                }
+                e.to_string()
+            })
+        })
     })
     .map_err(DataflowError::Execution)?;
     for r in guards.join() {

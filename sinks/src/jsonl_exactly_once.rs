@@ -90,8 +90,14 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SinkError + '_ {
     }
 }
 
-/// Brings the directory to the state of checkpoint `restored` (or empties it).
-fn reconcile(dir: &Path, restored: Option<(u64, bool)>) -> Result<(), SinkError> {
+/// Brings the directory to the state of checkpoint `restored` (`(id,
+/// was_final)`; `None`: a fresh run, which empties it). The sink does this
+/// itself on worker 0; a job calls it before its workers start too, so that a
+/// bad path fails before any dataflow is built (idempotent).
+///
+/// # Errors
+/// The directory cannot be created, listed or changed (e.g. the path is a file).
+pub fn reconcile(dir: &Path, restored: Option<(u64, bool)>) -> Result<(), SinkError> {
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     for e in fs::read_dir(dir).map_err(io_err(dir))? {
         let e = e.map_err(io_err(dir))?;
