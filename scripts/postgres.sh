@@ -4,7 +4,7 @@
 # target/servers/postgres (owned by the postgres user when run as root).
 #   scripts/postgres.sh start   # installs the Debian package if missing (root/apt),
 #                               # initdb on first use, prints
-#                               # STREAMFORGE_POSTGRES=host=127.0.0.1 port=PORT user=postgres dbname=postgres
+#                               # STREAMFORGE_POSTGRES=postgresql://postgres@127.0.0.1:PORT/postgres
 #   scripts/postgres.sh stop    # keeps the data
 #   scripts/postgres.sh reset   # stop and delete the data
 # Tests read the connection string from STREAMFORGE_POSTGRES.
@@ -30,7 +30,7 @@ as_pg() {
   if [ "$(id -u)" = 0 ]; then su postgres -s /bin/bash -c "$*"; else bash -c "$*"; fi
 }
 
-conn="host=127.0.0.1 port=$port user=postgres dbname=postgres"
+conn="postgresql://postgres@127.0.0.1:$port/postgres"
 
 # As root the server runs as the postgres user, who may not be able to reach a
 # checkout under /root: then the data lives under /tmp instead.

@@ -464,13 +464,21 @@ impl Plan {
                 }
                 SinkConfig::ClickHouse(c) => {
                     let target = self.clickhouse(c, counters)?;
-                    rows.clone()
-                        .sink_write_ahead("rows-clickhouse", target, encode_row, &mut graph)?
+                    rows.clone().sink_write_ahead(
+                        "rows-clickhouse",
+                        target,
+                        encode_row,
+                        &mut graph,
+                    )?
                 }
                 SinkConfig::Postgres(p) => {
                     let target = self.postgres(p, counters)?;
-                    rows.clone()
-                        .sink_write_ahead("rows-postgres", target, encode_row, &mut graph)?
+                    rows.clone().sink_write_ahead(
+                        "rows-postgres",
+                        target,
+                        encode_row,
+                        &mut graph,
+                    )?
                 }
                 other => self.other_sink(other, &rows, counters)?,
             }
@@ -560,7 +568,10 @@ impl Plan {
                 Some(ctx) if process == 0 => {
                     let restored = ctx.restore.as_ref().map(|r| {
                         let meta = &r.checkpoint.manifest.meta;
-                        (r.id(), meta.get("final").map(String::as_str) == Some("true"))
+                        (
+                            r.id(),
+                            meta.get("final").map(String::as_str) == Some("true"),
+                        )
                     });
                     streamforge_sinks::jsonl_exactly_once::reconcile(&path, restored)?;
                 }
@@ -585,19 +596,25 @@ impl Plan {
         counters: &Arc<JobCounters>,
     ) -> Result<ClickHouse, Error> {
         let key = format!("{}.{}", c.database, c.table);
-        let prepared = self.clickhouse.get(&key).ok_or_else(|| {
-            Error::Invalid(format!("clickhouse sink {key} was not prepared"))
-        })?;
+        let prepared = self
+            .clickhouse
+            .get(&key)
+            .ok_or_else(|| Error::Invalid(format!("clickhouse sink {key} was not prepared")))?;
         Ok(prepared
             .clone()
             .with_counters(counters.clickhouse_sink.clone()))
     }
 
     /// This worker's PostgreSQL target (connects on first use).
-    fn postgres(&self, p: &PostgresSinkConfig, counters: &Arc<JobCounters>) -> Result<Postgres, Error> {
-        let prepared = self.postgres.get(&p.table).ok_or_else(|| {
-            Error::Invalid(format!("postgres sink {} was not prepared", p.table))
-        })?;
+    fn postgres(
+        &self,
+        p: &PostgresSinkConfig,
+        counters: &Arc<JobCounters>,
+    ) -> Result<Postgres, Error> {
+        let prepared = self
+            .postgres
+            .get(&p.table)
+            .ok_or_else(|| Error::Invalid(format!("postgres sink {} was not prepared", p.table)))?;
         Ok(Postgres::new(prepared, counters.postgres_sink.clone()))
     }
 
@@ -625,13 +642,8 @@ impl Plan {
                     bytes: c.batch_bytes,
                     interval: c.batch_interval,
                 };
-                rows.clone().sink_batched(
-                    "rows-clickhouse",
-                    target,
-                    encode_row,
-                    Vec::len,
-                    limits,
-                )
+                rows.clone()
+                    .sink_batched("rows-clickhouse", target, encode_row, Vec::len, limits)
             }
             SinkConfig::Postgres(p) => {
                 let target = self.postgres(p, counters)?;
@@ -824,7 +836,10 @@ pub fn run_from(
                 // The other workers would wait forever for the operators this
                 // one did not build: with peers, stop the process (fail-stop).
                 if peers > 1 {
-                    eprintln!("error: building the dataflow on worker {}: {e}", scope.index());
+                    eprintln!(
+                        "error: building the dataflow on worker {}: {e}",
+                        scope.index()
+                    );
                     std::process::exit(1);
                 }
                 e.to_string()
@@ -844,7 +859,10 @@ pub fn run_from(
         kafka_delivered: counters.kafka_sink.delivered_total.load(Ordering::Relaxed),
         clickhouse_rows: counters.clickhouse_sink.rows_total.load(Ordering::Relaxed),
         postgres_rows: counters.postgres_sink.rows_total.load(Ordering::Relaxed),
-        database_retries: counters.clickhouse_sink.retries_total.load(Ordering::Relaxed)
+        database_retries: counters
+            .clickhouse_sink
+            .retries_total
+            .load(Ordering::Relaxed)
             + counters.postgres_sink.retries_total.load(Ordering::Relaxed),
         kafka_transactions: counters
             .kafka_sink

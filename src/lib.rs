@@ -12,12 +12,14 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod alerts;
 pub mod cluster;
 pub mod error;
 pub mod job;
 pub mod main_job;
 pub mod produce;
 pub mod schema;
+pub mod thresholds;
 
 pub use streamforge_dataflow as dataflow;
 pub use streamforge_operators as operators;

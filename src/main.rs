@@ -94,6 +94,25 @@ enum Command {
         #[arg(long, default_value = "default")]
         db: String,
     },
+    /// Generate hourly alarm rules (hourly_alarm_rules) from stored aggregate
+    /// rows: a JSONL file or exactly-once directory, or the
+    /// flink_operator_agg_result table in ClickHouse or PostgreSQL. Writes
+    /// the rules as JSON lines (stdout or --out).
+    Thresholds {
+        /// Rows: `PATH` (JSONL file/dir), `clickhouse:URL[#db.table]` or
+        /// `postgres:CONNINFO[#table]`.
+        #[arg(long)]
+        from: String,
+        /// Days of history back from the newest stored window.
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+        /// Groups with fewer stored rows get no rule.
+        #[arg(long, default_value_t = 3)]
+        min_samples: usize,
+        /// Output file (JSONL); default stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     Savepoint {
         /// The job file (TOML) of the running job.
         job: PathBuf,
@@ -378,11 +397,46 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
                 SchemaTarget::Postgres => {
                     let url = url
                         .or_else(|| std::env::var("STREAMFORGE_POSTGRES").ok())
-                        .ok_or_else(|| streamforge::error::Error::Invalid("--url or STREAMFORGE_POSTGRES is needed".into()))?;
+                        .ok_or_else(|| {
+                            streamforge::error::Error::Invalid(
+                                "--url or STREAMFORGE_POSTGRES is needed".into(),
+                            )
+                        })?;
                     streamforge::sinks::postgres::execute(&url, &ddl.join(";\n"))?;
                     eprintln!("applied {} statements to {url}", ddl.len());
                 }
             }
+        }
+        Command::Thresholds {
+            from,
+            days,
+            min_samples,
+            out,
+        } => {
+            let rows = streamforge::thresholds::read_rows(&from, days)?;
+            let settings = streamforge::thresholds::ThresholdSettings {
+                analysis_days: days,
+                min_samples,
+                ..Default::default()
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let rules = streamforge::thresholds::generate(&rows, &settings, now);
+            let mut text = String::new();
+            for r in &rules {
+                text.push_str(&serde_json::to_string(r).expect("json"));
+                text.push('\n');
+            }
+            match out {
+                Some(path) => std::fs::write(&path, text)?,
+                None => print!("{text}"),
+            }
+            eprintln!(
+                "{} rules from {} rows (last {days} days, ≥ {min_samples} samples)",
+                rules.len(),
+                rows.len()
+            );
         }
         Command::Savepoint { job, timeout } => {
             let config = JobConfig::load(&job)?;

@@ -233,7 +233,10 @@ fn a_30_second_outage_of_both_databases_loses_and_duplicates_nothing() {
     assert_rows_eq(&ch, &want, "clickhouse vs jsonl after the outage");
     assert_rows_eq(&pg, &want, "postgres vs jsonl after the outage");
     // PostgreSQL: each checkpoint committed once (the marker table agrees).
-    assert_eq!(s.postgres_rows, s.rows, "no re-commit in a run without restore");
+    assert_eq!(
+        s.postgres_rows, s.rows,
+        "no re-commit in a run without restore"
+    );
 }
 
 #[test]
@@ -265,7 +268,10 @@ fn schema_mismatches_are_clear_errors_before_the_job_starts() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("schema mismatch"), "{err}");
-    assert!(err.contains("windowSize") && err.contains("clickhouse"), "{err}");
+    assert!(
+        err.contains("windowSize") && err.contains("clickhouse"),
+        "{err}"
+    );
     // Without the ClickHouse sink, PostgreSQL's check speaks.
     let err = job::run(
         &JobConfig::parse(&job_toml(&name, "", false)).unwrap(),
@@ -274,7 +280,10 @@ fn schema_mismatches_are_clear_errors_before_the_job_starts() {
     )
     .unwrap_err()
     .to_string();
-    assert!(err.contains("schema mismatch") && err.contains("postgres"), "{err}");
+    assert!(
+        err.contains("schema mismatch") && err.contains("postgres"),
+        "{err}"
+    );
     assert!(err.contains("windowSize"), "{err}");
 }
 
@@ -351,9 +360,20 @@ fn a_crash_between_manifest_and_commit_is_recommitted_on_restore() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&resumed.stderr);
     assert!(resumed.status.success(), "{stderr}");
-    assert!(stderr.contains("re-committing"), "the restore re-committed: {stderr}");
+    assert!(
+        stderr.contains("re-committing"),
+        "the restore re-committed: {stderr}"
+    );
     let want = jsonl_rows(&dir.path().join("rows"));
     let (ch, pg) = database_rows(&name);
-    assert_rows_eq(&ch, &want, "clickhouse vs committed jsonl after the re-commit");
-    assert_rows_eq(&pg, &want, "postgres vs committed jsonl after the re-commit");
+    assert_rows_eq(
+        &ch,
+        &want,
+        "clickhouse vs committed jsonl after the re-commit",
+    );
+    assert_rows_eq(
+        &pg,
+        &want,
+        "postgres vs committed jsonl after the re-commit",
+    );
 }

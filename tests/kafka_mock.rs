@@ -274,7 +274,11 @@ transactional-id = "sf-eo"
     let canon = |lines: &[String]| {
         let mut v: Vec<String> = lines
             .iter()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap().to_string())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .unwrap()
+                    .to_string()
+            })
             .collect();
         v.sort();
         v

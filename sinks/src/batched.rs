@@ -60,32 +60,34 @@ impl<'scope, D: ExchangeData> SinkBatched<'scope, D> for Stream<'scope, Time, Ve
         let mut buffer: Vec<T::Record> = Vec::new();
         let mut bytes = 0usize;
         let mut since: Option<Instant> = None;
-        builder.build(move |_caps| move |frontiers| {
-            let frontier = &frontiers[0];
-            input.for_each_time(|_, batches| {
-                for batch in batches {
-                    for d in batch.iter() {
-                        let r = encode(d);
-                        bytes += size(&r);
-                        buffer.push(r);
+        builder.build(move |_caps| {
+            move |frontiers| {
+                let frontier = &frontiers[0];
+                input.for_each_time(|_, batches| {
+                    for batch in batches {
+                        for d in batch.iter() {
+                            let r = encode(d);
+                            bytes += size(&r);
+                            buffer.push(r);
+                        }
                     }
+                    if since.is_none() {
+                        since = Some(Instant::now());
+                        activator.activate_after(limits.interval);
+                    }
+                });
+                let ended = frontier.is_empty();
+                let due = since.is_some_and(|s| s.elapsed() >= limits.interval);
+                if !buffer.is_empty()
+                    && (ended || due || buffer.len() >= limits.rows || bytes >= limits.bytes)
+                {
+                    target
+                        .commit(index, None, &buffer)
+                        .unwrap_or_else(|e| panic!("sink {name}: {e}"));
+                    buffer.clear();
+                    bytes = 0;
+                    since = None;
                 }
-                if since.is_none() {
-                    since = Some(Instant::now());
-                    activator.activate_after(limits.interval);
-                }
-            });
-            let ended = frontier.is_empty();
-            let due = since.is_some_and(|s| s.elapsed() >= limits.interval);
-            if !buffer.is_empty()
-                && (ended || due || buffer.len() >= limits.rows || bytes >= limits.bytes)
-            {
-                target
-                    .commit(index, None, &buffer)
-                    .unwrap_or_else(|e| panic!("sink {name}: {e}"));
-                buffer.clear();
-                bytes = 0;
-                since = None;
             }
         });
     }

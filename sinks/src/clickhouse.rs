@@ -98,7 +98,10 @@ const FATAL_CODES: &[u32] = &[
 /// The `Code: N` of a ClickHouse error message.
 fn error_code(body: &str) -> Option<u32> {
     let rest = body.split("Code: ").nth(1)?;
-    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// A ClickHouse server reached over HTTP.
@@ -308,7 +311,10 @@ impl ClickHouse {
         let query = match &self.layout {
             Some(layout) => {
                 let cols: Vec<String> = layout.iter().map(|(c, _)| format!("`{c}`")).collect();
-                format!("INSERT INTO {target} ({}) FORMAT RowBinary", cols.join(", "))
+                format!(
+                    "INSERT INTO {target} ({}) FORMAT RowBinary",
+                    cols.join(", ")
+                )
             }
             None => format!("INSERT INTO {target} FORMAT JSONEachRow"),
         };
@@ -446,8 +452,9 @@ impl ColumnType {
             }
             ColumnType::DateTime => {
                 let secs = match v {
-                    serde_json::Value::String(s) => parse_utc_seconds(s)
-                        .ok_or("not a `YYYY-MM-DD hh:mm:ss` time")?,
+                    serde_json::Value::String(s) => {
+                        parse_utc_seconds(s).ok_or("not a `YYYY-MM-DD hh:mm:ss` time")?
+                    }
                     other => other.as_u64().ok_or("not a time")?,
                 };
                 let secs = u32::try_from(secs).map_err(|_| "after 2106")?;
@@ -509,16 +516,28 @@ mod tests {
         let m = "Code: 16, e.displayText() = DB::Exception: No such column nosuch in table t";
         assert_eq!(error_code(m), Some(16));
         assert!(FATAL_CODES.contains(&16));
-        assert_eq!(error_code("Code: 252, e.displayText() = Too many parts"), Some(252));
-        assert!(!FATAL_CODES.contains(&252), "too many parts is worth a retry");
+        assert_eq!(
+            error_code("Code: 252, e.displayText() = Too many parts"),
+            Some(252)
+        );
+        assert!(
+            !FATAL_CODES.contains(&252),
+            "too many parts is worth a retry"
+        );
         assert_eq!(error_code("connection reset"), None);
     }
 
     #[test]
     fn utc_text_times_become_epoch_seconds() {
         assert_eq!(parse_utc_seconds("1970-01-01 00:00:00"), Some(0));
-        assert_eq!(parse_utc_seconds("2023-01-29 08:42:06"), Some(1_674_981_726));
-        assert_eq!(parse_utc_seconds("2024-02-29 23:59:59"), Some(1_709_251_199));
+        assert_eq!(
+            parse_utc_seconds("2023-01-29 08:42:06"),
+            Some(1_674_981_726)
+        );
+        assert_eq!(
+            parse_utc_seconds("2024-02-29 23:59:59"),
+            Some(1_709_251_199)
+        );
         assert_eq!(parse_utc_seconds("2023-13-01 00:00:00"), None);
         assert_eq!(parse_utc_seconds("2023-01-29T08:42:06Z"), None);
     }
@@ -526,18 +545,28 @@ mod tests {
     #[test]
     fn row_binary_encoding_of_each_type() {
         let mut out = Vec::new();
-        ColumnType::UInt(4).encode(&serde_json::json!(22), &mut out).unwrap();
+        ColumnType::UInt(4)
+            .encode(&serde_json::json!(22), &mut out)
+            .unwrap();
         assert_eq!(out, 22u32.to_le_bytes());
-        assert!(ColumnType::UInt(1).encode(&serde_json::json!(256), &mut out).is_err());
+        assert!(ColumnType::UInt(1)
+            .encode(&serde_json::json!(256), &mut out)
+            .is_err());
         out.clear();
-        ColumnType::String.encode(&serde_json::json!("é".repeat(100)), &mut out).unwrap();
+        ColumnType::String
+            .encode(&serde_json::json!("é".repeat(100)), &mut out)
+            .unwrap();
         assert_eq!(&out[..2], &[0xC8, 0x01], "varint 200");
         assert_eq!(out.len(), 2 + 200);
         out.clear();
-        ColumnType::Float64.encode(&serde_json::json!(1.614), &mut out).unwrap();
+        ColumnType::Float64
+            .encode(&serde_json::json!(1.614), &mut out)
+            .unwrap();
         assert_eq!(out, 1.614f64.to_le_bytes());
         out.clear();
-        ColumnType::DateTime.encode(&serde_json::json!("2023-01-29 08:42:06"), &mut out).unwrap();
+        ColumnType::DateTime
+            .encode(&serde_json::json!("2023-01-29 08:42:06"), &mut out)
+            .unwrap();
         assert_eq!(out, 1_674_981_726u32.to_le_bytes());
     }
 }

@@ -16,7 +16,6 @@
 //! by setting the producer id and epoch through reflection; librdkafka has no
 //! API for it, so the records are kept in the checkpoint instead.
 
-
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -108,9 +107,7 @@ impl TxnWriter {
             .marker
             .committed_offsets(tpl, TIMEOUT)
             .map_err(|e| kafka_err(&self.topic, format!("reading the commit marker: {e}")))?;
-        let offset = committed
-            .find_partition(&self.topic, 0)
-            .map(|p| p.offset());
+        let offset = committed.find_partition(&self.topic, 0).map(|p| p.offset());
         // The list must be gone before the consumer is dropped (STACK-NOTES).
         drop(committed);
         Ok(match offset {
@@ -140,7 +137,10 @@ impl TxnWriter {
     /// Sends `records` and the marker in one transaction.
     fn commit(&self, checkpoint: Option<u64>, records: &[Record]) -> Result<(), SinkError> {
         let fail = |what: &str, e: &dyn std::fmt::Display| {
-            kafka_err(&self.topic, format!("{what} of checkpoint {checkpoint:?}: {e}"))
+            kafka_err(
+                &self.topic,
+                format!("{what} of checkpoint {checkpoint:?}: {e}"),
+            )
         };
         self.producer
             .begin_transaction()
@@ -285,8 +285,7 @@ impl<'scope, D: ExchangeData + Serialize> SinkKafkaExactlyOnce<'scope, D>
         checkpoints: &mut CheckpointGraph<'scope>,
     ) -> Result<(), SinkError> {
         let fresh = checkpoints.context().restore.is_none();
-        let target =
-            KafkaTransactions::new(config, base, counters, self.scope().index(), fresh)?;
+        let target = KafkaTransactions::new(config, base, counters, self.scope().index(), fresh)?;
         let key_fields = config.key_fields.clone();
         let encode = move |d: &D| -> Record {
             let value = serde_json::to_value(d).expect("serializable row");

@@ -192,9 +192,7 @@ impl Postgres {
             }
         }
         // Validates the statement (types, conflict target) without writing.
-        client
-            .execute(upsert.as_str(), &[&"[]"])
-            .map_err(db_err)?;
+        client.execute(upsert.as_str(), &[&"[]"]).map_err(db_err)?;
         let created = client.batch_execute(&format!(
             "CREATE TABLE IF NOT EXISTS {MARKER_TABLE} (sink text NOT NULL, writer int NOT NULL, \
              checkpoint bigint NOT NULL, committed_at timestamptz NOT NULL DEFAULT now(), \

@@ -1,0 +1,282 @@
+//! Alert evaluation of closed windows against hourly rules (seed), and alert
+//! convergence.
+//!
+//! Per metric the level is the highest threshold crossed: `avg_duration`,
+//! `max_duration` and `traffic_volume` (= `total_count`) alert when strictly
+//! above a threshold, `success_rate` when strictly below. The alert's level is
+//! the highest level of its metrics; each triggered metric adds one conclusion
+//! line (the rule's template). The rule used is the one for the window's hour
+//! of day (UTC hour of `window_start`), and the alert names its version.
+//!
+//! Convergence: the same (key, metric, level) is emitted at most once per
+//! `interval` of event time (window starts); a higher level than the last one
+//! emitted for (key, metric) is an escalation and always passes. An alert whose
+//! metrics are all suppressed is dropped; otherwise it carries the metrics that
+//! passed and their highest level.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::main_job::OperatorAggRow;
+use crate::thresholds::{success_rate, AlarmRule};
+
+/// Alert level, ordered LOW < MID < HIGH.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Level {
+    /// Above the low threshold (below, for success rate).
+    Low,
+    /// Above the mid threshold.
+    Mid,
+    /// Above the high threshold.
+    High,
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Level::Low => "LOW",
+            Level::Mid => "MID",
+            Level::High => "HIGH",
+        })
+    }
+}
+
+/// A metric of an aggregate row that rules watch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Mean duration, ms (alert above).
+    AvgDuration,
+    /// Max duration, ms (alert above).
+    MaxDuration,
+    /// Success rate 0–1 (alert below).
+    SuccessRate,
+    /// Spans in the window (alert above).
+    TrafficVolume,
+}
+
+impl Metric {
+    /// All metrics.
+    pub const ALL: [Metric; 4] = [
+        Metric::AvgDuration,
+        Metric::MaxDuration,
+        Metric::SuccessRate,
+        Metric::TrafficVolume,
+    ];
+
+    /// The column-style name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::AvgDuration => "avg_duration",
+            Metric::MaxDuration => "max_duration",
+            Metric::SuccessRate => "success_rate",
+            Metric::TrafficVolume => "traffic_volume",
+        }
+    }
+
+    fn value(self, row: &OperatorAggRow) -> f64 {
+        match self {
+            Metric::AvgDuration => row.avg_duration,
+            Metric::MaxDuration => row.max_duration,
+            Metric::SuccessRate => success_rate(row),
+            Metric::TrafficVolume => row.total_count as f64,
+        }
+    }
+
+    /// (low, mid, high) thresholds of the rule.
+    fn thresholds(self, r: &AlarmRule) -> [f64; 3] {
+        match self {
+            Metric::AvgDuration => [r.avg_duration_low, r.avg_duration_mid, r.avg_duration_high],
+            Metric::MaxDuration => [r.max_duration_low, r.max_duration_mid, r.max_duration_high],
+            Metric::SuccessRate => [r.success_rate_low, r.success_rate_mid, r.success_rate_high],
+            Metric::TrafficVolume => [
+                r.traffic_volume_low,
+                r.traffic_volume_mid,
+                r.traffic_volume_high,
+            ],
+        }
+    }
+
+    /// The level crossed by `value`, and its threshold.
+    fn level(self, value: f64, t: [f64; 3]) -> Option<(Level, f64)> {
+        let crossed = |th: f64| match self {
+            Metric::SuccessRate => value < th,
+            _ => value > th,
+        };
+        [(Level::High, t[2]), (Level::Mid, t[1]), (Level::Low, t[0])]
+            .into_iter()
+            .find(|(_, th)| crossed(*th))
+    }
+}
+
+/// One metric that crossed a threshold.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Triggered {
+    /// The metric.
+    pub metric: Metric,
+    /// Its level.
+    pub level: Level,
+    /// The window's value.
+    pub value: f64,
+    /// The threshold crossed.
+    pub threshold: f64,
+    /// The conclusion text (the rule's template filled in).
+    pub conclusion: String,
+}
+
+/// An alert on one closed window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Window start, UTC text.
+    pub window_start: String,
+    /// Window start, ms.
+    pub window_start_ms: u64,
+    /// Service.
+    pub service: String,
+    /// Operator name.
+    pub operator_name: String,
+    /// Operator class.
+    pub operator_class: String,
+    /// The highest level of `metrics`.
+    pub level: Level,
+    /// The triggered metrics (after convergence).
+    pub metrics: Vec<Triggered>,
+    /// Version of the rule used.
+    pub rule_version: u64,
+}
+
+fn fill(template: &str, row: &OperatorAggRow, m: Metric, level: Level, v: f64, th: f64) -> String {
+    template
+        .replace("{service}", &row.service)
+        .replace("{operator_name}", &row.operator_name)
+        .replace("{metric}", m.name())
+        .replace("{level}", &level.to_string())
+        .replace("{value}", &format!("{v:.3}"))
+        .replace("{threshold}", &format!("{th:.3}"))
+}
+
+/// Evaluates a closed window against its rule.
+///
+/// # Examples
+/// ```
+/// use streamforge::alerts::{evaluate, Level, Metric};
+/// # use streamforge::thresholds::AlarmRule;
+/// # use streamforge::main_job::OperatorAggRow;
+/// # let rule = AlarmRule { hour_of_day: 0, service: "s".into(), operator_name: "o".into(),
+/// #   operator_class: "span".into(), avg_duration_low: 10.0, avg_duration_mid: 20.0,
+/// #   avg_duration_high: 30.0, max_duration_low: 1e9, max_duration_mid: 1e9, max_duration_high: 1e9,
+/// #   success_rate_low: 0.9, success_rate_mid: 0.8, success_rate_high: 0.5,
+/// #   traffic_volume_low: 1e9, traffic_volume_mid: 1e9, traffic_volume_high: 1e9,
+/// #   alarm_template: "{level} {metric}".into(), analysis_days: 7, sample_count: 5,
+/// #   generated_time: String::new(), last_updated: String::new(), version: 7 };
+/// # let row = OperatorAggRow { window_start: String::new(), window_start_ms: 0, window_size: 60,
+/// #   service: "s".into(), operator_name: "o".into(), operator_class: "span".into(),
+/// #   avg_duration: 25.0, max_duration: 1.0, p95_duration: 1.0, error_rate: 0.15,
+/// #   total_count: 20, error_count: 3, success_count: 17 };
+/// // avg 25 ms is above mid (20), success 0.85 is below low (0.9).
+/// let alert = evaluate(&row, &rule).unwrap();
+/// assert_eq!(alert.level, Level::Mid);
+/// assert_eq!(alert.metrics.len(), 2);
+/// assert_eq!((alert.metrics[0].metric, alert.metrics[0].level), (Metric::AvgDuration, Level::Mid));
+/// assert_eq!(alert.metrics[1].conclusion, "LOW success_rate");
+/// assert_eq!(alert.rule_version, 7);
+/// ```
+pub fn evaluate(row: &OperatorAggRow, rule: &AlarmRule) -> Option<Alert> {
+    let metrics: Vec<Triggered> = Metric::ALL
+        .into_iter()
+        .filter_map(|m| {
+            let value = m.value(row);
+            let (level, threshold) = m.level(value, m.thresholds(rule))?;
+            Some(Triggered {
+                metric: m,
+                level,
+                value,
+                threshold,
+                conclusion: fill(&rule.alarm_template, row, m, level, value, threshold),
+            })
+        })
+        .collect();
+    let level = metrics.iter().map(|t| t.level).max()?;
+    Some(Alert {
+        window_start: row.window_start.clone(),
+        window_start_ms: row.window_start_ms,
+        service: row.service.clone(),
+        operator_name: row.operator_name.clone(),
+        operator_class: row.operator_class.clone(),
+        level,
+        metrics,
+        rule_version: rule.version,
+    })
+}
+
+type MetricKey = (String, String, String, Metric);
+
+/// Alert convergence state (keyed state of the alerting operator).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Suppressor {
+    /// Event-time interval, ms.
+    pub interval_ms: u64,
+    /// Per (key, metric): last emission time per level, and the last level.
+    last: HashMap<MetricKey, ([Option<u64>; 3], Option<Level>)>,
+}
+
+impl Suppressor {
+    /// Convergence over `interval_ms` of event time (default 15 min).
+    pub fn new(interval_ms: u64) -> Self {
+        Suppressor {
+            interval_ms,
+            last: HashMap::new(),
+        }
+    }
+
+    /// Drops the metrics of `alert` emitted at the same level within the
+    /// interval (escalations pass); `None` when nothing is left.
+    ///
+    /// # Examples
+    /// ```
+    /// # use streamforge::alerts::*;
+    /// # fn alert(t: u64, level: Level) -> Alert { Alert { window_start: String::new(),
+    /// #   window_start_ms: t, service: "s".into(), operator_name: "o".into(),
+    /// #   operator_class: "c".into(), level, rule_version: 1, metrics: vec![Triggered {
+    /// #   metric: Metric::AvgDuration, level, value: 1.0, threshold: 0.5, conclusion: String::new() }] } }
+    /// let mut s = Suppressor::new(15 * 60_000);
+    /// assert!(s.converge(alert(0, Level::Low)).is_some());
+    /// assert!(s.converge(alert(60_000, Level::Low)).is_none(), "same level within 15 min");
+    /// assert!(s.converge(alert(120_000, Level::High)).is_some(), "escalation passes");
+    /// assert!(s.converge(alert(180_000, Level::Low)).is_none(), "LOW was sent at 0");
+    /// assert!(s.converge(alert(16 * 60_000, Level::Low)).is_some(), "interval over");
+    /// // HIGH again 14.5 min after the last HIGH: an escalation from LOW, it passes.
+    /// assert!(s.converge(alert(16 * 60_000 + 30_000, Level::High)).is_some());
+    /// ```
+    pub fn converge(&mut self, mut alert: Alert) -> Option<Alert> {
+        let t = alert.window_start_ms;
+        let interval = self.interval_ms;
+        let key = |m: Metric| {
+            (
+                alert.service.clone(),
+                alert.operator_name.clone(),
+                alert.operator_class.clone(),
+                m,
+            )
+        };
+        let keys: Vec<MetricKey> = alert.metrics.iter().map(|m| key(m.metric)).collect();
+        let mut kept = Vec::new();
+        for (m, k) in alert.metrics.drain(..).zip(keys) {
+            let (slots, last_level) = self.last.entry(k).or_default();
+            let slot = &mut slots[m.level as usize];
+            let recent = slot.is_some_and(|last| t < last.saturating_add(interval) && t >= last);
+            let escalation = last_level.is_some_and(|l| m.level > l);
+            if !recent || escalation {
+                *slot = Some(t);
+                *last_level = Some(m.level);
+                kept.push(m);
+            }
+        }
+        alert.level = kept.iter().map(|m| m.level).max()?;
+        alert.metrics = kept;
+        Some(alert)
+    }
+}
