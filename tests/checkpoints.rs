@@ -101,6 +101,39 @@ fn fixture() -> Fixture {
 fn assert_output(f: &Fixture, what: &str) {
     let rows = committed_lines(&f.dir.path().join("out/rows"));
     let late = committed_lines(&f.dir.path().join("out/late"));
+    if rows != f.want_rows || late != f.want_late {
+        // Keep the evidence: outputs, checkpoints and logs of the failed run.
+        let keep = Path::new(env!("CARGO_TARGET_TMPDIR")).join("failed-kill-test");
+        let _ = std::fs::remove_dir_all(&keep);
+        let _ = Command::new("cp")
+            .arg("-r")
+            .arg(f.dir.path())
+            .arg(&keep)
+            .status();
+        let extra: Vec<&String> = rows
+            .iter()
+            .filter(|r| f.want_rows.binary_search(r).is_err())
+            .take(5)
+            .collect();
+        let missing: Vec<&String> = f
+            .want_rows
+            .iter()
+            .filter(|r| rows.binary_search(r).is_err())
+            .take(5)
+            .collect();
+        let mut dups = rows.clone();
+        dups.dedup();
+        eprintln!(
+            "{what}: rows {} (want {}), duplicates {}, late {} (want {}); kept in {}\n\
+             extra (first 5): {extra:?}\nmissing (first 5): {missing:?}",
+            rows.len(),
+            f.want_rows.len(),
+            rows.len() - dups.len(),
+            late.len(),
+            f.want_late.len(),
+            keep.display()
+        );
+    }
     assert_eq!(rows.len(), f.want_rows.len(), "{what}: row count");
     assert!(
         rows == f.want_rows,

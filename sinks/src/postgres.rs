@@ -392,29 +392,33 @@ impl CommitTarget for Postgres {
     }
 }
 
+/// One connection for tools (DDL, readers), with an error that says how to
+/// start the server.
+fn connect_once(url: &str) -> Result<Client, SinkError> {
+    Client::connect(&expand_env(url)?, NoTls).map_err(|e| {
+        table_err(
+            "",
+            format!(
+                "{}; start the server (tests: scripts/postgres.sh start)",
+                describe(&e)
+            ),
+        )
+    })
+}
+
 /// Runs `sql` and returns every row's first column, which must be `json` or
 /// `text` holding JSON (for readers: `SELECT row_to_json(t)::text FROM …`).
 ///
 /// # Errors
 /// Connection or query errors.
 pub fn select_json(url: &str, sql: &str) -> Result<Vec<serde_json::Value>, SinkError> {
-    let err = |reason: String| SinkError::Database {
-        sink: "postgres",
-        table: String::new(),
-        reason,
-    };
-    let mut client = Client::connect(&expand_env(url)?, NoTls).map_err(|e| {
-        err(format!(
-            "{e}; start the server (tests: scripts/postgres.sh start)"
-        ))
-    })?;
-    client
+    connect_once(url)?
         .query(sql, &[])
-        .map_err(|e| err(e.to_string()))?
+        .map_err(|e| table_err("", describe(&e)))?
         .iter()
         .map(|r| {
             let text: String = r.get(0);
-            serde_json::from_str(&text).map_err(|e| err(format!("answer: {e}")))
+            serde_json::from_str(&text).map_err(|e| table_err("", format!("answer: {e}")))
         })
         .collect()
 }
@@ -424,15 +428,7 @@ pub fn select_json(url: &str, sql: &str) -> Result<Vec<serde_json::Value>, SinkE
 /// # Errors
 /// Connection or statement errors.
 pub fn execute(url: &str, sql: &str) -> Result<(), SinkError> {
-    let err = |reason: String| SinkError::Database {
-        sink: "postgres",
-        table: String::new(),
-        reason,
-    };
-    let mut client = Client::connect(&expand_env(url)?, NoTls).map_err(|e| {
-        err(format!(
-            "{e}; start the server (tests: scripts/postgres.sh start)"
-        ))
-    })?;
-    client.batch_execute(sql).map_err(|e| err(e.to_string()))
+    connect_once(url)?
+        .batch_execute(sql)
+        .map_err(|e| table_err("", describe(&e)))
 }
