@@ -549,9 +549,8 @@ impl Plan {
 
     /// Checks the file outputs before the workers start (a failure inside one
     /// worker's dataflow construction would leave the others waiting): plain
-    /// files must not be directories; exactly-once directories are reconciled
-    /// with the restored checkpoint (by process 0, as the sink would).
-    fn prepare_files(&self, process: usize) -> Result<(), Error> {
+    /// files must not be directories, exactly-once directories not files.
+    fn prepare_files(&self) -> Result<(), Error> {
         let mut paths: Vec<PathBuf> = self
             .job
             .sinks
@@ -565,15 +564,14 @@ impl Plan {
         paths.extend(self.job.dead_letter.iter().map(|p| self.resolve(p)));
         for path in paths {
             match &self.checkpoints {
-                Some(ctx) if process == 0 => {
-                    let restored = ctx.restore.as_ref().map(|r| {
-                        let meta = &r.checkpoint.manifest.meta;
-                        (
-                            r.id(),
-                            meta.get("final").map(String::as_str) == Some("true"),
-                        )
-                    });
-                    streamforge_sinks::jsonl_exactly_once::reconcile(&path, restored)?;
+                // The sink reconciles its directory on worker 0 itself (after
+                // the cluster connected); here only what would fail there.
+                Some(_) if path.is_file() => {
+                    return Err(Error::Invalid(format!(
+                        "{} is a file (the output of a run without checkpoints?): \
+                         a job with [checkpoint] writes a directory of committed parts",
+                        path.display()
+                    )))
                 }
                 Some(_) => {}
                 None if path.is_dir() => {
@@ -817,7 +815,7 @@ pub fn run_from(
         ));
     }
     plan.prepare_databases()?;
-    plan.prepare_files(cluster.process)?;
+    plan.prepare_files()?;
     let restored_from = plan
         .checkpoints
         .as_ref()

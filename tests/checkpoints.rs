@@ -319,6 +319,8 @@ fn cluster_restarts_after_kill_9_of_one_process_twenty_times() {
         ])
         .stdout(Stdio::null())
         .stderr(log)
+        // Info logs (restored checkpoint, completions) for a failure's evidence.
+        .env("RUST_LOG", "info")
         .spawn()
         .unwrap();
     use rand::{Rng, SeedableRng};

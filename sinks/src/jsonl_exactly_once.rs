@@ -312,8 +312,13 @@ impl<'scope, D: ExchangeData + Serialize> SinkJsonlExactlyOnce<'scope, D>
                     }
                 }
                 if leader {
+                    // Only rows of completed epochs: a complete timestamp of a
+                    // later epoch, e.g. (12, 200) under the frontier
+                    // {(11, 500), (12, 300)}, belongs to a later checkpoint and
+                    // must not reach this checkpoint's file (it did, and a
+                    // restore then fired its window again: duplicates).
                     write_until(
-                        &|t: &Time| !frontier.less_equal(t),
+                        &|t: &Time| oldest.is_none_or(|b| t.epoch < b),
                         &mut pending,
                         &mut out,
                         &mut rows_in_progress,
