@@ -246,37 +246,9 @@ fn cluster_stops_every_process_when_one_fails() {
 
 #[test]
 fn flights_run_with_carrier_as_service_and_cancelled_as_error() {
-    let flights = shared_data().join("nycflights13/flights.csv.gz");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("flights.jsonl");
-    let text = format!(
-        r#"
-name = "flights"
-[source]
-kind = "file"
-paths = ["{}"]
-[source.mapping]
-event-time = {{ field = "time_hour", unit = "rfc3339", offset-field = "minute", offset-unit = "min" }}
-service = {{ field = "carrier" }}
-operator-name = {{ fields = ["origin", "dest"], separator = "-" }}
-operator-class = {{ value = "flight" }}
-duration = {{ field = "dep_delay", unit = "min", default = 0 }}
-is-error = {{ field = "dep_time", equals = ["NA"] }}
-# The file is ordered by month *as text* (1, 10, 11, 12, 2, …), then by actual
-# departure: replayed in file order it is up to 8,011 h out of order, so the
-# bound covers the whole year (all windows stay open until the end: a batch).
-[watermark]
-out-of-orderness = "400days"
-[window]
-kind = "tumbling"
-size = "1h"
-[[sinks]]
-kind = "jsonl"
-path = "{}"
-"#,
-        flights.display(),
-        out.display()
-    );
+    let text = common::flights_job(&out);
     let config = JobConfig::parse(&text).unwrap();
     let s = job::run(
         &config,

@@ -7,37 +7,13 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::shared_data;
 use streamforge::dataflow::launch::ClusterArgs;
 use streamforge::job::{self, JobConfig};
 use streamforge::main_job::OperatorAggRow;
 use streamforge::thresholds::{generate, ThresholdSettings};
 
 fn flights_rows(dir: &std::path::Path) -> Vec<OperatorAggRow> {
-    let flights = shared_data().join("nycflights13/flights.csv.gz");
-    let toml = format!(
-        r#"name = "flights"
-[source]
-kind = "file"
-paths = ["{}"]
-[source.mapping]
-event-time = {{ field = "time_hour", unit = "rfc3339", offset-field = "minute", offset-unit = "min" }}
-service = {{ field = "carrier" }}
-operator-name = {{ fields = ["origin", "dest"], separator = "-" }}
-operator-class = {{ value = "flight" }}
-duration = {{ field = "dep_delay", unit = "min", default = 0 }}
-is-error = {{ field = "dep_time", equals = ["NA"] }}
-[watermark]
-out-of-orderness = "400days"
-[window]
-kind = "tumbling"
-size = "1h"
-[[sinks]]
-kind = "jsonl"
-path = "rows.jsonl"
-"#,
-        flights.display()
-    );
+    let toml = common::flights_job(&dir.join("rows.jsonl"));
     job::run(
         &JobConfig::parse(&toml).unwrap(),
         dir,

@@ -100,25 +100,37 @@ struct Writer {
     topic: String,
 }
 
+/// Sends one record (`key` empty: none) with its attempt number, waiting while
+/// the producer's local queue is full.
+pub(crate) fn send_record(
+    producer: &BaseProducer<SinkContext>,
+    topic: &str,
+    key: &[u8],
+    payload: &[u8],
+    attempt: u32,
+) -> Result<(), KafkaError> {
+    loop {
+        let record = BaseRecord::with_opaque_to(topic, Box::new(attempt)).payload(payload);
+        let record = if key.is_empty() {
+            record
+        } else {
+            record.key(key)
+        };
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                producer.poll(Duration::from_millis(10));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
 impl Writer {
     /// Sends one record, waiting while the local queue is full.
     fn send(&self, key: &[u8], payload: &[u8], attempt: u32) {
-        loop {
-            let record =
-                BaseRecord::with_opaque_to(&self.topic, Box::new(attempt)).payload(payload);
-            let record = if key.is_empty() {
-                record
-            } else {
-                record.key(key)
-            };
-            match self.producer.send(record) {
-                Ok(()) => return,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    self.producer.poll(Duration::from_millis(10));
-                }
-                Err((e, _)) => panic!("kafka sink {}: {e}", self.topic),
-            }
-        }
+        send_record(&self.producer, &self.topic, key, payload, attempt)
+            .unwrap_or_else(|e| panic!("kafka sink {}: {e}", self.topic));
     }
 
     /// Re-sends what failed since the last call; returns whether there was any.

@@ -23,8 +23,7 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use timely::dataflow::Stream;
@@ -34,7 +33,9 @@ use streamforge_dataflow::checkpoint::CheckpointGraph;
 use streamforge_dataflow::Time;
 
 use crate::error::SinkError;
-use crate::kafka::{record_key, Failed, KafkaSinkConfig, KafkaSinkCounters, SinkContext};
+use crate::kafka::{
+    record_key, send_record, Failed, KafkaSinkConfig, KafkaSinkCounters, SinkContext,
+};
 use crate::write_ahead::{CommitTarget, SinkWriteAhead};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -116,24 +117,6 @@ impl TxnWriter {
         })
     }
 
-    fn send(&self, key: &[u8], payload: &[u8]) -> Result<(), KafkaError> {
-        loop {
-            let record = BaseRecord::with_opaque_to(&self.topic, Box::new(0)).payload(payload);
-            let record = if key.is_empty() {
-                record
-            } else {
-                record.key(key)
-            };
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    self.producer.poll(Duration::from_millis(10));
-                }
-                Err((e, _)) => return Err(e),
-            }
-        }
-    }
-
     /// Sends `records` and the marker in one transaction.
     fn commit(&self, checkpoint: Option<u64>, records: &[Record]) -> Result<(), SinkError> {
         let fail = |what: &str, e: &dyn std::fmt::Display| {
@@ -146,7 +129,8 @@ impl TxnWriter {
             .begin_transaction()
             .map_err(|e| fail("begin_transaction", &e))?;
         for (key, payload) in records {
-            self.send(key, payload).map_err(|e| fail("send", &e))?;
+            send_record(&self.producer, &self.topic, key, payload, 0)
+                .map_err(|e| fail("send", &e))?;
             self.producer.poll(Duration::ZERO);
         }
         self.producer
