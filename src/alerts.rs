@@ -212,7 +212,8 @@ pub fn evaluate(row: &OperatorAggRow, rule: &AlarmRule) -> Option<Alert> {
     })
 }
 
-type MetricKey = (String, String, String, Metric);
+/// (service, operator_name, operator_class, metric).
+pub type MetricKey = (String, String, String, Metric);
 
 /// Alert convergence state (keyed state of the alerting operator).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -230,6 +231,27 @@ impl Suppressor {
             interval_ms,
             last: HashMap::new(),
         }
+    }
+
+    /// Keeps only the entries whose (service, operator_name, operator_class)
+    /// `keep` accepts (a restore keeps the keys this worker owns).
+    pub fn retain(&mut self, keep: impl Fn(&str, &str, &str) -> bool) {
+        self.last.retain(|(s, o, c, _), _| keep(s, o, c));
+    }
+
+    /// Adds the entries of `other` (restoring state from several parts).
+    pub fn merge(&mut self, other: Suppressor) {
+        self.last.extend(other.last);
+    }
+
+    /// Number of (key, metric) entries.
+    pub fn len(&self) -> usize {
+        self.last.len()
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.last.is_empty()
     }
 
     /// Drops the metrics of `alert` emitted at the same level within the

@@ -40,6 +40,8 @@ use streamforge_sources::{
     file_partitions, FileSourceConfig, GeneratorConfig, KafkaSourceConfig, Span,
 };
 
+use crate::alerting::join::AlertCounters;
+use crate::alerting::{AlertSinkConfig, AlertingConfig, RuleUpdate, RulesConfig};
 use crate::error::Error;
 use crate::main_job::{metrics_aggregate, to_row};
 
@@ -67,6 +69,8 @@ pub struct JobConfig {
     pub checkpoint: Option<CheckpointConfig>,
     /// Read at most this many records per second per worker (replay throttle).
     pub rate_limit: Option<u64>,
+    /// Hourly thresholds, broadcast rules and alerts (`[alerting]`).
+    pub alerting: Option<AlertingConfig>,
 }
 
 /// Checkpoint settings of a job file (`[checkpoint]`).
@@ -246,6 +250,14 @@ pub struct JobCounters {
     pub clickhouse_sink: Arc<DbSinkCounters>,
     /// PostgreSQL sink rows, batches, retries.
     pub postgres_sink: Arc<DbSinkCounters>,
+    /// Alerting: windows evaluated, alerts by level, suppressed, rule updates.
+    pub alerts: Arc<AlertCounters>,
+    /// Rule updates published by the hourly publisher.
+    pub rules_published_total: AtomicU64,
+    /// Webhook deliveries and retries.
+    pub webhook: Arc<streamforge_sinks::webhook::WebhookCounters>,
+    /// Set when the job's input ended (stops a live rule-topic reader).
+    pub input_done: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What a run did, for this process.
@@ -271,6 +283,12 @@ pub struct JobSummary {
     pub database_retries: u64,
     /// Kafka delivery failures (retried).
     pub kafka_delivery_errors: u64,
+    /// Alerts emitted by level: LOW, MID, HIGH.
+    pub alerts: [u64; 3],
+    /// Rule updates published by the in-job hourly publisher.
+    pub rules_published: u64,
+    /// Webhook requests retried.
+    pub webhook_retries: u64,
     /// Wall-clock time of the dataflow, seconds.
     pub elapsed_seconds: f64,
     /// The checkpoint this run resumed from.
@@ -295,7 +313,15 @@ impl std::fmt::Display for JobSummary {
             self.dead_letters,
             self.elapsed_seconds,
             self.events_per_second()
-        )
+        )?;
+        if self.alerts.iter().sum::<u64>() > 0 || self.rules_published > 0 {
+            write!(
+                f,
+                "  rules published {}  alerts LOW {} MID {} HIGH {}",
+                self.rules_published, self.alerts[0], self.alerts[1], self.alerts[2]
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -316,6 +342,8 @@ struct Plan {
     postgres: BTreeMap<String, PreparedPostgres>,
     /// Checked ClickHouse sinks by `database.table`.
     clickhouse: BTreeMap<String, ClickHouse>,
+    /// Rules read from a rule file.
+    rule_file: Vec<RuleUpdate>,
 }
 
 impl Plan {
@@ -340,6 +368,31 @@ impl Plan {
                 _ => {}
             }
         }
+        if let Some(a) = &job.alerting {
+            let generated = matches!(a.rules, RulesConfig::Generated(_));
+            if !generated && (a.publish.jsonl.is_some() || a.publish.kafka.is_some()) {
+                return Err(Error::Invalid(
+                    "[alerting.publish] needs rules of kind \"generated\"".into(),
+                ));
+            }
+            if let RulesConfig::Kafka(k) = &a.rules {
+                crate::alerting::rule_source::open_rule_topic(k)?;
+            }
+            let topics = a
+                .sinks
+                .iter()
+                .filter_map(|s| match s {
+                    AlertSinkConfig::Kafka(k) => Some(k),
+                    _ => None,
+                })
+                .chain(a.publish.kafka.iter());
+            for k in topics {
+                match k.create_partitions {
+                    Some(n) => crate::produce::ensure_topic(&k.properties, &k.topic, n)?,
+                    None => crate::produce::check_topic(&k.properties, &k.topic)?,
+                }
+            }
+        }
         let w = &job.window;
         if w.size.is_zero() {
             return Err(Error::Invalid("window size must be > 0".into()));
@@ -352,14 +405,19 @@ impl Plan {
                 return Err(Error::Invalid("need 0 < slide ≤ size".into()));
             }
         }
-        Ok(Plan {
+        let mut plan = Plan {
             job: job.clone(),
             input,
             base: base.to_path_buf(),
             checkpoints: None,
             postgres: BTreeMap::new(),
             clickhouse: BTreeMap::new(),
-        })
+            rule_file: Vec::new(),
+        };
+        if let Some(RulesConfig::File { path }) = job.alerting.as_ref().map(|a| &a.rules) {
+            plan.rule_file = crate::alerting::rule_source::read_rule_file(&plan.resolve(path))?;
+        }
+        Ok(plan)
     }
 
     fn resolve(&self, p: &Path) -> PathBuf {
@@ -415,6 +473,7 @@ impl Plan {
         for sink in &self.job.sinks {
             self.other_sink(sink, &rows, counters)?;
         }
+        self.alerting(scope, &rows, counters, None)?;
         if let Some(p) = &self.job.late_output {
             late.sink_jsonl("late-jsonl", self.resolve(p), None)?;
         }
@@ -444,6 +503,7 @@ impl Plan {
         );
         let (rows, late) = self.window(spans, Some(&mut graph));
         let (rows, late, dead) = self.count(counters, rows, late, dead);
+        self.alerting(scope, &rows, counters, Some(&mut graph))?;
         for sink in &self.job.sinks {
             match sink {
                 SinkConfig::Jsonl { path } => rows.clone().sink_jsonl_exactly_once(
@@ -561,6 +621,13 @@ impl Plan {
             })
             .collect();
         paths.extend(self.job.late_output.iter().map(|p| self.resolve(p)));
+        if let Some(a) = &self.job.alerting {
+            paths.extend(a.publish.jsonl.iter().map(|p| self.resolve(p)));
+            paths.extend(a.sinks.iter().filter_map(|s| match s {
+                AlertSinkConfig::Jsonl { path } => Some(self.resolve(path)),
+                _ => None,
+            }));
+        }
         paths.extend(self.job.dead_letter.iter().map(|p| self.resolve(p)));
         for path in paths {
             match &self.checkpoints {
@@ -614,6 +681,243 @@ impl Plan {
             .get(&p.table)
             .ok_or_else(|| Error::Invalid(format!("postgres sink {} was not prepared", p.table)))?;
         Ok(Postgres::new(prepared, counters.postgres_sink.clone()))
+    }
+
+    /// The alerting part of the job (`[alerting]`): rules, the alert join,
+    /// alert sinks and rule outputs; exactly-once outputs with `graph`.
+    fn alerting<'s>(
+        &self,
+        scope: Scope<'s, Time>,
+        rows: &timely::dataflow::Stream<'s, Time, Vec<crate::main_job::OperatorAggRow>>,
+        counters: &Arc<JobCounters>,
+        mut graph: Option<&mut CheckpointGraph<'s>>,
+    ) -> Result<(), Error> {
+        use crate::alerting::{AlertJoin, PublishHourly, ThresholdHistory};
+        use differential_dataflow::AsCollection;
+        use streamforge_dataflow::time::TimeSummary;
+        use timely::dataflow::operators::feedback::{ConnectLoop, Feedback};
+        use timely::dataflow::operators::generic::Operator;
+        use timely::dataflow::operators::vec::Broadcast;
+
+        let Some(cfg) = &self.job.alerting else {
+            return Ok(());
+        };
+        let first_epoch = self.checkpoints.as_ref().map_or(0, |c| c.first_epoch());
+        let done = counters.input_done.clone();
+        {
+            // Tell a live rule-topic reader when the input ended.
+            let done = done.clone();
+            rows.clone().sink(
+                timely::dataflow::channels::pact::Pipeline,
+                "input-done",
+                move |(input, frontier)| {
+                    input.for_each(|_, _| {});
+                    if frontier.is_empty() {
+                        done.store(true, Ordering::Relaxed);
+                    }
+                },
+            );
+        }
+        let rules = match &cfg.rules {
+            RulesConfig::Generated(settings) => {
+                let (handle, feedback) = scope.feedback::<Vec<RuleUpdate>>(TimeSummary {
+                    epoch: 0,
+                    event_ms: 1,
+                });
+                let history = rows.clone().threshold_history(
+                    "threshold-history",
+                    settings.analysis_days,
+                    feedback,
+                    graph.as_deref_mut(),
+                );
+                let min = settings.min_samples.max(1);
+                let s = settings.clone();
+                let thresholds = history
+                    .as_collection()
+                    .reduce_named(
+                        "thresholds",
+                        move |group: &crate::thresholds::GroupKey,
+                              input: &[(&crate::thresholds::Sample, isize)],
+                              output: &mut Vec<([u64; 14], isize)>| {
+                            let samples: Vec<crate::thresholds::Sample> = input
+                                .iter()
+                                .flat_map(|(s, d)| std::iter::repeat_n(**s, (*d).max(0) as usize))
+                                .collect();
+                            if samples.len() >= min {
+                                let f = s.hour_factor(group.0);
+                                let t = crate::thresholds::GroupThresholds::of(&samples, f);
+                                output.push((t.encode(), 1));
+                            }
+                        },
+                    )
+                    .inner;
+                let c = counters.clone();
+                let published = thresholds
+                    .publish_hourly("rule-publisher", settings.clone(), graph.as_deref_mut())
+                    .inspect_batch(move |_, b| {
+                        c.rules_published_total
+                            .fetch_add(b.len() as u64, Ordering::Relaxed);
+                    });
+                published.clone().connect_loop(handle);
+                self.rule_outputs(&published, counters, graph.as_deref_mut())?;
+                published.broadcast()
+            }
+            RulesConfig::File { .. } => crate::alerting::rule_source::rule_stream(
+                scope,
+                self.rule_file.clone(),
+                first_epoch,
+            )
+            .broadcast(),
+            RulesConfig::Kafka(k) => {
+                crate::alerting::rule_source::kafka_rule_stream(scope, k, done)?.broadcast()
+            }
+        };
+        let alerts = rows.clone().alert_join(
+            "alerts",
+            rules,
+            cfg.convergence.as_millis() as u64,
+            counters.alerts.clone(),
+            graph.as_deref_mut(),
+        );
+        for sink in &cfg.sinks {
+            match (sink, graph.as_deref_mut()) {
+                (AlertSinkConfig::Jsonl { path }, Some(g)) => alerts
+                    .clone()
+                    .sink_jsonl_exactly_once("alerts-jsonl", self.resolve(path), None, g)?,
+                (AlertSinkConfig::Jsonl { path }, None) => {
+                    alerts
+                        .clone()
+                        .sink_jsonl("alerts-jsonl", self.resolve(path), None)?
+                }
+                (AlertSinkConfig::Kafka(k), Some(g)) if k.transactional_id.is_some() => {
+                    let base = streamforge_sources::kafka::client_config(&k.properties)?;
+                    alerts.clone().sink_kafka_exactly_once(
+                        "alerts-kafka",
+                        k,
+                        base,
+                        counters.kafka_sink.clone(),
+                        g,
+                    )?
+                }
+                (AlertSinkConfig::Kafka(k), _) => {
+                    let base = streamforge_sources::kafka::client_config(&k.properties)?;
+                    alerts.clone().sink_kafka(
+                        "alerts-kafka",
+                        k,
+                        base,
+                        counters.kafka_sink.clone(),
+                    )?
+                }
+                (AlertSinkConfig::Webhook(w), g) => {
+                    let target =
+                        streamforge_sinks::webhook::Webhook::new(w, counters.webhook.clone())?;
+                    let encode = |a: &crate::alerts::Alert| {
+                        serde_json::to_string(a).expect("alert serializes")
+                    };
+                    match g {
+                        Some(g) => {
+                            alerts
+                                .clone()
+                                .sink_write_ahead("alerts-webhook", target, encode, g)?
+                        }
+                        None => {
+                            let limits = BatchLimits {
+                                rows: w.batch_rows,
+                                bytes: usize::MAX,
+                                interval: w.batch_interval,
+                            };
+                            alerts.clone().sink_batched(
+                                "alerts-webhook",
+                                target,
+                                encode,
+                                String::len,
+                                limits,
+                            )
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the hourly publisher's rule updates go besides the rule stream.
+    fn rule_outputs<'s>(
+        &self,
+        published: &timely::dataflow::Stream<'s, Time, Vec<RuleUpdate>>,
+        counters: &Arc<JobCounters>,
+        graph: Option<&mut CheckpointGraph<'s>>,
+    ) -> Result<(), Error> {
+        let Some(cfg) = &self.job.alerting else {
+            return Ok(());
+        };
+        let encode = |u: &RuleUpdate| u.kafka_record();
+        match graph {
+            Some(g) => {
+                if let Some(p) = &cfg.publish.jsonl {
+                    published.clone().sink_jsonl_exactly_once(
+                        "rules-jsonl",
+                        self.resolve(p),
+                        None,
+                        g,
+                    )?;
+                }
+                if let Some(k) = &cfg.publish.kafka {
+                    let base = streamforge_sources::kafka::client_config(&k.properties)?;
+                    let fresh = g.context().restore.is_none();
+                    let index = published.scope().index();
+                    if k.transactional_id.is_some() {
+                        let target = streamforge_sinks::kafka_exactly_once::KafkaTransactions::new(
+                            k,
+                            base,
+                            counters.kafka_sink.clone(),
+                            index,
+                            fresh,
+                        )?;
+                        published
+                            .clone()
+                            .sink_write_ahead("rules-kafka", target, encode, g)?;
+                    } else {
+                        let target = streamforge_sinks::kafka::KafkaPlain::new(
+                            k,
+                            base,
+                            counters.kafka_sink.clone(),
+                        )?;
+                        published
+                            .clone()
+                            .sink_write_ahead("rules-kafka", target, encode, g)?;
+                    }
+                }
+            }
+            None => {
+                if let Some(p) = &cfg.publish.jsonl {
+                    published
+                        .clone()
+                        .sink_jsonl("rules-jsonl", self.resolve(p), None)?;
+                }
+                if let Some(k) = &cfg.publish.kafka {
+                    let base = streamforge_sources::kafka::client_config(&k.properties)?;
+                    let target = streamforge_sinks::kafka::KafkaPlain::new(
+                        k,
+                        base,
+                        counters.kafka_sink.clone(),
+                    )?;
+                    let limits = BatchLimits {
+                        rows: 10_000,
+                        bytes: usize::MAX,
+                        interval: Duration::from_millis(200),
+                    };
+                    published.clone().sink_batched(
+                        "rules-kafka",
+                        target,
+                        encode,
+                        |r: &(Vec<u8>, Vec<u8>)| r.0.len() + r.1.len(),
+                        limits,
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Sinks other than JSONL files (the same with or without checkpoints).
@@ -866,6 +1170,9 @@ pub fn run_from(
             .kafka_sink
             .transactions_total
             .load(Ordering::Relaxed),
+        alerts: std::array::from_fn(|i| counters.alerts.alerts_total[i].load(Ordering::Relaxed)),
+        rules_published: counters.rules_published_total.load(Ordering::Relaxed),
+        webhook_retries: counters.webhook.retries_total.load(Ordering::Relaxed),
         kafka_delivery_errors: counters
             .kafka_sink
             .delivery_errors_total

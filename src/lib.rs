@@ -12,6 +12,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod alerting;
 pub mod alerts;
 pub mod cluster;
 pub mod error;

@@ -223,7 +223,158 @@ pub fn below_levels(values: &mut [f64], f: f64) -> Levels {
 }
 
 /// Group key: (hour of day, service, operator_name, operator_class).
-type GroupKey = (u8, String, String, String);
+pub type GroupKey = (u8, String, String, String);
+
+/// The hour of day (UTC) of a time in ms.
+pub fn hour_of_day(ms: u64) -> u8 {
+    ((ms / 3_600_000) % 24) as u8
+}
+
+/// The metric values of one stored row that thresholds come from (`Ord`, so it
+/// can be a differential dataflow record: floats are kept as their bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Sample {
+    /// Window start, ms (makes samples of one group distinct).
+    pub window_start_ms: u64,
+    avg_duration_bits: u64,
+    max_duration_bits: u64,
+    /// Spans in the window.
+    pub total_count: u64,
+    /// Successful spans in the window.
+    pub success_count: u64,
+}
+
+impl Sample {
+    /// The sample of a stored row.
+    pub fn of(r: &OperatorAggRow) -> Self {
+        Sample {
+            window_start_ms: r.window_start_ms,
+            avg_duration_bits: r.avg_duration.to_bits(),
+            max_duration_bits: r.max_duration.to_bits(),
+            total_count: r.total_count,
+            success_count: r.success_count,
+        }
+    }
+
+    /// Mean duration, ms.
+    pub fn avg_duration(&self) -> f64 {
+        f64::from_bits(self.avg_duration_bits)
+    }
+
+    /// Max duration, ms.
+    pub fn max_duration(&self) -> f64 {
+        f64::from_bits(self.max_duration_bits)
+    }
+
+    /// Successes / total (1 for an empty window), as [`success_rate`].
+    pub fn success_rate(&self) -> f64 {
+        if self.total_count == 0 {
+            1.0
+        } else {
+            self.success_count as f64 / self.total_count as f64
+        }
+    }
+}
+
+/// The thresholds of one group, before they become an [`AlarmRule`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GroupThresholds {
+    /// Mean duration.
+    pub avg: Levels,
+    /// Max duration.
+    pub max: Levels,
+    /// Success rate (below-alert).
+    pub success: Levels,
+    /// Spans per window.
+    pub traffic: Levels,
+    /// Samples used.
+    pub sample_count: u64,
+    /// Newest window start used, ms.
+    pub last_ms: u64,
+}
+
+impl GroupThresholds {
+    /// The seed formulas over `samples` (non-empty) with hour factor `f`.
+    pub fn of(samples: &[Sample], f: f64) -> Self {
+        let col = |m: fn(&Sample) -> f64| samples.iter().map(m).collect::<Vec<_>>();
+        GroupThresholds {
+            avg: above_levels(&mut col(Sample::avg_duration), f),
+            max: above_levels(&mut col(Sample::max_duration), f),
+            traffic: above_levels(&mut col(|s| s.total_count as f64), f),
+            success: below_levels(&mut col(Sample::success_rate), f),
+            sample_count: samples.len() as u64,
+            last_ms: samples.iter().map(|s| s.window_start_ms).max().unwrap_or(0),
+        }
+    }
+
+    /// As bits (an `Ord` value for differential dataflow).
+    pub fn encode(&self) -> [u64; 14] {
+        let mut out = [0; 14];
+        for (i, l) in [self.avg, self.max, self.success, self.traffic]
+            .iter()
+            .enumerate()
+        {
+            out[3 * i] = l.low.to_bits();
+            out[3 * i + 1] = l.mid.to_bits();
+            out[3 * i + 2] = l.high.to_bits();
+        }
+        out[12] = self.sample_count;
+        out[13] = self.last_ms;
+        out
+    }
+
+    /// The inverse of [`GroupThresholds::encode`].
+    pub fn decode(bits: &[u64; 14]) -> Self {
+        let l = |i: usize| Levels {
+            low: f64::from_bits(bits[3 * i]),
+            mid: f64::from_bits(bits[3 * i + 1]),
+            high: f64::from_bits(bits[3 * i + 2]),
+        };
+        GroupThresholds {
+            avg: l(0),
+            max: l(1),
+            success: l(2),
+            traffic: l(3),
+            sample_count: bits[12],
+            last_ms: bits[13],
+        }
+    }
+
+    /// The rule of `group`, stamped with `version_ms` (also its
+    /// `generated_time`).
+    pub fn rule(
+        &self,
+        group: &GroupKey,
+        settings: &ThresholdSettings,
+        version_ms: u64,
+    ) -> AlarmRule {
+        let (hour, service, operator_name, operator_class) = group.clone();
+        AlarmRule {
+            hour_of_day: hour,
+            service,
+            operator_name,
+            operator_class,
+            avg_duration_low: self.avg.low,
+            avg_duration_mid: self.avg.mid,
+            avg_duration_high: self.avg.high,
+            max_duration_low: self.max.low,
+            max_duration_mid: self.max.mid,
+            max_duration_high: self.max.high,
+            success_rate_low: self.success.low,
+            success_rate_mid: self.success.mid,
+            success_rate_high: self.success.high,
+            traffic_volume_low: self.traffic.low,
+            traffic_volume_mid: self.traffic.mid,
+            traffic_volume_high: self.traffic.high,
+            alarm_template: settings.alarm_template.clone(),
+            analysis_days: settings.analysis_days,
+            sample_count: self.sample_count,
+            generated_time: format_utc(version_ms),
+            last_updated: format_utc(self.last_ms),
+            version: version_ms,
+        }
+    }
+}
 
 /// Generates the rules from stored rows (any order). `now_ms` stamps
 /// `generated_time` and `version`.
@@ -258,57 +409,40 @@ pub fn generate(
         return Vec::new();
     };
     let since = newest.saturating_sub(u64::from(settings.analysis_days) * 86_400_000);
-    let mut groups: BTreeMap<GroupKey, Vec<&OperatorAggRow>> = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.window_start_ms >= since) {
-        let hour = ((r.window_start_ms / 3_600_000) % 24) as u8;
+    rules_of(
+        rows.iter().filter(|r| r.window_start_ms >= since),
+        settings,
+        now_ms,
+    )
+}
+
+/// The rules of all `rows` (no day filter): one per (hour, key) group with at
+/// least `min_samples` rows, stamped with `version_ms`.
+pub fn rules_of<'a>(
+    rows: impl IntoIterator<Item = &'a OperatorAggRow>,
+    settings: &ThresholdSettings,
+    version_ms: u64,
+) -> Vec<AlarmRule> {
+    let mut groups: BTreeMap<GroupKey, Vec<Sample>> = BTreeMap::new();
+    for r in rows {
         groups
             .entry((
-                hour,
+                hour_of_day(r.window_start_ms),
                 r.service.clone(),
                 r.operator_name.clone(),
                 r.operator_class.clone(),
             ))
             .or_default()
-            .push(r);
+            .push(Sample::of(r));
     }
-    let mut rules = Vec::new();
-    for ((hour, service, operator_name, operator_class), rs) in groups {
-        if rs.len() < settings.min_samples.max(1) {
-            continue;
-        }
-        let f = settings.hour_factor(hour);
-        let col = |m: fn(&OperatorAggRow) -> f64| rs.iter().map(|r| m(r)).collect::<Vec<_>>();
-        let avg = above_levels(&mut col(|r| r.avg_duration), f);
-        let max = above_levels(&mut col(|r| r.max_duration), f);
-        let traffic = above_levels(&mut col(|r| r.total_count as f64), f);
-        let success = below_levels(&mut col(success_rate), f);
-        let last = rs.iter().map(|r| r.window_start_ms).max().unwrap_or(newest);
-        rules.push(AlarmRule {
-            hour_of_day: hour,
-            service,
-            operator_name,
-            operator_class,
-            avg_duration_low: avg.low,
-            avg_duration_mid: avg.mid,
-            avg_duration_high: avg.high,
-            max_duration_low: max.low,
-            max_duration_mid: max.mid,
-            max_duration_high: max.high,
-            success_rate_low: success.low,
-            success_rate_mid: success.mid,
-            success_rate_high: success.high,
-            traffic_volume_low: traffic.low,
-            traffic_volume_mid: traffic.mid,
-            traffic_volume_high: traffic.high,
-            alarm_template: settings.alarm_template.clone(),
-            analysis_days: settings.analysis_days,
-            sample_count: rs.len() as u64,
-            generated_time: format_utc(now_ms),
-            last_updated: format_utc(last),
-            version: now_ms,
-        });
-    }
-    rules
+    groups
+        .into_iter()
+        .filter(|(_, samples)| samples.len() >= settings.min_samples.max(1))
+        .map(|(group, samples)| {
+            GroupThresholds::of(&samples, settings.hour_factor(group.0))
+                .rule(&group, settings, version_ms)
+        })
+        .collect()
 }
 
 /// Success rate of a row: successes / total (1 for an empty window).

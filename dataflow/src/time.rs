@@ -16,6 +16,7 @@
 //! See `docs/ARCHITECTURE.md` for the full argument.
 
 use serde::{Deserialize, Serialize};
+use timely::dataflow::operators::CapabilitySet;
 use timely::order::PartialOrder;
 use timely::progress::frontier::MutableAntichain;
 use timely::progress::timestamp::{PathSummary, Refines, Timestamp};
@@ -85,6 +86,33 @@ impl Timestamp for Time {
     }
 }
 
+/// `Time` is a lattice (join = per-coordinate max, meet = min), so differential
+/// dataflow collections can use it.
+///
+/// # Examples
+/// ```
+/// use differential_dataflow::lattice::Lattice;
+/// use streamforge_dataflow::time::time;
+/// assert_eq!(time(1, 500).join(&time(2, 300)), time(2, 500));
+/// assert_eq!(time(1, 500).meet(&time(2, 300)), time(1, 300));
+/// ```
+impl differential_dataflow::lattice::Lattice for Time {
+    #[inline]
+    fn join(&self, other: &Self) -> Self {
+        Time {
+            epoch: self.epoch.max(other.epoch),
+            event_ms: self.event_ms.max(other.event_ms),
+        }
+    }
+    #[inline]
+    fn meet(&self, other: &Self) -> Self {
+        Time {
+            epoch: self.epoch.min(other.epoch),
+            event_ms: self.event_ms.min(other.event_ms),
+        }
+    }
+}
+
 impl Refines<()> for Time {
     fn to_inner(_: ()) -> Self {
         Time::default()
@@ -148,6 +176,37 @@ impl FrontierView {
     pub fn passed(&self, t_ms: EventTime) -> bool {
         self.watermark_ms.is_none_or(|w| w >= t_ms)
     }
+}
+
+/// Downgrades `caps` to the frontier `to` with every event-time coordinate
+/// lowered to at most `hold` where the held capabilities allow it: an operator
+/// that knows it will emit nothing before event time `hold` keeps the times it
+/// emits at independent of how far the watermark jumped.
+pub fn hold_back<'a>(
+    caps: &mut CapabilitySet<Time>,
+    to: impl Iterator<Item = &'a Time>,
+    hold: u64,
+) {
+    let mut target: Vec<Time> = Vec::new();
+    for f in to {
+        let mut t = Time {
+            epoch: f.epoch,
+            event_ms: f.event_ms.min(hold),
+        };
+        if !caps.iter().any(|c| c.time().less_equal(&t)) {
+            match caps
+                .iter()
+                .filter(|c| c.time().epoch <= t.epoch)
+                .map(|c| c.time().event_ms)
+                .min()
+            {
+                Some(m) => t.event_ms = t.event_ms.max(m),
+                None => continue,
+            }
+        }
+        target.push(t);
+    }
+    caps.downgrade(target.iter());
 }
 
 /// Runs a one-worker dataflow over [`Time`] to completion and returns what `func`

@@ -410,23 +410,27 @@ where
                         .count()
                 };
                 if ready > 0 {
-                    let out_time = view
-                        .oldest_epoch
-                        .and_then(|e| {
-                            frontiers[0]
-                                .frontier()
-                                .iter()
-                                .filter(|t| t.epoch == e)
-                                .min_by_key(|t| t.event_ms)
-                                .copied()
-                        })
-                        .unwrap_or_else(|| {
-                            *result_caps.first().expect("results capability").time()
-                        });
-                    let cap = result_caps.delayed(&out_time);
+                    // A window's results are emitted at (oldest epoch, end +
+                    // allowed lateness): the event-time coordinate of a result
+                    // does not depend on how far the watermark jumped, so
+                    // operators downstream (thresholds, alerting) see the same
+                    // times in every run. The result capabilities are held back
+                    // to the next window's firing time for that (below).
+                    let floor = result_caps
+                        .iter()
+                        .filter(|c| oldest.is_none_or(|e| c.time().epoch <= e))
+                        .min_by_key(|c| c.time().event_ms)
+                        .map(|c| *c.time())
+                        .expect("results capability");
+                    let epoch = oldest.unwrap_or(floor.epoch).max(floor.epoch);
                     let mut handle = results_out.activate();
                     for open in windows.drain(..ready) {
                         let window = open.window;
+                        let out_time = Time {
+                            epoch,
+                            event_ms: (window.end_ms + lateness).max(floor.event_ms),
+                        };
+                        let cap = result_caps.delayed(&out_time);
                         fired.extend(open.entries.into_iter().map(|(_, k, acc)| WindowResult {
                             window,
                             key: k,
@@ -439,7 +443,21 @@ where
                     // The input ended (or stopped): the last checkpoint.
                     write_snapshot(FINAL, &windows);
                 }
-                result_caps.downgrade(frontiers[0].frontier().iter());
+                // Hold the result capabilities at the next firing time (the
+                // first open window's end + lateness, or a stashed record's
+                // time: its windows end later).
+                let hold = windows
+                    .first()
+                    .map(|w| w.window.end_ms + lateness)
+                    .into_iter()
+                    .chain(stash_low)
+                    .min()
+                    .unwrap_or(u64::MAX);
+                streamforge_dataflow::time::hold_back(
+                    &mut result_caps,
+                    frontiers[0].frontier().iter(),
+                    hold,
+                );
                 late_caps.downgrade(frontiers[0].frontier().iter());
                 ack_caps.downgrade(frontiers[0].frontier().iter());
             }

@@ -32,6 +32,14 @@ pub enum SinkError {
         /// What went wrong, with the server's message.
         reason: String,
     },
+    /// A webhook rejected a batch, or kept failing past its retry time.
+    #[error("webhook {url}: {reason}")]
+    Webhook {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A configuration value names an unset environment variable.
     #[error(transparent)]
     MissingEnv(#[from] streamforge_dataflow::env::MissingEnv),

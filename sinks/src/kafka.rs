@@ -285,3 +285,61 @@ impl<'scope, D: ExchangeData + Serialize> SinkKafka<'scope, D> for Stream<'scope
         Ok(())
     }
 }
+
+/// A Kafka topic as a [`CommitTarget`](crate::write_ahead::CommitTarget) of
+/// `(key, value)` records without transactions: each commit sends its
+/// records and waits until all are acknowledged (at-least-once; a re-commit
+/// after a restore sends them again). For compacted topics, whose consumers
+/// keep the latest value per key, a repeat is harmless.
+pub struct KafkaPlain {
+    writer: Writer,
+}
+
+impl KafkaPlain {
+    /// An idempotent producer for `config.topic`.
+    ///
+    /// # Errors
+    /// The producer cannot be created.
+    pub fn new(
+        config: &KafkaSinkConfig,
+        mut base: ClientConfig,
+        counters: Arc<KafkaSinkCounters>,
+    ) -> Result<Self, SinkError> {
+        base.set("enable.idempotence", "true");
+        let failed: Failed = Arc::default();
+        let producer: BaseProducer<SinkContext> = base
+            .create_with_context(SinkContext {
+                failed: failed.clone(),
+                counters,
+            })
+            .map_err(|e| kafka_err(&config.topic, e))?;
+        Ok(KafkaPlain {
+            writer: Writer {
+                producer,
+                failed,
+                topic: config.topic.clone(),
+            },
+        })
+    }
+}
+
+impl crate::write_ahead::CommitTarget for KafkaPlain {
+    type Record = (Vec<u8>, Vec<u8>);
+
+    fn recover(&mut self, _writer: usize) -> Result<Option<u64>, SinkError> {
+        Ok(None)
+    }
+
+    fn commit(
+        &mut self,
+        _writer: usize,
+        _checkpoint: Option<u64>,
+        records: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<(), SinkError> {
+        for (key, value) in records {
+            self.writer.send(key, value, 0);
+        }
+        self.writer.flush();
+        Ok(())
+    }
+}

@@ -15,6 +15,7 @@ pub mod kafka_exactly_once;
 pub mod postgres;
 pub mod retry;
 pub mod stdout;
+pub mod webhook;
 pub mod write_ahead;
 
 pub use error::SinkError;

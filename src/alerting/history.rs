@@ -1,0 +1,235 @@
+//! `threshold_history`: the job's aggregate rows as a differential dataflow
+//! collection of threshold samples over the last `analysis_days`.
+//!
+//! A row arriving at time `(e, m)` (its window's end + allowed lateness) adds
+//! its [`Sample`] to group (hour of day of `window_start`, key) at `(e, m)` and
+//! retracts it at event time `window_start + days + 1 ms`, so the collection
+//! accumulated at any event time `H` holds exactly the rows with `m ≤ H` and
+//! `window_start ≥ H − days`. Retractions are sent when the watermark reaches
+//! them (the operator holds its capability there), so a finished input does
+//! not drag the rules a week into the future.
+//!
+//! The operator's state is the rows some future rule publication may still
+//! need. It is written into checkpoints and, on a restore, fed into the
+//! collection again; rows are dropped only once the publisher (whose output
+//! frontier comes back on the `published` input) is past their retraction time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::CapabilitySet;
+use timely::dataflow::Stream;
+
+use streamforge_dataflow::checkpoint::{CheckpointContext, CheckpointGraph, CheckpointMsg, FINAL};
+use streamforge_dataflow::time::{hold_back, Epoch, FrontierView};
+use streamforge_dataflow::Time;
+
+use super::RuleUpdate;
+use crate::main_job::OperatorAggRow;
+use crate::thresholds::{hour_of_day, GroupKey, Sample};
+
+/// A differential update of the history collection.
+pub type HistoryUpdate = ((GroupKey, Sample), Time, isize);
+
+/// One kept row: its epoch, add time, retraction time, group and sample.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Kept {
+    epoch: Epoch,
+    added_ms: u64,
+    retract_ms: u64,
+    group: GroupKey,
+    sample: Sample,
+}
+
+/// Extension trait: `rows.threshold_history(..)`.
+pub trait ThresholdHistory<'scope> {
+    /// The history collection of these rows (see the module docs).
+    /// `published` is the hourly publisher's output, fed back (only its
+    /// frontier is read). With `checkpoints`, the kept rows are this worker's
+    /// part of every checkpoint and a restore feeds them in again.
+    ///
+    /// # Panics
+    /// When a restored part cannot be read.
+    fn threshold_history(
+        self,
+        name: &str,
+        analysis_days: u32,
+        published: Stream<'scope, Time, Vec<RuleUpdate>>,
+        checkpoints: Option<&mut CheckpointGraph<'scope>>,
+    ) -> Stream<'scope, Time, Vec<HistoryUpdate>>;
+}
+
+impl<'scope> ThresholdHistory<'scope> for Stream<'scope, Time, Vec<OperatorAggRow>> {
+    fn threshold_history(
+        self,
+        name: &str,
+        analysis_days: u32,
+        published: Stream<'scope, Time, Vec<RuleUpdate>>,
+        checkpoints: Option<&mut CheckpointGraph<'scope>>,
+    ) -> Stream<'scope, Time, Vec<HistoryUpdate>> {
+        let scope = self.scope();
+        let (index, peers) = (scope.index(), scope.peers());
+        let ctx: Option<Arc<CheckpointContext>> = checkpoints.as_ref().map(|g| g.context().clone());
+        let mut builder = OperatorBuilder::new(name.to_string(), scope);
+        let (out, updates) = builder.new_output::<Vec<HistoryUpdate>>();
+        let (ack_out, acks) = builder.new_output::<Vec<CheckpointMsg>>();
+        let mut rows_in = builder.new_input(self, Pipeline);
+        // Only the frontier matters; it does not hold the outputs back.
+        let mut published_in = builder.new_input_connection(published, Pipeline, []);
+        let mut out = OutputBuilder::from(out);
+        let mut ack_out = OutputBuilder::from(ack_out);
+        let keep_ms = u64::from(analysis_days) * 86_400_000;
+        let part_name = format!("{name}-w{index}");
+        let part_prefix = format!("{name}-w");
+
+        builder.build(move |mut caps| {
+            let mut ack_caps = CapabilitySet::from_elem(caps.pop().expect("ack output"));
+            let mut caps = CapabilitySet::from_elem(caps.pop().expect("updates output"));
+            // Rows kept for future publications, by (retraction time, seq).
+            let mut kept: BTreeMap<(u64, u64), Kept> = BTreeMap::new();
+            // Retractions not yet sent: (retraction ms, seq) → group, sample.
+            let mut pending: BTreeMap<(u64, u64), (GroupKey, Sample)> = BTreeMap::new();
+            let mut seq = 0u64;
+            let first_epoch = ctx.as_ref().map_or(0, |c| c.first_epoch());
+            if let Some(restore) = ctx.as_ref().and_then(|c| c.restore.as_ref()) {
+                // Old writer j's rows go to worker j mod peers: every kept row is
+                // fed in exactly once, on some worker (the reduce re-keys them).
+                let mut restored = Vec::new();
+                for part in restore.parts_with_prefix(&part_prefix) {
+                    let j: usize = part[part_prefix.len()..].parse().unwrap_or(usize::MAX);
+                    if j % peers != index {
+                        continue;
+                    }
+                    let bytes = restore
+                        .part(part)
+                        .unwrap_or_else(|e| panic!("restoring {part}: {e}"));
+                    let rows: Vec<Kept> = bincode::deserialize(&bytes)
+                        .unwrap_or_else(|e| panic!("restoring {part}: {e}"));
+                    restored.extend(rows);
+                }
+                let cap = caps.first().expect("capability").clone();
+                let mut handle = out.activate();
+                for mut k in restored {
+                    let t = Time {
+                        epoch: first_epoch,
+                        event_ms: k.added_ms,
+                    };
+                    handle
+                        .session(&cap.delayed(&t))
+                        .give(((k.group.clone(), k.sample), t, 1));
+                    pending.insert((k.retract_ms, seq), (k.group.clone(), k.sample));
+                    k.epoch = first_epoch;
+                    kept.insert((k.retract_ms, seq), k);
+                    seq += 1;
+                }
+            }
+            let mut last_oldest: Option<Epoch> = Some(0);
+            move |frontiers| {
+                let view = FrontierView::of(&frontiers[0]);
+                let oldest = view.oldest_epoch;
+                let epoch_moved = oldest != last_oldest;
+                last_oldest = oldest;
+                let mut write = |id: u64, kept: &BTreeMap<(u64, u64), Kept>| {
+                    if let Some(ctx) = ctx.as_ref() {
+                        let rows: Vec<&Kept> = kept.values().filter(|k| k.epoch <= id).collect();
+                        let bytes = bincode::serialize(&rows).expect("history serializes");
+                        let msg = ctx.write_part(id, part_name.clone(), Some(&bytes));
+                        let cap = ack_caps.first().expect("ack capability");
+                        ack_out.activate().session(&cap).give(msg);
+                    }
+                };
+                if epoch_moved {
+                    if let Some(c) = oldest
+                        .and_then(|b| b.checked_sub(1))
+                        .filter(|c| *c >= first_epoch)
+                    {
+                        write(c, &kept);
+                    }
+                }
+                {
+                    let mut handle = out.activate();
+                    rows_in.for_each_time(|cap, data| {
+                        let t = *cap.time();
+                        let mut session = handle.session(&cap);
+                        for row in data.flat_map(|d| d.drain(..)) {
+                            let sample = Sample::of(&row);
+                            let group: GroupKey = (
+                                hour_of_day(row.window_start_ms),
+                                row.service,
+                                row.operator_name,
+                                row.operator_class,
+                            );
+                            let retract_ms = (row.window_start_ms + keep_ms + 1).max(t.event_ms);
+                            session.give(((group.clone(), sample), t, 1));
+                            pending.insert((retract_ms, seq), (group.clone(), sample));
+                            kept.insert(
+                                (retract_ms, seq),
+                                Kept {
+                                    epoch: t.epoch,
+                                    added_ms: t.event_ms,
+                                    retract_ms,
+                                    group,
+                                    sample,
+                                },
+                            );
+                            seq += 1;
+                        }
+                    });
+                }
+                published_in.for_each(|_, _| {});
+                // Send the retractions the watermark has reached.
+                let due = match view.watermark_ms {
+                    Some(w) => {
+                        let later = pending.split_off(&(w + 1, 0));
+                        std::mem::replace(&mut pending, later)
+                    }
+                    // The input ended: the collection's future does not matter.
+                    None => std::mem::take(&mut pending),
+                };
+                if view.watermark_ms.is_some() && !due.is_empty() {
+                    let floor = caps
+                        .iter()
+                        .filter(|c| oldest.is_none_or(|e| c.time().epoch <= e))
+                        .min_by_key(|c| c.time().event_ms)
+                        .map(|c| *c.time())
+                        .expect("capability");
+                    let epoch = oldest.unwrap_or(floor.epoch).max(floor.epoch);
+                    let mut handle = out.activate();
+                    for ((ms, _), (group, sample)) in due {
+                        let t = Time {
+                            epoch,
+                            event_ms: ms.max(floor.event_ms),
+                        };
+                        handle
+                            .session(&caps.delayed(&t))
+                            .give(((group, sample), t, -1));
+                    }
+                }
+                // Forget rows no publication can need any more.
+                let published = FrontierView::of(&frontiers[1]).watermark_ms;
+                match published {
+                    Some(p) => {
+                        let later = kept.split_off(&(p, 0));
+                        kept = later;
+                    }
+                    None if oldest.is_none() => kept.clear(),
+                    None => {}
+                }
+                if epoch_moved && oldest.is_none() {
+                    write(FINAL, &kept);
+                }
+                let hold = pending.keys().next().map_or(u64::MAX, |(ms, _)| *ms);
+                hold_back(&mut caps, frontiers[0].frontier().iter(), hold);
+                ack_caps.downgrade(frontiers[0].frontier().iter());
+            }
+        });
+        if let Some(g) = checkpoints {
+            g.add_writer(acks);
+        }
+        updates
+    }
+}

@@ -1,0 +1,306 @@
+//! `alert_join`: closed windows joined against the broadcast rule state.
+//!
+//! Rows are keyed like the window operator (key groups); rule updates are
+//! broadcast, every worker keeps them all (**broadcast state**: per
+//! (service, operator_name, hour of day) the newest versions). A row of a
+//! window starting at `ws` is evaluated once no rule update with version
+//! `≤ ws` can still arrive (the rule input's frontier is past `ws`), with the
+//! newest rule of its key and hour whose version is `≤ ws` — a versioned
+//! (temporal) join, so the result does not depend on when updates arrived.
+//! Alerts then pass convergence (keyed state) and leave at the row's time.
+//!
+//! Rows are evaluated in arrival order (per key that is window order) and only
+//! once their checkpoint epoch is the oldest open one, so the state written for
+//! checkpoint `c` — broadcast rules, convergence state, rows still waiting for
+//! rules — reflects exactly the rows of epochs `≤ c`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::{Capability, CapabilitySet};
+use timely::dataflow::Stream;
+
+use streamforge_dataflow::checkpoint::{CheckpointContext, CheckpointGraph, CheckpointMsg, FINAL};
+use streamforge_dataflow::hash::{key_group, owner};
+use streamforge_dataflow::stable_hash;
+use streamforge_dataflow::time::{Epoch, FrontierView};
+use streamforge_dataflow::Time;
+use streamforge_sources::SpanKey;
+
+use super::RuleUpdate;
+use crate::alerts::{evaluate, Alert, Level, Suppressor};
+use crate::main_job::OperatorAggRow;
+use crate::thresholds::{hour_of_day, AlarmRule};
+
+/// Versions kept per (key, hour); older ones are dropped.
+pub const VERSIONS_KEPT: usize = 4;
+
+/// Broadcast rule state: (service, operator_name, hour) → version → rule.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RuleBook {
+    rules: HashMap<(String, String, u8), BTreeMap<u64, Option<AlarmRule>>>,
+}
+
+impl RuleBook {
+    /// Applies an update (the same update twice is harmless).
+    pub fn apply(&mut self, u: RuleUpdate) {
+        let versions = self
+            .rules
+            .entry((u.service, u.operator_name, u.hour_of_day))
+            .or_default();
+        versions.insert(u.version, u.rule);
+        while versions.len() > VERSIONS_KEPT {
+            versions.pop_first();
+        }
+    }
+
+    /// The rule for a window of `row`: the newest version `≤ window_start`
+    /// for its key and hour of day (`None`: no rule, or deleted).
+    ///
+    /// # Examples
+    /// ```
+    /// # use streamforge::alerting::{join::RuleBook, RuleUpdate};
+    /// let mut book = RuleBook::default();
+    /// let delete = |v| RuleUpdate { service: "s".into(), operator_name: "o".into(),
+    ///     hour_of_day: 0, version: v, rule: None };
+    /// book.apply(delete(100));
+    /// assert!(book.lookup("s", "o", 50).is_none());
+    /// assert!(book.lookup("s", "o", 150).is_none()); // deleted at 100
+    /// ```
+    pub fn lookup(
+        &self,
+        service: &str,
+        operator_name: &str,
+        window_start_ms: u64,
+    ) -> Option<&AlarmRule> {
+        let key = (
+            service.to_string(),
+            operator_name.to_string(),
+            hour_of_day(window_start_ms),
+        );
+        self.rules
+            .get(&key)?
+            .range(..=window_start_ms)
+            .next_back()?
+            .1
+            .as_ref()
+    }
+
+    /// (key, hour) entries.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether no rule was received.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
+/// Counters of the alerting operator.
+#[derive(Debug, Default)]
+pub struct AlertCounters {
+    /// Windows evaluated.
+    pub evaluated_total: AtomicU64,
+    /// Alerts emitted, by level (LOW, MID, HIGH).
+    pub alerts_total: [AtomicU64; 3],
+    /// Alerts dropped entirely by convergence.
+    pub suppressed_total: AtomicU64,
+    /// Rule updates received (per worker; every worker gets all).
+    pub rule_updates_total: AtomicU64,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct State {
+    book: RuleBook,
+    suppressor: Suppressor,
+    waiting: Vec<(Time, OperatorAggRow)>,
+}
+
+fn route(row: &OperatorAggRow) -> u64 {
+    key_group(stable_hash(&SpanKey::new(
+        &row.service,
+        &row.operator_name,
+        &row.operator_class,
+    )))
+}
+
+/// Extension trait: `rows.alert_join(rules, ..)`.
+pub trait AlertJoin<'scope> {
+    /// Alerts of these rows against the `rules` stream (already broadcast),
+    /// with convergence over `convergence_ms` of event time. With
+    /// `checkpoints` its state is in every checkpoint.
+    ///
+    /// # Panics
+    /// When a restored part cannot be read.
+    fn alert_join(
+        self,
+        name: &str,
+        rules: Stream<'scope, Time, Vec<RuleUpdate>>,
+        convergence_ms: u64,
+        counters: Arc<AlertCounters>,
+        checkpoints: Option<&mut CheckpointGraph<'scope>>,
+    ) -> Stream<'scope, Time, Vec<Alert>>;
+}
+
+impl<'scope> AlertJoin<'scope> for Stream<'scope, Time, Vec<OperatorAggRow>> {
+    fn alert_join(
+        self,
+        name: &str,
+        rules: Stream<'scope, Time, Vec<RuleUpdate>>,
+        convergence_ms: u64,
+        counters: Arc<AlertCounters>,
+        checkpoints: Option<&mut CheckpointGraph<'scope>>,
+    ) -> Stream<'scope, Time, Vec<Alert>> {
+        let scope = self.scope();
+        let (index, peers) = (scope.index(), scope.peers());
+        let ctx: Option<Arc<CheckpointContext>> = checkpoints.as_ref().map(|g| g.context().clone());
+        let mut builder = OperatorBuilder::new(name.to_string(), scope);
+        let (out, alerts) = builder.new_output::<Vec<Alert>>();
+        let (ack_out, acks) = builder.new_output::<Vec<CheckpointMsg>>();
+        let mut rows_in = builder.new_input(self, Exchange::new(route));
+        // Alerts leave at the rows' times: the rule input holds nothing back.
+        let mut rules_in = builder.new_input_connection(rules, Pipeline, []);
+        let mut out = OutputBuilder::from(out);
+        let mut ack_out = OutputBuilder::from(ack_out);
+        let part_name = format!("{name}-w{index}");
+        let part_prefix = format!("{name}-w");
+
+        builder.build(move |mut caps| {
+            let mut ack_caps = CapabilitySet::from_elem(caps.pop().expect("ack output"));
+            let mut alert_caps = CapabilitySet::from_elem(caps.pop().expect("alerts output"));
+            let mut book = RuleBook::default();
+            let mut suppressor = Suppressor::new(convergence_ms);
+            let mut waiting: VecDeque<(Capability<Time>, OperatorAggRow)> = VecDeque::new();
+            let first_epoch = ctx.as_ref().map_or(0, |c| c.first_epoch());
+            if let Some(restore) = ctx.as_ref().and_then(|c| c.restore.as_ref()) {
+                for part in restore.parts_with_prefix(&part_prefix) {
+                    let bytes = restore
+                        .part(part)
+                        .unwrap_or_else(|e| panic!("restoring {part}: {e}"));
+                    let mut s: State = bincode::deserialize(&bytes)
+                        .unwrap_or_else(|e| panic!("restoring {part}: {e}"));
+                    if part == format!("{part_prefix}0") {
+                        book = s.book;
+                    }
+                    s.suppressor.retain(|sv, o, c| {
+                        owner(key_group(stable_hash(&SpanKey::new(sv, o, c))), peers)
+                            == index as u64
+                    });
+                    suppressor.merge(s.suppressor);
+                    for (t, row) in s.waiting {
+                        if owner(route(&row), peers) == index as u64 {
+                            let t = Time {
+                                epoch: first_epoch,
+                                event_ms: t.event_ms,
+                            };
+                            waiting.push_back((alert_caps.delayed(&t), row));
+                        }
+                    }
+                }
+            }
+            let mut last_oldest: Option<Epoch> = Some(0);
+            move |frontiers| {
+                rules_in.for_each(|_, data| {
+                    for u in data.drain(..) {
+                        counters.rule_updates_total.fetch_add(1, Ordering::Relaxed);
+                        book.apply(u);
+                    }
+                });
+                let view = FrontierView::of(&frontiers[0]);
+                let oldest = view.oldest_epoch;
+                let epoch_moved = oldest != last_oldest;
+                last_oldest = oldest;
+                let mut write =
+                    |id: u64,
+                     book: &RuleBook,
+                     suppressor: &Suppressor,
+                     waiting: &VecDeque<(Capability<Time>, OperatorAggRow)>| {
+                        if let Some(ctx) = ctx.as_ref() {
+                            #[derive(Serialize)]
+                            struct StateRef<'a> {
+                                book: &'a RuleBook,
+                                suppressor: &'a Suppressor,
+                                waiting: Vec<(Time, &'a OperatorAggRow)>,
+                            }
+                            let empty = RuleBook::default();
+                            let state = StateRef {
+                                book: if index == 0 { book } else { &empty },
+                                suppressor,
+                                waiting: waiting
+                                    .iter()
+                                    .filter(|(c, _)| c.time().epoch <= id)
+                                    .map(|(c, r)| (*c.time(), r))
+                                    .collect(),
+                            };
+                            let bytes = bincode::serialize(&state).expect("state serializes");
+                            let msg = ctx.write_part(id, part_name.clone(), Some(&bytes));
+                            let cap = ack_caps.first().expect("ack capability");
+                            ack_out.activate().session(&cap).give(msg);
+                        }
+                    };
+                if epoch_moved {
+                    if let Some(c) = oldest
+                        .and_then(|b| b.checked_sub(1))
+                        .filter(|c| *c >= first_epoch)
+                    {
+                        write(c, &book, &suppressor, &waiting);
+                    }
+                }
+                rows_in.for_each_time(|cap, data| {
+                    let cap = cap.retain(0);
+                    for row in data.flat_map(|d| d.drain(..)) {
+                        waiting.push_back((cap.clone(), row));
+                    }
+                });
+                let rules_view = FrontierView::of(&frontiers[1]);
+                let mut handle = out.activate();
+                while let Some((cap, row)) = waiting.front() {
+                    let epoch_ok = oldest.is_none_or(|e| cap.time().epoch <= e);
+                    if !epoch_ok || !rules_view.passed(row.window_start_ms + 1) {
+                        break;
+                    }
+                    let (cap, row) = waiting.pop_front().expect("front");
+                    counters.evaluated_total.fetch_add(1, Ordering::Relaxed);
+                    let Some(rule) =
+                        book.lookup(&row.service, &row.operator_name, row.window_start_ms)
+                    else {
+                        continue;
+                    };
+                    let Some(alert) = evaluate(&row, rule) else {
+                        continue;
+                    };
+                    match suppressor.converge(alert) {
+                        Some(alert) => {
+                            let i = match alert.level {
+                                Level::Low => 0,
+                                Level::Mid => 1,
+                                Level::High => 2,
+                            };
+                            counters.alerts_total[i].fetch_add(1, Ordering::Relaxed);
+                            handle.session(&cap).give(alert);
+                        }
+                        None => {
+                            counters.suppressed_total.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                drop(handle);
+                if epoch_moved && oldest.is_none() {
+                    write(FINAL, &book, &suppressor, &waiting);
+                }
+                alert_caps.downgrade(frontiers[0].frontier().iter());
+                ack_caps.downgrade(frontiers[0].frontier().iter());
+            }
+        });
+        if let Some(g) = checkpoints {
+            g.add_writer(acks);
+        }
+        alerts
+    }
+}

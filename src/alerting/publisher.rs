@@ -1,0 +1,260 @@
+//! `publish_hourly`: at every hour boundary `H` of event time, the rules of
+//! hour of day `hour(H)` from the thresholds collection accumulated at `H`,
+//! as [`RuleUpdate`]s with version `H` at event time `H`.
+//!
+//! Input: the changes of the per-group thresholds (the output of the
+//! differential `reduce` over the history). Boundary `H` is published once no
+//! change at event time `≤ H` can still arrive (every input frontier element
+//! is past `H`); when the input ends, the boundaries up to the last change are
+//! published. Keys (service, operator_name) that had a rule at the previous
+//! publication and have none for this hour get a deletion (tombstone).
+//! Boundaries before the first rule and after the last are skipped.
+//!
+//! State (this worker's keys): the last boundary published and the keys it
+//! published — written into checkpoints, so a restored job publishes every
+//! hour exactly once (with the same worker count; a rescaled restore may
+//! publish a boundary again with the same content).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::CapabilitySet;
+use timely::dataflow::Stream;
+
+use streamforge_dataflow::checkpoint::{CheckpointContext, CheckpointGraph, CheckpointMsg, FINAL};
+use streamforge_dataflow::stable_hash;
+use streamforge_dataflow::time::{hold_back, Epoch, FrontierView};
+use streamforge_dataflow::Time;
+
+use super::RuleUpdate;
+use crate::thresholds::{hour_of_day, GroupKey, GroupThresholds, ThresholdSettings};
+
+/// A change of one group's thresholds (see [`GroupThresholds::encode`]).
+pub type ThresholdUpdate = ((GroupKey, [u64; 14]), Time, isize);
+
+const HOUR_MS: u64 = 3_600_000;
+
+/// The first hour boundary `≥ ms`.
+fn ceil_hour(ms: u64) -> u64 {
+    ms.div_ceil(HOUR_MS) * HOUR_MS
+}
+
+/// The publisher's state in a checkpoint.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct State {
+    last: Option<u64>,
+    published: BTreeSet<(String, String)>,
+}
+
+struct Publisher {
+    settings: ThresholdSettings,
+    /// Changes not yet folded into `current`, by event time.
+    pending: BTreeMap<u64, Vec<(GroupKey, [u64; 14], isize)>>,
+    /// The thresholds collection accumulated up to the last boundary.
+    current: BTreeMap<GroupKey, BTreeMap<[u64; 14], isize>>,
+    state: State,
+    max_seen: Option<u64>,
+}
+
+impl Publisher {
+    fn next_boundary(&self) -> Option<u64> {
+        let after_last = self.state.last.map(|l| l + HOUR_MS);
+        let first_pending = self.pending.keys().next().map(|ms| ceil_hour(*ms));
+        if !self.current.is_empty() || !self.state.published.is_empty() {
+            after_last.or(first_pending)
+        } else {
+            match (after_last, first_pending) {
+                (Some(a), Some(p)) => Some(a.max(p)),
+                (None, p) => p,
+                (Some(_), None) => None,
+            }
+        }
+    }
+
+    fn fold(&mut self, upto: u64) {
+        let later = self.pending.split_off(&(upto + 1));
+        for (_, changes) in std::mem::replace(&mut self.pending, later) {
+            for (group, value, diff) in changes {
+                let values = self.current.entry(group.clone()).or_default();
+                let count = values.entry(value).or_default();
+                *count += diff;
+                if *count == 0 {
+                    values.remove(&value);
+                }
+                if values.is_empty() {
+                    self.current.remove(&group);
+                }
+            }
+        }
+    }
+
+    /// The updates of boundary `h_ms`.
+    fn publish(&mut self, h_ms: u64) -> Vec<RuleUpdate> {
+        self.fold(h_ms);
+        let hour = hour_of_day(h_ms);
+        let start = (hour, String::new(), String::new(), String::new());
+        let mut out = Vec::new();
+        let mut now = BTreeSet::new();
+        for (group, values) in self.current.range(start..) {
+            if group.0 != hour {
+                break;
+            }
+            let Some((bits, _)) = values.iter().find(|(_, c)| **c > 0) else {
+                continue;
+            };
+            let rule = GroupThresholds::decode(bits).rule(group, &self.settings, h_ms);
+            now.insert((group.1.clone(), group.2.clone()));
+            out.push(RuleUpdate::of(rule));
+        }
+        for (service, operator_name) in self.state.published.difference(&now) {
+            out.push(RuleUpdate {
+                service: service.clone(),
+                operator_name: operator_name.clone(),
+                hour_of_day: hour,
+                version: h_ms,
+                rule: None,
+            });
+        }
+        self.state.published = now;
+        self.state.last = Some(h_ms);
+        out
+    }
+}
+
+/// Extension trait: `thresholds.publish_hourly(..)`.
+pub trait PublishHourly<'scope> {
+    /// Publishes the rules hourly (see the module docs). With `checkpoints`
+    /// the publisher's state is in every checkpoint.
+    ///
+    /// # Panics
+    /// When a restored part cannot be read.
+    fn publish_hourly(
+        self,
+        name: &str,
+        settings: ThresholdSettings,
+        checkpoints: Option<&mut CheckpointGraph<'scope>>,
+    ) -> Stream<'scope, Time, Vec<RuleUpdate>>;
+}
+
+impl<'scope> PublishHourly<'scope> for Stream<'scope, Time, Vec<ThresholdUpdate>> {
+    fn publish_hourly(
+        self,
+        name: &str,
+        settings: ThresholdSettings,
+        checkpoints: Option<&mut CheckpointGraph<'scope>>,
+    ) -> Stream<'scope, Time, Vec<RuleUpdate>> {
+        let scope = self.scope();
+        let (index, peers) = (scope.index(), scope.peers());
+        let ctx: Option<Arc<CheckpointContext>> = checkpoints.as_ref().map(|g| g.context().clone());
+        let mut builder = OperatorBuilder::new(name.to_string(), scope);
+        let (out, rules) = builder.new_output::<Vec<RuleUpdate>>();
+        let (ack_out, acks) = builder.new_output::<Vec<CheckpointMsg>>();
+        let mut input = builder.new_input(
+            self,
+            Exchange::new(|((g, _), _, _): &ThresholdUpdate| stable_hash(&(&g.1, &g.2))),
+        );
+        let mut out = OutputBuilder::from(out);
+        let mut ack_out = OutputBuilder::from(ack_out);
+        let part_name = format!("{name}-w{index}");
+        let part_prefix = format!("{name}-w");
+
+        builder.build(move |mut caps| {
+            let mut ack_caps = CapabilitySet::from_elem(caps.pop().expect("ack output"));
+            let mut caps = CapabilitySet::from_elem(caps.pop().expect("rules output"));
+            let mut p = Publisher {
+                settings,
+                pending: BTreeMap::new(),
+                current: BTreeMap::new(),
+                state: State::default(),
+                max_seen: None,
+            };
+            let first_epoch = ctx.as_ref().map_or(0, |c| c.first_epoch());
+            if let Some(restore) = ctx.as_ref().and_then(|c| c.restore.as_ref()) {
+                let mut lasts = Vec::new();
+                for part in restore.parts_with_prefix(&part_prefix) {
+                    let bytes = restore
+                        .part(part)
+                        .unwrap_or_else(|e| panic!("restoring {part}: {e}"));
+                    let s: State = bincode::deserialize(&bytes)
+                        .unwrap_or_else(|e| panic!("restoring {part}: {e}"));
+                    lasts.extend(s.last);
+                    p.state.published.extend(
+                        s.published
+                            .into_iter()
+                            .filter(|(s, o)| stable_hash(&(s, o)) % peers as u64 == index as u64),
+                    );
+                }
+                p.state.last = lasts.into_iter().min();
+            }
+            let mut last_oldest: Option<Epoch> = Some(0);
+            move |frontiers| {
+                input.for_each_time(|_, data| {
+                    for ((group, bits), t, diff) in data.flat_map(|d| d.drain(..)) {
+                        p.max_seen = Some(p.max_seen.map_or(t.event_ms, |m| m.max(t.event_ms)));
+                        p.pending
+                            .entry(t.event_ms)
+                            .or_default()
+                            .push((group, bits, diff));
+                    }
+                });
+                let view = FrontierView::of(&frontiers[0]);
+                let oldest = view.oldest_epoch;
+                let epoch_moved = oldest != last_oldest;
+                last_oldest = oldest;
+                let mut write = |id: u64, state: &State| {
+                    if let Some(ctx) = ctx.as_ref() {
+                        let bytes = bincode::serialize(state).expect("state serializes");
+                        let msg = ctx.write_part(id, part_name.clone(), Some(&bytes));
+                        let cap = ack_caps.first().expect("ack capability");
+                        ack_out.activate().session(&cap).give(msg);
+                    }
+                };
+                if epoch_moved {
+                    if let Some(c) = oldest
+                        .and_then(|b| b.checked_sub(1))
+                        .filter(|c| *c >= first_epoch)
+                    {
+                        write(c, &p.state);
+                    }
+                }
+                let max_seen = p.max_seen;
+                let allowed = |h: u64| match view.watermark_ms {
+                    Some(w) => h < w,
+                    None => max_seen.is_some_and(|m| h <= m),
+                };
+                while let Some(h) = p.next_boundary().filter(|h| allowed(*h)) {
+                    let updates = p.publish(h);
+                    if updates.is_empty() {
+                        continue;
+                    }
+                    let floor = caps
+                        .iter()
+                        .filter(|c| oldest.is_none_or(|e| c.time().epoch <= e))
+                        .min_by_key(|c| c.time().event_ms)
+                        .map(|c| *c.time())
+                        .expect("rules capability");
+                    let t = Time {
+                        epoch: oldest.unwrap_or(floor.epoch).max(floor.epoch),
+                        event_ms: h.max(floor.event_ms),
+                    };
+                    out.activate()
+                        .session(&caps.delayed(&t))
+                        .give_iterator(updates.into_iter());
+                }
+                if epoch_moved && oldest.is_none() {
+                    write(FINAL, &p.state);
+                }
+                let hold = p.next_boundary().unwrap_or(u64::MAX);
+                hold_back(&mut caps, frontiers[0].frontier().iter(), hold);
+                ack_caps.downgrade(frontiers[0].frontier().iter());
+            }
+        });
+        if let Some(g) = checkpoints {
+            g.add_writer(acks);
+        }
+        rules
+    }
+}
