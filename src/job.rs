@@ -773,7 +773,7 @@ impl Plan {
             }
         };
         let alerts = rows.clone().alert_join(
-            "alerts",
+            "alert-join",
             rules,
             cfg.convergence.as_millis() as u64,
             counters.alerts.clone(),

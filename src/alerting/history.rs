@@ -111,24 +111,34 @@ impl<'scope> ThresholdHistory<'scope> for Stream<'scope, Time, Vec<OperatorAggRo
                         .unwrap_or_else(|e| panic!("restoring {part}: {e}"));
                     restored.extend(rows);
                 }
-                let cap = caps.first().expect("capability").clone();
-                let mut handle = out.activate();
                 for mut k in restored {
-                    let t = Time {
-                        epoch: first_epoch,
-                        event_ms: k.added_ms,
-                    };
-                    handle
-                        .session(&cap.delayed(&t))
-                        .give(((k.group.clone(), k.sample), t, 1));
                     pending.insert((k.retract_ms, seq), (k.group.clone(), k.sample));
                     k.epoch = first_epoch;
                     kept.insert((k.retract_ms, seq), k);
                     seq += 1;
                 }
             }
+            // Sent in the first activation: the output has no receivers yet
+            // while the operator is being built.
+            let mut unsent: Vec<HistoryUpdate> = kept
+                .values()
+                .map(|k| {
+                    let t = Time {
+                        epoch: first_epoch,
+                        event_ms: k.added_ms,
+                    };
+                    ((k.group.clone(), k.sample), t, 1)
+                })
+                .collect();
             let mut last_oldest: Option<Epoch> = Some(0);
             move |frontiers| {
+                if !unsent.is_empty() {
+                    let cap = caps.first().expect("capability").clone();
+                    let mut handle = out.activate();
+                    for u in unsent.drain(..) {
+                        handle.session(&cap.delayed(&u.1)).give(u);
+                    }
+                }
                 let view = FrontierView::of(&frontiers[0]);
                 let oldest = view.oldest_epoch;
                 let epoch_moved = oldest != last_oldest;

@@ -12,8 +12,8 @@
 //!
 //! State (this worker's keys): the last boundary published and the keys it
 //! published — written into checkpoints, so a restored job publishes every
-//! hour exactly once (with the same worker count; a rescaled restore may
-//! publish a boundary again with the same content).
+//! hour exactly once, with any worker count: after a rescale each key skips
+//! the boundaries its old owner had published.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -57,6 +57,9 @@ struct Publisher {
     current: BTreeMap<GroupKey, BTreeMap<[u64; 14], isize>>,
     state: State,
     max_seen: Option<u64>,
+    /// After a restore: the old worker count and each old worker's last
+    /// boundary; a key skips boundaries its old owner published.
+    floors: Option<(usize, Vec<Option<u64>>)>,
 }
 
 impl Publisher {
@@ -91,9 +94,24 @@ impl Publisher {
         }
     }
 
+    /// Whether boundary `h_ms` was published for key (s, o) before a restore.
+    fn done_before(&self, h_ms: u64, service: &str, operator_name: &str) -> bool {
+        self.floors.as_ref().is_some_and(|(old_peers, lasts)| {
+            let j = (stable_hash(&(service, operator_name)) % *old_peers as u64) as usize;
+            lasts.get(j).copied().flatten().is_some_and(|l| h_ms <= l)
+        })
+    }
+
     /// The updates of boundary `h_ms`.
     fn publish(&mut self, h_ms: u64) -> Vec<RuleUpdate> {
         self.fold(h_ms);
+        if self
+            .floors
+            .as_ref()
+            .is_some_and(|(_, lasts)| lasts.iter().flatten().all(|l| h_ms > *l))
+        {
+            self.floors = None;
+        }
         let hour = hour_of_day(h_ms);
         let start = (hour, String::new(), String::new(), String::new());
         let mut out = Vec::new();
@@ -105,11 +123,17 @@ impl Publisher {
             let Some((bits, _)) = values.iter().find(|(_, c)| **c > 0) else {
                 continue;
             };
-            let rule = GroupThresholds::decode(bits).rule(group, &self.settings, h_ms);
             now.insert((group.1.clone(), group.2.clone()));
+            if self.done_before(h_ms, &group.1, &group.2) {
+                continue;
+            }
+            let rule = GroupThresholds::decode(bits).rule(group, &self.settings, h_ms);
             out.push(RuleUpdate::of(rule));
         }
         for (service, operator_name) in self.state.published.difference(&now) {
+            if self.done_before(h_ms, service, operator_name) {
+                continue;
+            }
             out.push(RuleUpdate {
                 service: service.clone(),
                 operator_name: operator_name.clone(),
@@ -170,24 +194,39 @@ impl<'scope> PublishHourly<'scope> for Stream<'scope, Time, Vec<ThresholdUpdate>
                 current: BTreeMap::new(),
                 state: State::default(),
                 max_seen: None,
+                floors: None,
             };
             let first_epoch = ctx.as_ref().map_or(0, |c| c.first_epoch());
             if let Some(restore) = ctx.as_ref().and_then(|c| c.restore.as_ref()) {
-                let mut lasts = Vec::new();
-                for part in restore.parts_with_prefix(&part_prefix) {
+                let parts: Vec<&str> = restore.parts_with_prefix(&part_prefix).collect();
+                let mut lasts = vec![None; parts.len()];
+                for part in parts {
+                    let j: usize = part[part_prefix.len()..]
+                        .parse()
+                        .unwrap_or_else(|_| panic!("restoring {part}: not a worker part"));
                     let bytes = restore
                         .part(part)
                         .unwrap_or_else(|e| panic!("restoring {part}: {e}"));
                     let s: State = bincode::deserialize(&bytes)
                         .unwrap_or_else(|e| panic!("restoring {part}: {e}"));
-                    lasts.extend(s.last);
+                    if let Some(slot) = lasts.get_mut(j) {
+                        *slot = s.last;
+                    }
                     p.state.published.extend(
                         s.published
                             .into_iter()
                             .filter(|(s, o)| stable_hash(&(s, o)) % peers as u64 == index as u64),
                     );
                 }
-                p.state.last = lasts.into_iter().min();
+                // Go on from the oldest boundary any old worker had reached;
+                // keys skip what their old owner had published.
+                // (An old worker that had published nothing: from the start.)
+                p.state.last = if lasts.iter().any(Option::is_none) {
+                    None
+                } else {
+                    lasts.iter().flatten().min().copied()
+                };
+                p.floors = Some((lasts.len(), lasts));
             }
             let mut last_oldest: Option<Epoch> = Some(0);
             move |frontiers| {
