@@ -302,3 +302,93 @@ impl Suppressor {
         Some(alert)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(t: u64, op: &str, metrics: &[(Metric, Level)]) -> Alert {
+        Alert {
+            window_start: String::new(),
+            window_start_ms: t,
+            service: "s".into(),
+            operator_name: op.into(),
+            operator_class: "c".into(),
+            level: metrics.iter().map(|m| m.1).max().unwrap(),
+            metrics: metrics
+                .iter()
+                .map(|&(metric, level)| Triggered {
+                    metric,
+                    level,
+                    value: 1.0,
+                    threshold: 0.5,
+                    conclusion: String::new(),
+                })
+                .collect(),
+            rule_version: 1,
+        }
+    }
+
+    const MIN: u64 = 60_000;
+
+    #[test]
+    fn same_level_is_suppressed_within_the_interval_and_passes_after_it() {
+        let mut s = Suppressor::new(15 * MIN);
+        let m = [(Metric::AvgDuration, Level::Mid)];
+        let passed: Vec<u64> = (0..40)
+            .filter(|i| s.converge(alert(i * MIN, "o", &m)).is_some())
+            .collect();
+        assert_eq!(passed, vec![0, 15, 30]);
+    }
+
+    #[test]
+    fn keys_and_metrics_converge_independently() {
+        let mut s = Suppressor::new(15 * MIN);
+        let a = [(Metric::AvgDuration, Level::Low)];
+        assert!(s.converge(alert(0, "o1", &a)).is_some());
+        assert!(s.converge(alert(0, "o2", &a)).is_some(), "another key");
+        // Same key: the avg metric is suppressed, the max metric is new.
+        let both = [
+            (Metric::AvgDuration, Level::Low),
+            (Metric::MaxDuration, Level::Low),
+        ];
+        let out = s.converge(alert(MIN, "o1", &both)).unwrap();
+        assert_eq!(out.metrics.len(), 1);
+        assert_eq!(out.metrics[0].metric, Metric::MaxDuration);
+        // Both suppressed: no alert at all.
+        assert!(s.converge(alert(2 * MIN, "o1", &both)).is_none());
+    }
+
+    #[test]
+    fn escalation_is_never_suppressed_and_the_alert_level_follows_what_passed() {
+        let mut s = Suppressor::new(15 * MIN);
+        let low = [(Metric::SuccessRate, Level::Low)];
+        let mid = [(Metric::SuccessRate, Level::Mid)];
+        let high = [(Metric::SuccessRate, Level::High)];
+        assert!(s.converge(alert(0, "o", &low)).is_some());
+        assert_eq!(s.converge(alert(MIN, "o", &mid)).unwrap().level, Level::Mid);
+        assert_eq!(
+            s.converge(alert(2 * MIN, "o", &high)).unwrap().level,
+            Level::High
+        );
+        // Back down: MID and LOW were sent within 15 min.
+        assert!(s.converge(alert(3 * MIN, "o", &mid)).is_none());
+        assert!(s.converge(alert(4 * MIN, "o", &low)).is_none());
+        // HIGH again within 15 min of the last HIGH: not an escalation.
+        assert!(s.converge(alert(5 * MIN, "o", &high)).is_none());
+        // A mixed alert keeps only the metric that passed and takes its level.
+        let mixed = [
+            (Metric::SuccessRate, Level::High),
+            (Metric::TrafficVolume, Level::Low),
+        ];
+        let out = s.converge(alert(6 * MIN, "o", &mixed)).unwrap();
+        assert_eq!((out.level, out.metrics.len()), (Level::Low, 1));
+    }
+
+    #[test]
+    fn a_zero_interval_lets_everything_pass() {
+        let mut s = Suppressor::new(0);
+        let m = [(Metric::AvgDuration, Level::High)];
+        assert!((0..5).all(|i| s.converge(alert(i, "o", &m)).is_some()));
+    }
+}

@@ -435,3 +435,74 @@ path = "{out}"
     assert_eq!(got.len(), want.len(), "row count");
     assert!(got == want, "rows differ from the failure-free run");
 }
+
+/// The job publishes its hourly rules to a rule topic (key
+/// `service|operator_name`); a second job reads that topic as its broadcast
+/// rule stream and raises exactly the alerts of the first.
+#[test]
+fn rules_published_to_a_topic_drive_the_alerts_of_another_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("alarm_rule_topic");
+    let day = |d: &str| {
+        shared_data()
+            .join(format!("nezha/trainticket/spans_{d}.csv.gz"))
+            .display()
+            .to_string()
+    };
+    let base = |name: &str, alerting: &str| {
+        format!(
+            "name = {name:?}\n[source]\nkind = \"file\"\npaths = [{:?}, {:?}]\n{NEZHA_MAPPING}\
+             operator-class = {{ value = \"span\" }}\n[watermark]\nout-of-orderness = \"2m\"\n\
+             idle-timeout = \"10s\"\n[window]\nkind = \"tumbling\"\nsize = \"60s\"\n\
+             [alerting]\n{alerting}",
+            day("2023-01-29"),
+            day("2023-01-30")
+        )
+    };
+    let publisher = base(
+        "publisher",
+        &format!(
+            "[alerting.rules]\nkind = \"generated\"\n\
+             [alerting.publish.kafka]\ntopic = {topic:?}\ncreate-partitions = 1\n\
+             properties = {{ \"bootstrap.servers\" = {:?} }}\n\
+             [[alerting.sinks]]\nkind = \"jsonl\"\npath = {:?}\n",
+            broker(),
+            dir.path().join("alerts-generated.jsonl")
+        ),
+    );
+    let s = job::run(
+        &JobConfig::parse(&publisher).unwrap(),
+        dir.path(),
+        &ClusterArgs::default(),
+    )
+    .unwrap();
+    assert!(s.rules_published > 1000, "{s:?}");
+    assert_eq!(
+        count_messages(&topic, 1, s.rules_published as usize),
+        s.rules_published as usize
+    );
+    let reader = base(
+        "reader",
+        &format!(
+            "[alerting.rules]\nkind = \"kafka\"\ntopic = {topic:?}\nbounded = true\n\
+             properties = {{ \"bootstrap.servers\" = {:?} }}\n\
+             [[alerting.sinks]]\nkind = \"jsonl\"\npath = {:?}\n",
+            broker(),
+            dir.path().join("alerts-topic.jsonl")
+        ),
+    );
+    let r = job::run(
+        &JobConfig::parse(&reader).unwrap(),
+        dir.path(),
+        &ClusterArgs {
+            workers: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let a = common::file_lines(&dir.path().join("alerts-generated.jsonl"));
+    let b = common::file_lines(&dir.path().join("alerts-topic.jsonl"));
+    assert!(a.len() > 500, "{}", a.len());
+    assert_eq!(a, b);
+    assert_eq!(r.alerts, s.alerts);
+}
