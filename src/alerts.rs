@@ -148,14 +148,37 @@ pub struct Alert {
     pub rule_version: u64,
 }
 
+/// Fills the template's `{service}`, `{operator_name}`, `{metric}`,
+/// `{level}`, `{value}`, `{threshold}` in one pass (other text is kept).
 fn fill(template: &str, row: &OperatorAggRow, m: Metric, level: Level, v: f64, th: f64) -> String {
-    template
-        .replace("{service}", &row.service)
-        .replace("{operator_name}", &row.operator_name)
-        .replace("{metric}", m.name())
-        .replace("{level}", &level.to_string())
-        .replace("{value}", &format!("{v:.3}"))
-        .replace("{threshold}", &format!("{th:.3}"))
+    use std::fmt::Write;
+    let mut out = String::with_capacity(template.len() + 48);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open..];
+        let Some(close) = after.find('}') else {
+            break;
+        };
+        match &after[1..close] {
+            "service" => out.push_str(&row.service),
+            "operator_name" => out.push_str(&row.operator_name),
+            "metric" => out.push_str(m.name()),
+            "level" => {
+                let _ = write!(out, "{level}");
+            }
+            "value" => {
+                let _ = write!(out, "{v:.3}");
+            }
+            "threshold" => {
+                let _ = write!(out, "{th:.3}");
+            }
+            _ => out.push_str(&after[..=close]),
+        }
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Evaluates a closed window against its rule.
@@ -212,8 +235,10 @@ pub fn evaluate(row: &OperatorAggRow, rule: &AlarmRule) -> Option<Alert> {
     })
 }
 
-/// (service, operator_name, operator_class, metric).
-pub type MetricKey = (String, String, String, Metric);
+/// (key hash, metric): the key hash is the `SpanKey` stable hash of
+/// (service, operator_name, operator_class) — 64 bits, so state stays small
+/// and lookups do not allocate.
+pub type MetricKey = (u64, Metric);
 
 /// Alert convergence state (keyed state of the alerting operator).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -233,10 +258,10 @@ impl Suppressor {
         }
     }
 
-    /// Keeps only the entries whose (service, operator_name, operator_class)
-    /// `keep` accepts (a restore keeps the keys this worker owns).
-    pub fn retain(&mut self, keep: impl Fn(&str, &str, &str) -> bool) {
-        self.last.retain(|(s, o, c, _), _| keep(s, o, c));
+    /// Keeps only the entries whose key hash (see [`MetricKey`]) `keep`
+    /// accepts (a restore keeps the keys this worker owns).
+    pub fn retain(&mut self, keep: impl Fn(u64) -> bool) {
+        self.last.retain(|(k, _), _| keep(*k));
     }
 
     /// Adds the entries of `other` (restoring state from several parts).
@@ -276,15 +301,12 @@ impl Suppressor {
     pub fn converge(&mut self, mut alert: Alert) -> Option<Alert> {
         let t = alert.window_start_ms;
         let interval = self.interval_ms;
-        let key = |m: Metric| {
-            (
-                alert.service.clone(),
-                alert.operator_name.clone(),
-                alert.operator_class.clone(),
-                m,
-            )
-        };
-        let keys: Vec<MetricKey> = alert.metrics.iter().map(|m| key(m.metric)).collect();
+        let h = streamforge_sources::span::parts_hash(
+            &alert.service,
+            &alert.operator_name,
+            &alert.operator_class,
+        );
+        let keys: Vec<MetricKey> = alert.metrics.iter().map(|m| (h, m.metric)).collect();
         let mut kept = Vec::new();
         for (m, k) in alert.metrics.drain(..).zip(keys) {
             let (slots, last_level) = self.last.entry(k).or_default();

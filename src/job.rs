@@ -256,8 +256,6 @@ pub struct JobCounters {
     pub rules_published_total: AtomicU64,
     /// Webhook deliveries and retries.
     pub webhook: Arc<streamforge_sinks::webhook::WebhookCounters>,
-    /// Set when the job's input ended (stops a live rule-topic reader).
-    pub input_done: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What a run did, for this process.
@@ -696,35 +694,19 @@ impl Plan {
         use differential_dataflow::AsCollection;
         use streamforge_dataflow::time::TimeSummary;
         use timely::dataflow::operators::feedback::{ConnectLoop, Feedback};
-        use timely::dataflow::operators::generic::Operator;
         use timely::dataflow::operators::vec::Broadcast;
 
         let Some(cfg) = &self.job.alerting else {
             return Ok(());
         };
         let first_epoch = self.checkpoints.as_ref().map_or(0, |c| c.first_epoch());
-        let done = counters.input_done.clone();
-        {
-            // Tell a live rule-topic reader when the input ended.
-            let done = done.clone();
-            rows.clone().sink(
-                timely::dataflow::channels::pact::Pipeline,
-                "input-done",
-                move |(input, frontier)| {
-                    input.for_each(|_, _| {});
-                    if frontier.is_empty() {
-                        done.store(true, Ordering::Relaxed);
-                    }
-                },
-            );
-        }
         let rules = match &cfg.rules {
             RulesConfig::Generated(settings) => {
                 let (handle, feedback) = scope.feedback::<Vec<RuleUpdate>>(TimeSummary {
                     epoch: 0,
                     event_ms: 1,
                 });
-                let history = rows.clone().threshold_history(
+                let (history, names) = rows.clone().threshold_history(
                     "threshold-history",
                     settings.analysis_days,
                     feedback,
@@ -736,7 +718,7 @@ impl Plan {
                     .as_collection()
                     .reduce_named(
                         "thresholds",
-                        move |group: &crate::thresholds::GroupKey,
+                        move |group: &crate::alerting::history::HistoryKey,
                               input: &[(&crate::thresholds::Sample, isize)],
                               output: &mut Vec<([u64; 14], isize)>| {
                             let samples: Vec<crate::thresholds::Sample> = input
@@ -753,7 +735,12 @@ impl Plan {
                     .inner;
                 let c = counters.clone();
                 let published = thresholds
-                    .publish_hourly("rule-publisher", settings.clone(), graph.as_deref_mut())
+                    .publish_hourly(
+                        "rule-publisher",
+                        settings.clone(),
+                        names,
+                        graph.as_deref_mut(),
+                    )
                     .inspect_batch(move |_, b| {
                         c.rules_published_total
                             .fetch_add(b.len() as u64, Ordering::Relaxed);
@@ -769,6 +756,8 @@ impl Plan {
             )
             .broadcast(),
             RulesConfig::Kafka(k) => {
+                let c = counters.alerts.clone();
+                let done = move || c.rows_done.load(Ordering::Relaxed);
                 crate::alerting::rule_source::kafka_rule_stream(scope, k, done)?.broadcast()
             }
         };

@@ -342,11 +342,19 @@ impl GroupThresholds {
 
     /// The rule of `group`, stamped with `version_ms` (also its
     /// `generated_time`).
-    pub fn rule(
+    pub fn rule(&self, group: &GroupKey, settings: &ThresholdSettings, version_ms: u64) -> AlarmRule {
+        self.rule_at(group, settings, version_ms, format_utc(version_ms), format_utc(self.last_ms))
+    }
+
+    /// [`GroupThresholds::rule`] with `generated_time` and `last_updated`
+    /// already formatted (formatting times is slow).
+    pub fn rule_at(
         &self,
         group: &GroupKey,
         settings: &ThresholdSettings,
         version_ms: u64,
+        generated_time: String,
+        last_updated: String,
     ) -> AlarmRule {
         let (hour, service, operator_name, operator_class) = group.clone();
         AlarmRule {
@@ -369,8 +377,8 @@ impl GroupThresholds {
             alarm_template: settings.alarm_template.clone(),
             analysis_days: settings.analysis_days,
             sample_count: self.sample_count,
-            generated_time: format_utc(version_ms),
-            last_updated: format_utc(self.last_ms),
+            generated_time,
+            last_updated,
             version: version_ms,
         }
     }

@@ -31,7 +31,14 @@ pub struct KeyParts {
     pub operator_class: String,
 }
 
-fn parts_hash(service: &str, operator_name: &str, operator_class: &str) -> u64 {
+/// The stable hash a [`SpanKey`] of these strings has (without building one).
+///
+/// # Examples
+/// ```
+/// use streamforge_sources::span::{parts_hash, SpanKey};
+/// assert_eq!(parts_hash("cart", "Get", "span"), SpanKey::new("cart", "Get", "span").stable_hash());
+/// ```
+pub fn parts_hash(service: &str, operator_name: &str, operator_class: &str) -> u64 {
     let a = stable_hash_bytes(service.as_bytes());
     let b = stable_hash_bytes(operator_name.as_bytes());
     let c = stable_hash_bytes(operator_class.as_bytes());

@@ -4,17 +4,23 @@
 //! A row arriving at time `(e, m)` (its window's end + allowed lateness) adds
 //! its [`Sample`] to group (hour of day of `window_start`, key) at `(e, m)` and
 //! retracts it at event time `window_start + days + 1 ms`, so the collection
-//! accumulated at any event time `H` holds exactly the rows with `m ≤ H` and
-//! `window_start ≥ H − days`. Retractions are sent when the watermark reaches
+//! accumulated at any hour boundary `H` holds exactly the rows with `m ≤ H`
+//! and `window_start ≥ H − days`. Both updates are moved up to the next hour
+//! boundary (`m ≤ H ⇔ ⌈m⌉ ≤ H` for a boundary `H`), so the thresholds are
+//! recomputed once per group and hour, not once per row. Retractions are sent when the watermark reaches
 //! them (the operator holds its capability there), so a finished input does
 //! not drag the rules a week into the future.
+//!
+//! Groups are integers — (hour, hash of service|operator_name, key hash) —
+//! so the arrangement and the reduce never copy or compare strings; the key
+//! strings go to the publisher once per key and worker on a side output.
 //!
 //! The operator's state is the rows some future rule publication may still
 //! need. It is written into checkpoints and, on a restore, fed into the
 //! collection again; rows are dropped only once the publisher (whose output
 //! frontier comes back on the `published` input) is past their retraction time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -30,10 +36,31 @@ use streamforge_dataflow::Time;
 
 use super::RuleUpdate;
 use crate::main_job::OperatorAggRow;
-use crate::thresholds::{hour_of_day, GroupKey, Sample};
+use crate::thresholds::{hour_of_day, Sample};
+use streamforge_dataflow::stable_hash;
+use streamforge_sources::span::parts_hash;
+
+/// A threshold group: (hour of day, hash of (service, operator_name), key
+/// hash — the `SpanKey` stable hash of service, operator_name, operator_class).
+pub type HistoryKey = (u8, u64, u64);
+
+/// Key strings for the publisher: (key hash, (service, operator_name)) hash,
+/// service, operator_name, operator_class).
+pub type KeyNames = (u64, u64, String, String, String);
+
+/// The hash of (service, operator_name) used in [`HistoryKey`] and to route
+/// rule publication.
+pub fn so_hash(service: &str, operator_name: &str) -> u64 {
+    stable_hash(&(service, operator_name))
+}
+
+/// The first hour boundary `≥ ms`.
+fn ceil_hour(ms: u64) -> u64 {
+    ms.div_ceil(3_600_000) * 3_600_000
+}
 
 /// A differential update of the history collection.
-pub type HistoryUpdate = ((GroupKey, Sample), Time, isize);
+pub type HistoryUpdate = ((HistoryKey, Sample), Time, isize);
 
 /// One kept row: its epoch, add time, retraction time, group and sample.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -41,8 +68,15 @@ struct Kept {
     epoch: Epoch,
     added_ms: u64,
     retract_ms: u64,
-    group: GroupKey,
+    group: HistoryKey,
     sample: Sample,
+}
+
+/// What a checkpoint part holds.
+#[derive(Serialize, Deserialize)]
+struct Part {
+    kept: Vec<Kept>,
+    names: Vec<KeyNames>,
 }
 
 /// Extension trait: `rows.threshold_history(..)`.
@@ -60,7 +94,10 @@ pub trait ThresholdHistory<'scope> {
         analysis_days: u32,
         published: Stream<'scope, Time, Vec<RuleUpdate>>,
         checkpoints: Option<&mut CheckpointGraph<'scope>>,
-    ) -> Stream<'scope, Time, Vec<HistoryUpdate>>;
+    ) -> (
+        Stream<'scope, Time, Vec<HistoryUpdate>>,
+        Stream<'scope, Time, Vec<KeyNames>>,
+    );
 }
 
 impl<'scope> ThresholdHistory<'scope> for Stream<'scope, Time, Vec<OperatorAggRow>> {
@@ -70,29 +107,37 @@ impl<'scope> ThresholdHistory<'scope> for Stream<'scope, Time, Vec<OperatorAggRo
         analysis_days: u32,
         published: Stream<'scope, Time, Vec<RuleUpdate>>,
         checkpoints: Option<&mut CheckpointGraph<'scope>>,
-    ) -> Stream<'scope, Time, Vec<HistoryUpdate>> {
+    ) -> (
+        Stream<'scope, Time, Vec<HistoryUpdate>>,
+        Stream<'scope, Time, Vec<KeyNames>>,
+    ) {
         let scope = self.scope();
         let (index, peers) = (scope.index(), scope.peers());
         let ctx: Option<Arc<CheckpointContext>> = checkpoints.as_ref().map(|g| g.context().clone());
         let mut builder = OperatorBuilder::new(name.to_string(), scope);
         let (out, updates) = builder.new_output::<Vec<HistoryUpdate>>();
         let (ack_out, acks) = builder.new_output::<Vec<CheckpointMsg>>();
+        let (names_out, names_stream) = builder.new_output::<Vec<KeyNames>>();
         let mut rows_in = builder.new_input(self, Pipeline);
         // Only the frontier matters; it does not hold the outputs back.
         let mut published_in = builder.new_input_connection(published, Pipeline, []);
         let mut out = OutputBuilder::from(out);
         let mut ack_out = OutputBuilder::from(ack_out);
+        let mut names_out = OutputBuilder::from(names_out);
         let keep_ms = u64::from(analysis_days) * 86_400_000;
         let part_name = format!("{name}-w{index}");
         let part_prefix = format!("{name}-w");
 
         builder.build(move |mut caps| {
+            let mut names_caps = CapabilitySet::from_elem(caps.pop().expect("names output"));
             let mut ack_caps = CapabilitySet::from_elem(caps.pop().expect("ack output"));
             let mut caps = CapabilitySet::from_elem(caps.pop().expect("updates output"));
             // Rows kept for future publications, by (retraction time, seq).
             let mut kept: BTreeMap<(u64, u64), Kept> = BTreeMap::new();
             // Retractions not yet sent: (retraction ms, seq) → group, sample.
-            let mut pending: BTreeMap<(u64, u64), (GroupKey, Sample)> = BTreeMap::new();
+            let mut pending: BTreeMap<(u64, u64), (HistoryKey, Sample)> = BTreeMap::new();
+            // Key strings by key hash (sent once per key from this worker).
+            let mut names: HashMap<u64, KeyNames> = HashMap::new();
             let mut seq = 0u64;
             let first_epoch = ctx.as_ref().map_or(0, |c| c.first_epoch());
             if let Some(restore) = ctx.as_ref().and_then(|c| c.restore.as_ref()) {
@@ -107,12 +152,13 @@ impl<'scope> ThresholdHistory<'scope> for Stream<'scope, Time, Vec<OperatorAggRo
                     let bytes = restore
                         .part(part)
                         .unwrap_or_else(|e| panic!("restoring {part}: {e}"));
-                    let rows: Vec<Kept> = bincode::deserialize(&bytes)
+                    let p: Part = bincode::deserialize(&bytes)
                         .unwrap_or_else(|e| panic!("restoring {part}: {e}"));
-                    restored.extend(rows);
+                    restored.extend(p.kept);
+                    names.extend(p.names.into_iter().map(|n| (n.0, n)));
                 }
                 for mut k in restored {
-                    pending.insert((k.retract_ms, seq), (k.group.clone(), k.sample));
+                    pending.insert((k.retract_ms, seq), (k.group, k.sample));
                     k.epoch = first_epoch;
                     kept.insert((k.retract_ms, seq), k);
                     seq += 1;
@@ -120,14 +166,15 @@ impl<'scope> ThresholdHistory<'scope> for Stream<'scope, Time, Vec<OperatorAggRo
             }
             // Sent in the first activation: the output has no receivers yet
             // while the operator is being built.
+            let mut unsent_names: Vec<KeyNames> = names.values().cloned().collect();
             let mut unsent: Vec<HistoryUpdate> = kept
                 .values()
                 .map(|k| {
                     let t = Time {
                         epoch: first_epoch,
-                        event_ms: k.added_ms,
+                        event_ms: ceil_hour(k.added_ms),
                     };
-                    ((k.group.clone(), k.sample), t, 1)
+                    ((k.group, k.sample), t, 1)
                 })
                 .collect();
             let mut last_oldest: Option<Epoch> = Some(0);
@@ -139,14 +186,34 @@ impl<'scope> ThresholdHistory<'scope> for Stream<'scope, Time, Vec<OperatorAggRo
                         handle.session(&cap.delayed(&u.1)).give(u);
                     }
                 }
+                if !unsent_names.is_empty() {
+                    let cap = names_caps.first().expect("names capability").clone();
+                    let t = Time {
+                        epoch: first_epoch,
+                        event_ms: 0,
+                    };
+                    names_out
+                        .activate()
+                        .session(&cap.delayed(&t))
+                        .give_iterator(unsent_names.drain(..));
+                }
                 let view = FrontierView::of(&frontiers[0]);
                 let oldest = view.oldest_epoch;
                 let epoch_moved = oldest != last_oldest;
                 last_oldest = oldest;
-                let mut write = |id: u64, kept: &BTreeMap<(u64, u64), Kept>| {
+                let mut write = |id: u64,
+                                 kept: &BTreeMap<(u64, u64), Kept>,
+                                 names: &HashMap<u64, KeyNames>| {
                     if let Some(ctx) = ctx.as_ref() {
-                        let rows: Vec<&Kept> = kept.values().filter(|k| k.epoch <= id).collect();
-                        let bytes = bincode::serialize(&rows).expect("history serializes");
+                        let rows: Vec<Kept> =
+                            kept.values().filter(|k| k.epoch <= id).cloned().collect();
+                        let ids: std::collections::BTreeSet<u64> =
+                            rows.iter().map(|k| k.group.2).collect();
+                        let part = Part {
+                            kept: rows,
+                            names: ids.iter().filter_map(|i| names.get(i).cloned()).collect(),
+                        };
+                        let bytes = bincode::serialize(&part).expect("history serializes");
                         let msg = ctx.write_part(id, part_name.clone(), Some(&bytes));
                         let cap = ack_caps.first().expect("ack capability");
                         ack_out.activate().session(&cap).give(msg);
@@ -157,25 +224,33 @@ impl<'scope> ThresholdHistory<'scope> for Stream<'scope, Time, Vec<OperatorAggRo
                         .and_then(|b| b.checked_sub(1))
                         .filter(|c| *c >= first_epoch)
                     {
-                        write(c, &kept);
+                        write(c, &kept, &names);
                     }
                 }
                 {
                     let mut handle = out.activate();
+                    let mut names_handle = names_out.activate();
                     rows_in.for_each_time(|cap, data| {
                         let t = *cap.time();
                         let mut session = handle.session(&cap);
+                        let mut new_names = Vec::new();
                         for row in data.flat_map(|d| d.drain(..)) {
                             let sample = Sample::of(&row);
-                            let group: GroupKey = (
-                                hour_of_day(row.window_start_ms),
-                                row.service,
-                                row.operator_name,
-                                row.operator_class,
-                            );
+                            let id = parts_hash(&row.service, &row.operator_name, &row.operator_class);
+                            let so = so_hash(&row.service, &row.operator_name);
+                            let group: HistoryKey = (hour_of_day(row.window_start_ms), so, id);
+                            if let std::collections::hash_map::Entry::Vacant(v) = names.entry(id) {
+                                let n = (id, so, row.service, row.operator_name, row.operator_class);
+                                new_names.push(n.clone());
+                                v.insert(n);
+                            }
                             let retract_ms = (row.window_start_ms + keep_ms + 1).max(t.event_ms);
-                            session.give(((group.clone(), sample), t, 1));
-                            pending.insert((retract_ms, seq), (group.clone(), sample));
+                            let at = Time {
+                                epoch: t.epoch,
+                                event_ms: ceil_hour(t.event_ms),
+                            };
+                            session.give(((group, sample), at, 1));
+                            pending.insert((retract_ms, seq), (group, sample));
                             kept.insert(
                                 (retract_ms, seq),
                                 Kept {
@@ -187,6 +262,11 @@ impl<'scope> ThresholdHistory<'scope> for Stream<'scope, Time, Vec<OperatorAggRo
                                 },
                             );
                             seq += 1;
+                        }
+                        if !new_names.is_empty() {
+                            names_handle
+                                .session(&cap.retain(2))
+                                .give_iterator(new_names.into_iter());
                         }
                     });
                 }
@@ -214,9 +294,13 @@ impl<'scope> ThresholdHistory<'scope> for Stream<'scope, Time, Vec<OperatorAggRo
                             epoch,
                             event_ms: ms.max(floor.event_ms),
                         };
+                        let at = Time {
+                            epoch,
+                            event_ms: ceil_hour(t.event_ms),
+                        };
                         handle
                             .session(&caps.delayed(&t))
-                            .give(((group, sample), t, -1));
+                            .give(((group, sample), at, -1));
                     }
                 }
                 // Forget rows no publication can need any more.
@@ -230,16 +314,17 @@ impl<'scope> ThresholdHistory<'scope> for Stream<'scope, Time, Vec<OperatorAggRo
                     None => {}
                 }
                 if epoch_moved && oldest.is_none() {
-                    write(FINAL, &kept);
+                    write(FINAL, &kept, &names);
                 }
                 let hold = pending.keys().next().map_or(u64::MAX, |(ms, _)| *ms);
                 hold_back(&mut caps, frontiers[0].frontier().iter(), hold);
                 ack_caps.downgrade(frontiers[0].frontier().iter());
+                names_caps.downgrade(frontiers[0].frontier().iter());
             }
         });
         if let Some(g) = checkpoints {
             g.add_writer(acks);
         }
-        updates
+        (updates, names_stream)
     }
 }

@@ -30,7 +30,7 @@ use streamforge_dataflow::hash::{key_group, owner};
 use streamforge_dataflow::stable_hash;
 use streamforge_dataflow::time::{Epoch, FrontierView};
 use streamforge_dataflow::Time;
-use streamforge_sources::SpanKey;
+use streamforge_sources::span::parts_hash;
 
 use super::RuleUpdate;
 use crate::alerts::{evaluate, Alert, Level, Suppressor};
@@ -40,19 +40,46 @@ use crate::thresholds::{hour_of_day, AlarmRule};
 /// Versions kept per (key, hour); older ones are dropped.
 pub const VERSIONS_KEPT: usize = 4;
 
+/// The rules of one (service, operator_name, hour of day) by version.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Entry {
+    service: String,
+    operator_name: String,
+    hour: u8,
+    versions: BTreeMap<u64, Option<AlarmRule>>,
+}
+
 /// Broadcast rule state: (service, operator_name, hour) → version → rule.
+/// Keyed by a hash of the borrowed strings, so lookups do not allocate.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RuleBook {
-    rules: HashMap<(String, String, u8), BTreeMap<u64, Option<AlarmRule>>>,
+    rules: HashMap<u64, Vec<Entry>>,
+}
+
+fn book_hash(service: &str, operator_name: &str, hour: u8) -> u64 {
+    stable_hash(&(service, operator_name, hour))
 }
 
 impl RuleBook {
     /// Applies an update (the same update twice is harmless).
     pub fn apply(&mut self, u: RuleUpdate) {
-        let versions = self
-            .rules
-            .entry((u.service, u.operator_name, u.hour_of_day))
-            .or_default();
+        let h = book_hash(&u.service, &u.operator_name, u.hour_of_day);
+        let bucket = self.rules.entry(h).or_default();
+        let i = match bucket.iter().position(|e| {
+            e.hour == u.hour_of_day && e.service == u.service && e.operator_name == u.operator_name
+        }) {
+            Some(i) => i,
+            None => {
+                bucket.push(Entry {
+                    service: u.service,
+                    operator_name: u.operator_name,
+                    hour: u.hour_of_day,
+                    versions: BTreeMap::new(),
+                });
+                bucket.len() - 1
+            }
+        };
+        let versions = &mut bucket[i].versions;
         versions.insert(u.version, u.rule);
         while versions.len() > VERSIONS_KEPT {
             versions.pop_first();
@@ -78,13 +105,12 @@ impl RuleBook {
         operator_name: &str,
         window_start_ms: u64,
     ) -> Option<&AlarmRule> {
-        let key = (
-            service.to_string(),
-            operator_name.to_string(),
-            hour_of_day(window_start_ms),
-        );
+        let hour = hour_of_day(window_start_ms);
         self.rules
-            .get(&key)?
+            .get(&book_hash(service, operator_name, hour))?
+            .iter()
+            .find(|e| e.hour == hour && e.service == service && e.operator_name == operator_name)?
+            .versions
             .range(..=window_start_ms)
             .next_back()?
             .1
@@ -93,7 +119,7 @@ impl RuleBook {
 
     /// (key, hour) entries.
     pub fn len(&self) -> usize {
-        self.rules.len()
+        self.rules.values().map(Vec::len).sum()
     }
 
     /// Whether no rule was received.
@@ -113,6 +139,8 @@ pub struct AlertCounters {
     pub suppressed_total: AtomicU64,
     /// Rule updates received (per worker; every worker gets all).
     pub rule_updates_total: AtomicU64,
+    /// The rows input ended (stops a live rule-topic reader).
+    pub rows_done: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -122,12 +150,14 @@ struct State {
     waiting: Vec<(Time, OperatorAggRow)>,
 }
 
+/// The key group of a row's key: the window operator's routing (`SpanKey`
+/// hashes as its stable hash), so rows stay on their worker.
+fn key_route(service: &str, operator_name: &str, operator_class: &str) -> u64 {
+    key_group(stable_hash(&parts_hash(service, operator_name, operator_class)))
+}
+
 fn route(row: &OperatorAggRow) -> u64 {
-    key_group(stable_hash(&SpanKey::new(
-        &row.service,
-        &row.operator_name,
-        &row.operator_class,
-    )))
+    key_route(&row.service, &row.operator_name, &row.operator_class)
 }
 
 /// Extension trait: `rows.alert_join(rules, ..)`.
@@ -188,9 +218,8 @@ impl<'scope> AlertJoin<'scope> for Stream<'scope, Time, Vec<OperatorAggRow>> {
                     if part == format!("{part_prefix}0") {
                         book = s.book;
                     }
-                    s.suppressor.retain(|sv, o, c| {
-                        owner(key_group(stable_hash(&SpanKey::new(sv, o, c))), peers)
-                            == index as u64
+                    s.suppressor.retain(|h| {
+                        owner(key_group(stable_hash(&h)), peers) == index as u64
                     });
                     suppressor.merge(s.suppressor);
                     for (t, row) in s.waiting {
@@ -216,6 +245,9 @@ impl<'scope> AlertJoin<'scope> for Stream<'scope, Time, Vec<OperatorAggRow>> {
                 let oldest = view.oldest_epoch;
                 let epoch_moved = oldest != last_oldest;
                 last_oldest = oldest;
+                if oldest.is_none() {
+                    counters.rows_done.store(true, Ordering::Relaxed);
+                }
                 let mut write =
                     |id: u64,
                      book: &RuleBook,

@@ -15,7 +15,7 @@
 //! hour exactly once, with any worker count: after a rescale each key skips
 //! the boundaries its old owner had published.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use timely::dataflow::channels::pact::Exchange;
@@ -25,15 +25,16 @@ use timely::dataflow::operators::CapabilitySet;
 use timely::dataflow::Stream;
 
 use streamforge_dataflow::checkpoint::{CheckpointContext, CheckpointGraph, CheckpointMsg, FINAL};
-use streamforge_dataflow::stable_hash;
 use streamforge_dataflow::time::{hold_back, Epoch, FrontierView};
 use streamforge_dataflow::Time;
 
 use super::RuleUpdate;
-use crate::thresholds::{hour_of_day, GroupKey, GroupThresholds, ThresholdSettings};
+use crate::main_job::format_utc;
+use super::history::{so_hash, HistoryKey, KeyNames};
+use crate::thresholds::{hour_of_day, GroupThresholds, ThresholdSettings};
 
 /// A change of one group's thresholds (see [`GroupThresholds::encode`]).
-pub type ThresholdUpdate = ((GroupKey, [u64; 14]), Time, isize);
+pub type ThresholdUpdate = ((HistoryKey, [u64; 14]), Time, isize);
 
 const HOUR_MS: u64 = 3_600_000;
 
@@ -52,9 +53,11 @@ struct State {
 struct Publisher {
     settings: ThresholdSettings,
     /// Changes not yet folded into `current`, by event time.
-    pending: BTreeMap<u64, Vec<(GroupKey, [u64; 14], isize)>>,
+    pending: BTreeMap<u64, Vec<(HistoryKey, [u64; 14], isize)>>,
     /// The thresholds collection accumulated up to the last boundary.
-    current: BTreeMap<GroupKey, BTreeMap<[u64; 14], isize>>,
+    current: BTreeMap<HistoryKey, BTreeMap<[u64; 14], isize>>,
+    /// Key strings by key hash.
+    names: HashMap<u64, KeyNames>,
     state: State,
     max_seen: Option<u64>,
     /// After a restore: the old worker count and each old worker's last
@@ -81,7 +84,7 @@ impl Publisher {
         let later = self.pending.split_off(&(upto + 1));
         for (_, changes) in std::mem::replace(&mut self.pending, later) {
             for (group, value, diff) in changes {
-                let values = self.current.entry(group.clone()).or_default();
+                let values = self.current.entry(group).or_default();
                 let count = values.entry(value).or_default();
                 *count += diff;
                 if *count == 0 {
@@ -97,7 +100,7 @@ impl Publisher {
     /// Whether boundary `h_ms` was published for key (s, o) before a restore.
     fn done_before(&self, h_ms: u64, service: &str, operator_name: &str) -> bool {
         self.floors.as_ref().is_some_and(|(old_peers, lasts)| {
-            let j = (stable_hash(&(service, operator_name)) % *old_peers as u64) as usize;
+            let j = (so_hash(service, operator_name) % *old_peers as u64) as usize;
             lasts.get(j).copied().flatten().is_some_and(|l| h_ms <= l)
         })
     }
@@ -113,9 +116,12 @@ impl Publisher {
             self.floors = None;
         }
         let hour = hour_of_day(h_ms);
-        let start = (hour, String::new(), String::new(), String::new());
+        let start = (hour, 0, 0);
         let mut out = Vec::new();
         let mut now = BTreeSet::new();
+        // Formatting times is slow: once per boundary and per distinct time.
+        let generated = format_utc(h_ms);
+        let mut last_updated: HashMap<u64, String> = HashMap::new();
         for (group, values) in self.current.range(start..) {
             if group.0 != hour {
                 break;
@@ -123,11 +129,26 @@ impl Publisher {
             let Some((bits, _)) = values.iter().find(|(_, c)| **c > 0) else {
                 continue;
             };
-            now.insert((group.1.clone(), group.2.clone()));
-            if self.done_before(h_ms, &group.1, &group.2) {
+            let (_, _, service, operator_name, operator_class) = self
+                .names
+                .get(&group.2)
+                .expect("key names arrive before the key's thresholds");
+            now.insert((service.clone(), operator_name.clone()));
+            if self.done_before(h_ms, service, operator_name) {
                 continue;
             }
-            let rule = GroupThresholds::decode(bits).rule(group, &self.settings, h_ms);
+            let group = &(hour, service.clone(), operator_name.clone(), operator_class.clone());
+            let last = last_updated
+                .entry(bits[13])
+                .or_insert_with(|| format_utc(bits[13]))
+                .clone();
+            let rule = GroupThresholds::decode(bits).rule_at(
+                group,
+                &self.settings,
+                h_ms,
+                generated.clone(),
+                last,
+            );
             out.push(RuleUpdate::of(rule));
         }
         for (service, operator_name) in self.state.published.difference(&now) {
@@ -159,6 +180,7 @@ pub trait PublishHourly<'scope> {
         self,
         name: &str,
         settings: ThresholdSettings,
+        names: Stream<'scope, Time, Vec<KeyNames>>,
         checkpoints: Option<&mut CheckpointGraph<'scope>>,
     ) -> Stream<'scope, Time, Vec<RuleUpdate>>;
 }
@@ -168,6 +190,7 @@ impl<'scope> PublishHourly<'scope> for Stream<'scope, Time, Vec<ThresholdUpdate>
         self,
         name: &str,
         settings: ThresholdSettings,
+        names: Stream<'scope, Time, Vec<KeyNames>>,
         checkpoints: Option<&mut CheckpointGraph<'scope>>,
     ) -> Stream<'scope, Time, Vec<RuleUpdate>> {
         let scope = self.scope();
@@ -178,8 +201,9 @@ impl<'scope> PublishHourly<'scope> for Stream<'scope, Time, Vec<ThresholdUpdate>
         let (ack_out, acks) = builder.new_output::<Vec<CheckpointMsg>>();
         let mut input = builder.new_input(
             self,
-            Exchange::new(|((g, _), _, _): &ThresholdUpdate| stable_hash(&(&g.1, &g.2))),
+            Exchange::new(|((g, _), _, _): &ThresholdUpdate| g.1),
         );
+        let mut names_in = builder.new_input(names, Exchange::new(|n: &KeyNames| n.1));
         let mut out = OutputBuilder::from(out);
         let mut ack_out = OutputBuilder::from(ack_out);
         let part_name = format!("{name}-w{index}");
@@ -192,6 +216,7 @@ impl<'scope> PublishHourly<'scope> for Stream<'scope, Time, Vec<ThresholdUpdate>
                 settings,
                 pending: BTreeMap::new(),
                 current: BTreeMap::new(),
+                names: HashMap::new(),
                 state: State::default(),
                 max_seen: None,
                 floors: None,
@@ -212,11 +237,9 @@ impl<'scope> PublishHourly<'scope> for Stream<'scope, Time, Vec<ThresholdUpdate>
                     if let Some(slot) = lasts.get_mut(j) {
                         *slot = s.last;
                     }
-                    p.state.published.extend(
-                        s.published
-                            .into_iter()
-                            .filter(|(s, o)| stable_hash(&(s, o)) % peers as u64 == index as u64),
-                    );
+                    p.state.published.extend(s.published.into_iter().filter(|(s, o)| {
+                        so_hash(s, o) % peers as u64 == index as u64
+                    }));
                 }
                 // Go on from the oldest boundary any old worker had reached;
                 // keys skip what their old owner had published.
@@ -230,6 +253,11 @@ impl<'scope> PublishHourly<'scope> for Stream<'scope, Time, Vec<ThresholdUpdate>
             }
             let mut last_oldest: Option<Epoch> = Some(0);
             move |frontiers| {
+                names_in.for_each(|_, data| {
+                    for n in data.drain(..) {
+                        p.names.entry(n.0).or_insert(n);
+                    }
+                });
                 input.for_each_time(|_, data| {
                     for ((group, bits), t, diff) in data.flat_map(|d| d.drain(..)) {
                         p.max_seen = Some(p.max_seen.map_or(t.event_ms, |m| m.max(t.event_ms)));
@@ -240,6 +268,7 @@ impl<'scope> PublishHourly<'scope> for Stream<'scope, Time, Vec<ThresholdUpdate>
                     }
                 });
                 let view = FrontierView::of(&frontiers[0]);
+                let names_view = FrontierView::of(&frontiers[1]);
                 let oldest = view.oldest_epoch;
                 let epoch_moved = oldest != last_oldest;
                 last_oldest = oldest;
@@ -260,9 +289,15 @@ impl<'scope> PublishHourly<'scope> for Stream<'scope, Time, Vec<ThresholdUpdate>
                     }
                 }
                 let max_seen = p.max_seen;
-                let allowed = |h: u64| match view.watermark_ms {
-                    Some(w) => h < w,
-                    None => max_seen.is_some_and(|m| h <= m),
+                // Boundary h: no threshold change and no key's names at ≤ h
+                // can still arrive.
+                let names_done = |h: u64| names_view.watermark_ms.is_none_or(|w| h < w);
+                let allowed = |h: u64| {
+                    names_done(h)
+                        && match view.watermark_ms {
+                            Some(w) => h < w,
+                            None => max_seen.is_some_and(|m| h <= m),
+                        }
                 };
                 while let Some(h) = p.next_boundary().filter(|h| allowed(*h)) {
                     let updates = p.publish(h);

@@ -4,8 +4,6 @@
 //! Both run on worker 0; the job broadcasts their output to every worker.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -126,15 +124,15 @@ pub fn open_rule_topic(cfg: &RuleTopicConfig) -> Result<(BaseConsumer, Vec<i64>)
 /// The rule topic as a stream (worker 0 reads it): updates leave at
 /// `(0, max(version, last time))`; while the topic has nothing new the
 /// stream's event time follows the wall clock (processing time). It ends when
-/// `bounded` and the offsets of the start are read, or when `done` is set
-/// (the job's input ended).
+/// `bounded` and the offsets of the start are read, or when `done()` says
+/// the job's input ended.
 ///
 /// # Errors
 /// As [`open_rule_topic`].
 pub fn kafka_rule_stream<'s>(
     scope: Scope<'s, Time>,
     cfg: &RuleTopicConfig,
-    done: Arc<AtomicBool>,
+    done: impl Fn() -> bool + 'static,
 ) -> Result<Stream<'s, Time, Vec<RuleUpdate>>, Error> {
     let reader = if scope.index() == 0 {
         Some(open_rule_topic(cfg)?)
@@ -190,7 +188,7 @@ pub fn kafka_rule_stream<'s>(
                         }
                     }
                     let all_read = read.iter().zip(ends.iter()).all(|(r, e)| r >= e);
-                    if (bounded && all_read) || done.load(Ordering::Relaxed) {
+                    if (bounded && all_read) || done() {
                         cap = None;
                         return;
                     }
