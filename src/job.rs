@@ -340,8 +340,8 @@ struct Plan {
     postgres: BTreeMap<String, PreparedPostgres>,
     /// Checked ClickHouse sinks by `database.table`.
     clickhouse: BTreeMap<String, ClickHouse>,
-    /// Rules read from a rule file.
-    rule_file: Vec<RuleUpdate>,
+    /// Rules read from a rule file (worker 0 sends them).
+    rule_file: Arc<Vec<RuleUpdate>>,
 }
 
 impl Plan {
@@ -358,12 +358,11 @@ impl Plan {
             SourceConfig::Kafka(k) => Input::Kafka(k.partitions()?, k.clone()),
         };
         for sink in &job.sinks {
-            match sink {
-                SinkConfig::Kafka(k) => match k.create_partitions {
+            if let SinkConfig::Kafka(k) = sink {
+                match k.create_partitions {
                     Some(n) => crate::produce::ensure_topic(&k.properties, &k.topic, n)?,
                     None => crate::produce::check_topic(&k.properties, &k.topic)?,
-                },
-                _ => {}
+                }
             }
         }
         if let Some(a) = &job.alerting {
@@ -410,10 +409,12 @@ impl Plan {
             checkpoints: None,
             postgres: BTreeMap::new(),
             clickhouse: BTreeMap::new(),
-            rule_file: Vec::new(),
+            rule_file: Arc::default(),
         };
         if let Some(RulesConfig::File { path }) = job.alerting.as_ref().map(|a| &a.rules) {
-            plan.rule_file = crate::alerting::rule_source::read_rule_file(&plan.resolve(path))?;
+            plan.rule_file = Arc::new(crate::alerting::rule_source::read_rule_file(
+                &plan.resolve(path),
+            )?);
         }
         Ok(plan)
     }
@@ -749,12 +750,10 @@ impl Plan {
                 self.rule_outputs(&published, counters, graph.as_deref_mut())?;
                 published.broadcast()
             }
-            RulesConfig::File { .. } => crate::alerting::rule_source::rule_stream(
-                scope,
-                self.rule_file.clone(),
-                first_epoch,
-            )
-            .broadcast(),
+            RulesConfig::File { .. } => {
+                crate::alerting::rule_source::rule_stream(scope, &self.rule_file, first_epoch)
+                    .broadcast()
+            }
             RulesConfig::Kafka(k) => {
                 let c = counters.alerts.clone();
                 let done = move || c.rows_done.load(Ordering::Relaxed);

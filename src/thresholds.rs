@@ -342,8 +342,19 @@ impl GroupThresholds {
 
     /// The rule of `group`, stamped with `version_ms` (also its
     /// `generated_time`).
-    pub fn rule(&self, group: &GroupKey, settings: &ThresholdSettings, version_ms: u64) -> AlarmRule {
-        self.rule_at(group, settings, version_ms, format_utc(version_ms), format_utc(self.last_ms))
+    pub fn rule(
+        &self,
+        group: &GroupKey,
+        settings: &ThresholdSettings,
+        version_ms: u64,
+    ) -> AlarmRule {
+        self.rule_at(
+            group,
+            settings,
+            version_ms,
+            format_utc(version_ms),
+            format_utc(self.last_ms),
+        )
     }
 
     /// [`GroupThresholds::rule`] with `generated_time` and `last_updated`

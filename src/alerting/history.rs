@@ -201,24 +201,23 @@ impl<'scope> ThresholdHistory<'scope> for Stream<'scope, Time, Vec<OperatorAggRo
                 let oldest = view.oldest_epoch;
                 let epoch_moved = oldest != last_oldest;
                 last_oldest = oldest;
-                let mut write = |id: u64,
-                                 kept: &BTreeMap<(u64, u64), Kept>,
-                                 names: &HashMap<u64, KeyNames>| {
-                    if let Some(ctx) = ctx.as_ref() {
-                        let rows: Vec<Kept> =
-                            kept.values().filter(|k| k.epoch <= id).cloned().collect();
-                        let ids: std::collections::BTreeSet<u64> =
-                            rows.iter().map(|k| k.group.2).collect();
-                        let part = Part {
-                            kept: rows,
-                            names: ids.iter().filter_map(|i| names.get(i).cloned()).collect(),
-                        };
-                        let bytes = bincode::serialize(&part).expect("history serializes");
-                        let msg = ctx.write_part(id, part_name.clone(), Some(&bytes));
-                        let cap = ack_caps.first().expect("ack capability");
-                        ack_out.activate().session(&cap).give(msg);
-                    }
-                };
+                let mut write =
+                    |id: u64, kept: &BTreeMap<(u64, u64), Kept>, names: &HashMap<u64, KeyNames>| {
+                        if let Some(ctx) = ctx.as_ref() {
+                            let rows: Vec<Kept> =
+                                kept.values().filter(|k| k.epoch <= id).cloned().collect();
+                            let ids: std::collections::BTreeSet<u64> =
+                                rows.iter().map(|k| k.group.2).collect();
+                            let part = Part {
+                                kept: rows,
+                                names: ids.iter().filter_map(|i| names.get(i).cloned()).collect(),
+                            };
+                            let bytes = bincode::serialize(&part).expect("history serializes");
+                            let msg = ctx.write_part(id, part_name.clone(), Some(&bytes));
+                            let cap = ack_caps.first().expect("ack capability");
+                            ack_out.activate().session(&cap).give(msg);
+                        }
+                    };
                 if epoch_moved {
                     if let Some(c) = oldest
                         .and_then(|b| b.checked_sub(1))
@@ -236,11 +235,13 @@ impl<'scope> ThresholdHistory<'scope> for Stream<'scope, Time, Vec<OperatorAggRo
                         let mut new_names = Vec::new();
                         for row in data.flat_map(|d| d.drain(..)) {
                             let sample = Sample::of(&row);
-                            let id = parts_hash(&row.service, &row.operator_name, &row.operator_class);
+                            let id =
+                                parts_hash(&row.service, &row.operator_name, &row.operator_class);
                             let so = so_hash(&row.service, &row.operator_name);
                             let group: HistoryKey = (hour_of_day(row.window_start_ms), so, id);
                             if let std::collections::hash_map::Entry::Vacant(v) = names.entry(id) {
-                                let n = (id, so, row.service, row.operator_name, row.operator_class);
+                                let n =
+                                    (id, so, row.service, row.operator_name, row.operator_class);
                                 new_names.push(n.clone());
                                 v.insert(n);
                             }

@@ -14,7 +14,7 @@
 //! checkpoint `c` — broadcast rules, convergence state, rows still waiting for
 //! rules — reflects exactly the rows of epochs `≤ c`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -46,7 +46,9 @@ struct Entry {
     service: String,
     operator_name: String,
     hour: u8,
-    versions: BTreeMap<u64, Option<AlarmRule>>,
+    /// (version, rule), ascending; at most [`VERSIONS_KEPT`] (a small vector
+    /// of boxes: a `BTreeMap` node per key would cost kilobytes).
+    versions: Vec<(u64, Option<Box<AlarmRule>>)>,
 }
 
 /// Broadcast rule state: (service, operator_name, hour) → version → rule.
@@ -74,15 +76,19 @@ impl RuleBook {
                     service: u.service,
                     operator_name: u.operator_name,
                     hour: u.hour_of_day,
-                    versions: BTreeMap::new(),
+                    versions: Vec::new(),
                 });
                 bucket.len() - 1
             }
         };
         let versions = &mut bucket[i].versions;
-        versions.insert(u.version, u.rule);
-        while versions.len() > VERSIONS_KEPT {
-            versions.pop_first();
+        let rule = u.rule.map(Box::new);
+        match versions.binary_search_by_key(&u.version, |(v, _)| *v) {
+            Ok(at) => versions[at].1 = rule,
+            Err(at) => versions.insert(at, (u.version, rule)),
+        }
+        if versions.len() > VERSIONS_KEPT {
+            versions.remove(0);
         }
     }
 
@@ -111,10 +117,11 @@ impl RuleBook {
             .iter()
             .find(|e| e.hour == hour && e.service == service && e.operator_name == operator_name)?
             .versions
-            .range(..=window_start_ms)
-            .next_back()?
+            .iter()
+            .rev()
+            .find(|(v, _)| *v <= window_start_ms)?
             .1
-            .as_ref()
+            .as_deref()
     }
 
     /// (key, hour) entries.
@@ -153,7 +160,11 @@ struct State {
 /// The key group of a row's key: the window operator's routing (`SpanKey`
 /// hashes as its stable hash), so rows stay on their worker.
 fn key_route(service: &str, operator_name: &str, operator_class: &str) -> u64 {
-    key_group(stable_hash(&parts_hash(service, operator_name, operator_class)))
+    key_group(stable_hash(&parts_hash(
+        service,
+        operator_name,
+        operator_class,
+    )))
 }
 
 fn route(row: &OperatorAggRow) -> u64 {
@@ -218,9 +229,8 @@ impl<'scope> AlertJoin<'scope> for Stream<'scope, Time, Vec<OperatorAggRow>> {
                     if part == format!("{part_prefix}0") {
                         book = s.book;
                     }
-                    s.suppressor.retain(|h| {
-                        owner(key_group(stable_hash(&h)), peers) == index as u64
-                    });
+                    s.suppressor
+                        .retain(|h| owner(key_group(stable_hash(&h)), peers) == index as u64);
                     suppressor.merge(s.suppressor);
                     for (t, row) in s.waiting {
                         if owner(route(&row), peers) == index as u64 {

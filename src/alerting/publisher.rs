@@ -28,9 +28,9 @@ use streamforge_dataflow::checkpoint::{CheckpointContext, CheckpointGraph, Check
 use streamforge_dataflow::time::{hold_back, Epoch, FrontierView};
 use streamforge_dataflow::Time;
 
+use super::history::{so_hash, HistoryKey, KeyNames};
 use super::RuleUpdate;
 use crate::main_job::format_utc;
-use super::history::{so_hash, HistoryKey, KeyNames};
 use crate::thresholds::{hour_of_day, GroupThresholds, ThresholdSettings};
 
 /// A change of one group's thresholds (see [`GroupThresholds::encode`]).
@@ -137,7 +137,12 @@ impl Publisher {
             if self.done_before(h_ms, service, operator_name) {
                 continue;
             }
-            let group = &(hour, service.clone(), operator_name.clone(), operator_class.clone());
+            let group = &(
+                hour,
+                service.clone(),
+                operator_name.clone(),
+                operator_class.clone(),
+            );
             let last = last_updated
                 .entry(bits[13])
                 .or_insert_with(|| format_utc(bits[13]))
@@ -199,10 +204,8 @@ impl<'scope> PublishHourly<'scope> for Stream<'scope, Time, Vec<ThresholdUpdate>
         let mut builder = OperatorBuilder::new(name.to_string(), scope);
         let (out, rules) = builder.new_output::<Vec<RuleUpdate>>();
         let (ack_out, acks) = builder.new_output::<Vec<CheckpointMsg>>();
-        let mut input = builder.new_input(
-            self,
-            Exchange::new(|((g, _), _, _): &ThresholdUpdate| g.1),
-        );
+        let mut input =
+            builder.new_input(self, Exchange::new(|((g, _), _, _): &ThresholdUpdate| g.1));
         let mut names_in = builder.new_input(names, Exchange::new(|n: &KeyNames| n.1));
         let mut out = OutputBuilder::from(out);
         let mut ack_out = OutputBuilder::from(ack_out);
@@ -237,9 +240,11 @@ impl<'scope> PublishHourly<'scope> for Stream<'scope, Time, Vec<ThresholdUpdate>
                     if let Some(slot) = lasts.get_mut(j) {
                         *slot = s.last;
                     }
-                    p.state.published.extend(s.published.into_iter().filter(|(s, o)| {
-                        so_hash(s, o) % peers as u64 == index as u64
-                    }));
+                    p.state.published.extend(
+                        s.published
+                            .into_iter()
+                            .filter(|(s, o)| so_hash(s, o) % peers as u64 == index as u64),
+                    );
                 }
                 // Go on from the oldest boundary any old worker had reached;
                 // keys skip what their old owner had published.

@@ -51,24 +51,34 @@ pub fn read_rule_file(path: &Path) -> Result<Vec<RuleUpdate>, Error> {
 /// The updates as a stream: worker 0 emits each at `(first_epoch, version)`.
 pub fn rule_stream<'s>(
     scope: Scope<'s, Time>,
-    updates: Vec<RuleUpdate>,
+    updates: &[RuleUpdate],
     first_epoch: u64,
 ) -> Stream<'s, Time, Vec<RuleUpdate>> {
     let leader = scope.index() == 0;
+    let updates = if leader { updates.to_vec() } else { Vec::new() };
     source::<_, CapacityContainerBuilder<Vec<RuleUpdate>>, _, _>(
         scope,
         "rule-file",
         move |cap, _| {
             let mut cap = Some(cap);
-            let mut updates = if leader { updates } else { Vec::new() };
+            let mut updates = updates;
             move |output| {
                 if let Some(c) = cap.take() {
-                    for u in updates.drain(..) {
+                    // One session (one message) per version, not per rule.
+                    updates.sort_by_key(|u| u.version);
+                    let mut rest = updates.drain(..).peekable();
+                    while let Some(first) = rest.next() {
+                        let version = first.version;
                         let t = Time {
                             epoch: first_epoch,
-                            event_ms: u.version,
+                            event_ms: version,
                         };
-                        output.session(&c.delayed(&t)).give(u);
+                        let cap = c.delayed(&t);
+                        let mut session = output.session(&cap);
+                        session.give(first);
+                        while let Some(u) = rest.next_if(|u| u.version == version) {
+                            session.give(u);
+                        }
                     }
                 }
             }
