@@ -7,14 +7,14 @@
 #             the key's mean) from a rule file, broadcast to every worker,
 #             alert join + convergence, alerts to JSONL. This is the
 #             rule-evaluation cost per window.
-#  generated  EVENTS/4 spans over 26 h (rules for the 2nd day come from the
+#  generated  EVENTS/8 spans over 26 h (rules for the 2nd day come from the
 #             1st); the in-job thresholds (differential reduce per hour and
 #             key), hourly publisher, broadcast and alert join. About one span
 #             per window and key: the worst case, every row is a sample.
-#   scripts/bench-alerting.sh [EVENTS] [PAIRS]   # default 24,000,000 events, 3 pairs
+#   scripts/bench-alerting.sh [EVENTS] [PAIRS]   # default 48,000,000 events, 3 pairs
 set -euo pipefail
 cd "$(dirname "$0")/.."
-events="${1:-24000000}"
+events="${1:-48000000}"
 pairs="${2:-3}"
 cargo build --release --quiet
 bin=target/release/streamforge
@@ -86,6 +86,6 @@ with open(f"{d}/rules.jsonl", "w") as out:
 print(f"rule keys: {len(s)}, rules: {24 * len(s)}")
 PY
 pairs_of plain file broadcast
-job plain26 $((events / 4)) 26 no
-job generated $((events / 4)) 26 generated
+job plain26 $((events / 8)) 26 no
+job generated $((events / 8)) 26 generated
 pairs_of plain26 generated generated

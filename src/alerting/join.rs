@@ -33,7 +33,7 @@ use streamforge_dataflow::Time;
 use streamforge_sources::span::parts_hash;
 
 use super::RuleUpdate;
-use crate::alerts::{evaluate, Alert, Level, Suppressor};
+use crate::alerts::{evaluate, Alert, Suppressor};
 use crate::main_job::OperatorAggRow;
 use crate::thresholds::{hour_of_day, AlarmRule};
 
@@ -217,7 +217,9 @@ impl<'scope> AlertJoin<'scope> for Stream<'scope, Time, Vec<OperatorAggRow>> {
             let mut alert_caps = CapabilitySet::from_elem(caps.pop().expect("alerts output"));
             let mut book = RuleBook::default();
             let mut suppressor = Suppressor::new(convergence_ms);
-            let mut waiting: VecDeque<(Capability<Time>, OperatorAggRow)> = VecDeque::new();
+            // Rows waiting for their epoch or rules, in batches of one time.
+            let mut waiting: VecDeque<(Capability<Time>, VecDeque<OperatorAggRow>)> =
+                VecDeque::new();
             let first_epoch = ctx.as_ref().map_or(0, |c| c.first_epoch());
             if let Some(restore) = ctx.as_ref().and_then(|c| c.restore.as_ref()) {
                 for part in restore.parts_with_prefix(&part_prefix) {
@@ -238,7 +240,7 @@ impl<'scope> AlertJoin<'scope> for Stream<'scope, Time, Vec<OperatorAggRow>> {
                                 epoch: first_epoch,
                                 event_ms: t.event_ms,
                             };
-                            waiting.push_back((alert_caps.delayed(&t), row));
+                            waiting.push_back((alert_caps.delayed(&t), VecDeque::from([row])));
                         }
                     }
                 }
@@ -258,34 +260,36 @@ impl<'scope> AlertJoin<'scope> for Stream<'scope, Time, Vec<OperatorAggRow>> {
                 if oldest.is_none() {
                     counters.rows_done.store(true, Ordering::Relaxed);
                 }
-                let mut write =
-                    |id: u64,
-                     book: &RuleBook,
-                     suppressor: &Suppressor,
-                     waiting: &VecDeque<(Capability<Time>, OperatorAggRow)>| {
-                        if let Some(ctx) = ctx.as_ref() {
-                            #[derive(Serialize)]
-                            struct StateRef<'a> {
-                                book: &'a RuleBook,
-                                suppressor: &'a Suppressor,
-                                waiting: Vec<(Time, &'a OperatorAggRow)>,
-                            }
-                            let empty = RuleBook::default();
-                            let state = StateRef {
-                                book: if index == 0 { book } else { &empty },
-                                suppressor,
-                                waiting: waiting
-                                    .iter()
-                                    .filter(|(c, _)| c.time().epoch <= id)
-                                    .map(|(c, r)| (*c.time(), r))
-                                    .collect(),
-                            };
-                            let bytes = bincode::serialize(&state).expect("state serializes");
-                            let msg = ctx.write_part(id, part_name.clone(), Some(&bytes));
-                            let cap = ack_caps.first().expect("ack capability");
-                            ack_out.activate().session(&cap).give(msg);
+                let mut write = |id: u64,
+                                 book: &RuleBook,
+                                 suppressor: &Suppressor,
+                                 waiting: &VecDeque<(
+                    Capability<Time>,
+                    VecDeque<OperatorAggRow>,
+                )>| {
+                    if let Some(ctx) = ctx.as_ref() {
+                        #[derive(Serialize)]
+                        struct StateRef<'a> {
+                            book: &'a RuleBook,
+                            suppressor: &'a Suppressor,
+                            waiting: Vec<(Time, &'a OperatorAggRow)>,
                         }
-                    };
+                        let empty = RuleBook::default();
+                        let state = StateRef {
+                            book: if index == 0 { book } else { &empty },
+                            suppressor,
+                            waiting: waiting
+                                .iter()
+                                .filter(|(c, _)| c.time().epoch <= id)
+                                .flat_map(|(c, rows)| rows.iter().map(|r| (*c.time(), r)))
+                                .collect(),
+                        };
+                        let bytes = bincode::serialize(&state).expect("state serializes");
+                        let msg = ctx.write_part(id, part_name.clone(), Some(&bytes));
+                        let cap = ack_caps.first().expect("ack capability");
+                        ack_out.activate().session(&cap).give(msg);
+                    }
+                };
                 if epoch_moved {
                     if let Some(c) = oldest
                         .and_then(|b| b.checked_sub(1))
@@ -295,44 +299,63 @@ impl<'scope> AlertJoin<'scope> for Stream<'scope, Time, Vec<OperatorAggRow>> {
                     }
                 }
                 rows_in.for_each_time(|cap, data| {
-                    let cap = cap.retain(0);
-                    for row in data.flat_map(|d| d.drain(..)) {
-                        waiting.push_back((cap.clone(), row));
+                    let rows: VecDeque<OperatorAggRow> = data.flat_map(|d| d.drain(..)).collect();
+                    if !rows.is_empty() {
+                        waiting.push_back((cap.retain(0), rows));
                     }
                 });
                 let rules_view = FrontierView::of(&frontiers[1]);
                 let mut handle = out.activate();
-                while let Some((cap, row)) = waiting.front() {
-                    let epoch_ok = oldest.is_none_or(|e| cap.time().epoch <= e);
-                    if !epoch_ok || !rules_view.passed(row.window_start_ms + 1) {
+                // Counted locally: a shared atomic per row is cache-line
+                // ping-pong between workers.
+                let (mut evaluated, mut suppressed, mut by_level) = (0u64, 0u64, [0u64; 3]);
+                'batches: while let Some((cap, rows)) = waiting.front_mut() {
+                    if !oldest.is_none_or(|e| cap.time().epoch <= e) {
                         break;
                     }
-                    let (cap, row) = waiting.pop_front().expect("front");
-                    counters.evaluated_total.fetch_add(1, Ordering::Relaxed);
-                    let Some(rule) =
-                        book.lookup(&row.service, &row.operator_name, row.window_start_ms)
-                    else {
-                        continue;
-                    };
-                    let Some(alert) = evaluate(&row, rule) else {
-                        continue;
-                    };
-                    match suppressor.converge(alert) {
-                        Some(alert) => {
-                            let i = match alert.level {
-                                Level::Low => 0,
-                                Level::Mid => 1,
-                                Level::High => 2,
-                            };
-                            counters.alerts_total[i].fetch_add(1, Ordering::Relaxed);
-                            handle.session(&cap).give(alert);
+                    let mut alerts = Vec::new();
+                    while let Some(row) = rows.front() {
+                        if !rules_view.passed(row.window_start_ms + 1) {
+                            break;
                         }
-                        None => {
-                            counters.suppressed_total.fetch_add(1, Ordering::Relaxed);
+                        let row = rows.pop_front().expect("front");
+                        evaluated += 1;
+                        let Some(rule) =
+                            book.lookup(&row.service, &row.operator_name, row.window_start_ms)
+                        else {
+                            continue;
+                        };
+                        let Some(alert) = evaluate(&row, rule) else {
+                            continue;
+                        };
+                        match suppressor.converge(alert) {
+                            Some(alert) => {
+                                by_level[alert.level as usize] += 1;
+                                alerts.push(alert);
+                            }
+                            None => suppressed += 1,
                         }
                     }
+                    if !alerts.is_empty() {
+                        handle.session(&*cap).give_container(&mut alerts);
+                    }
+                    if !rows.is_empty() {
+                        break 'batches;
+                    }
+                    waiting.pop_front();
                 }
                 drop(handle);
+                counters
+                    .evaluated_total
+                    .fetch_add(evaluated, Ordering::Relaxed);
+                counters
+                    .suppressed_total
+                    .fetch_add(suppressed, Ordering::Relaxed);
+                for (i, n) in by_level.iter().enumerate() {
+                    if *n > 0 {
+                        counters.alerts_total[i].fetch_add(*n, Ordering::Relaxed);
+                    }
+                }
                 if epoch_moved && oldest.is_none() {
                     write(FINAL, &book, &suppressor, &waiting);
                 }
