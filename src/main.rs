@@ -75,9 +75,6 @@ enum Command {
         #[command(flatten)]
         timely: Timely,
     },
-    /// Stop the job running with JOB's checkpoint directory with a final
-    /// checkpoint (a savepoint) and print its directory; restore it with
-    /// `run JOB --restore DIR`, with any worker count.
     /// Print the DDL of the seed tables (flink_operator_agg_result,
     /// hourly_alarm_rules), or apply it with --apply.
     Schema {
@@ -112,7 +109,16 @@ enum Command {
         /// Output file (JSONL); default stdout.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Rule version (ms since the Unix epoch; also generated_time). A
+        /// job's rule file applies a rule to windows starting at or after its
+        /// version; default: now. Use an older version (e.g. 0) to apply the
+        /// rules to a replay of older data.
+        #[arg(long)]
+        version: Option<u64>,
     },
+    /// Stop the job running with JOB's checkpoint directory with a final
+    /// checkpoint (a savepoint) and print its directory; restore it with
+    /// `run JOB --restore DIR`, with any worker count.
     Savepoint {
         /// The job file (TOML) of the running job.
         job: PathBuf,
@@ -412,6 +418,7 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
             days,
             min_samples,
             out,
+            version,
         } => {
             let rows = streamforge::thresholds::read_rows(&from, days)?;
             let settings = streamforge::thresholds::ThresholdSettings {
@@ -419,9 +426,11 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
                 min_samples,
                 ..Default::default()
             };
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
+            let now = version.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64)
+            });
             let rules = streamforge::thresholds::generate(&rows, &settings, now);
             let mut text = String::new();
             for r in &rules {
