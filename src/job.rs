@@ -71,6 +71,8 @@ pub struct JobConfig {
     pub rate_limit: Option<u64>,
     /// Hourly thresholds, broadcast rules and alerts (`[alerting]`).
     pub alerting: Option<AlertingConfig>,
+    /// Prometheus `/metrics` and the status page (`[metrics]`).
+    pub metrics: Option<crate::metrics::MetricsConfig>,
 }
 
 /// Checkpoint settings of a job file (`[checkpoint]`).
@@ -256,6 +258,8 @@ pub struct JobCounters {
     pub rules_published_total: AtomicU64,
     /// Webhook deliveries and retries.
     pub webhook: Arc<streamforge_sinks::webhook::WebhookCounters>,
+    /// The last alerts (JSON, newest last; the status page).
+    pub recent_alerts: std::sync::Mutex<std::collections::VecDeque<String>>,
 }
 
 /// What a run did, for this process.
@@ -682,6 +686,68 @@ impl Plan {
         Ok(Postgres::new(prepared, counters.postgres_sink.clone()))
     }
 
+    /// The job's operators and edges (the status page's job graph).
+    fn graph(&self) -> Vec<(String, String)> {
+        let mut e = Vec::new();
+        let mut edge = |a: &str, b: String| e.push((a.to_string(), b));
+        let source = match &self.job.source {
+            SourceConfig::File(_) => "file source",
+            SourceConfig::Generator(_) => "generator source",
+            SourceConfig::Kafka(_) => "kafka source",
+        };
+        let window = format!(
+            "{:?} window {}",
+            self.job.window.kind,
+            humantime::format_duration(self.job.window.size)
+        )
+        .to_lowercase();
+        edge(source, window.clone());
+        if self.job.dead_letter.is_some() {
+            edge(source, "dead-letter jsonl".into());
+        }
+        if self.job.late_output.is_some() {
+            edge(&window, "late jsonl".into());
+        }
+        for s in &self.job.sinks {
+            let name = match s {
+                SinkConfig::Jsonl { .. } => "jsonl sink",
+                SinkConfig::Kafka(_) => "kafka sink",
+                SinkConfig::ClickHouse(_) => "clickhouse sink",
+                SinkConfig::Postgres(_) => "postgres sink",
+                SinkConfig::Stdout { .. } => "stdout sink",
+            };
+            edge(&window, name.into());
+        }
+        if let Some(a) = &self.job.alerting {
+            match &a.rules {
+                RulesConfig::Generated(_) => {
+                    edge(&window, "threshold-history".into());
+                    edge("threshold-history", "thresholds (reduce)".into());
+                    edge("thresholds (reduce)", "rule-publisher".into());
+                    edge("rule-publisher", "alert-join (broadcast)".into());
+                    if a.publish.jsonl.is_some() {
+                        edge("rule-publisher", "rules jsonl".into());
+                    }
+                    if a.publish.kafka.is_some() {
+                        edge("rule-publisher", "rules kafka".into());
+                    }
+                }
+                RulesConfig::File { .. } => edge("rule file", "alert-join (broadcast)".into()),
+                RulesConfig::Kafka(_) => edge("rule topic", "alert-join (broadcast)".into()),
+            }
+            edge(&window, "alert-join (broadcast)".into());
+            for s in &a.sinks {
+                let name = match s {
+                    AlertSinkConfig::Jsonl { .. } => "alerts jsonl",
+                    AlertSinkConfig::Kafka(_) => "alerts kafka",
+                    AlertSinkConfig::Webhook(_) => "alerts webhook",
+                };
+                edge("alert-join (broadcast)", name.into());
+            }
+        }
+        e
+    }
+
     /// The alerting part of the job (`[alerting]`): rules, the alert join,
     /// alert sinks and rule outputs; exactly-once outputs with `graph`.
     fn alerting<'s>(
@@ -767,6 +833,20 @@ impl Plan {
             counters.alerts.clone(),
             graph.as_deref_mut(),
         );
+        let alerts = if self.job.metrics.is_some() {
+            let c = counters.clone();
+            alerts.inspect_batch(move |_, batch| {
+                let mut recent = c.recent_alerts.lock().expect("alerts lock");
+                for a in batch.iter().rev().take(crate::metrics::RECENT_ALERTS).rev() {
+                    recent.push_back(serde_json::to_string(a).expect("alert serializes"));
+                }
+                while recent.len() > crate::metrics::RECENT_ALERTS {
+                    recent.pop_front();
+                }
+            })
+        } else {
+            alerts
+        };
         for sink in &cfg.sinks {
             match (sink, graph.as_deref_mut()) {
                 (AlertSinkConfig::Jsonl { path }, Some(g)) => alerts
@@ -1112,9 +1192,30 @@ pub fn run_from(
         .checkpoints
         .as_ref()
         .and_then(|c| c.restore.as_ref().map(Restore::id));
-    let plan = Arc::new(plan);
     let config = cluster.timely_config()?;
     let counters = Arc::new(JobCounters::default());
+    let _metrics = match &job.metrics {
+        Some(m) => {
+            // A local cluster: process p listens on port + p.
+            let mut m = m.clone();
+            if m.address.port() != 0 {
+                m.address
+                    .set_port(m.address.port() + cluster.process as u16);
+            }
+            let info = Arc::new(crate::metrics::StatusInfo {
+                job: job.name.clone(),
+                edges: plan.graph(),
+            });
+            Some(crate::metrics::MetricsServer::start(
+                &m,
+                counters.clone(),
+                plan.checkpoints.clone(),
+                info,
+            )?)
+        }
+        None => None,
+    };
+    let plan = Arc::new(plan);
     let start = Instant::now();
     let c = counters.clone();
     let guards = timely::execute(config, move |worker| {

@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod error;
 pub mod job;
 pub mod main_job;
+pub mod metrics;
 pub mod produce;
 pub mod schema;
 pub mod thresholds;

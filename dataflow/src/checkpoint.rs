@@ -170,6 +170,23 @@ pub struct CheckpointContext {
     pub job: String,
     /// When the run started (epochs are counted from here).
     pub started: Instant,
+    /// Completed checkpoints of this run (metrics; set on the committer's process).
+    pub stats: CheckpointStats,
+}
+
+/// What the committer reports about completed checkpoints (metrics).
+#[derive(Debug, Default)]
+pub struct CheckpointStats {
+    /// Checkpoints completed by this run.
+    pub completed_total: std::sync::atomic::AtomicU64,
+    /// Id of the last one.
+    pub last_id: std::sync::atomic::AtomicU64,
+    /// Its size in bytes (all parts).
+    pub last_bytes: std::sync::atomic::AtomicU64,
+    /// Its duration, µs: from the epoch boundary to the manifest on disk.
+    pub last_duration_us: std::sync::atomic::AtomicU64,
+    /// When it completed, ms since the Unix epoch.
+    pub last_unix_ms: std::sync::atomic::AtomicU64,
 }
 
 const STOP_FILE: &str = "STOP";
@@ -204,6 +221,7 @@ impl CheckpointContext {
             restore,
             job: job.to_string(),
             started: Instant::now(),
+            stats: CheckpointStats::default(),
         })
     }
 
@@ -501,6 +519,21 @@ impl Committer {
             .interval
             .saturating_mul((real + 1 - self.ctx.first_epoch()) as u32);
         let duration_ms = self.ctx.started.elapsed().saturating_sub(due).as_secs_f64() * 1e3;
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            let s = &self.ctx.stats;
+            s.completed_total.fetch_add(1, Relaxed);
+            s.last_id.store(real, Relaxed);
+            s.last_bytes.store(bytes, Relaxed);
+            s.last_duration_us
+                .store((duration_ms * 1e3) as u64, Relaxed);
+            s.last_unix_ms.store(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+                Relaxed,
+            );
+        }
         tracing::info!(
             checkpoint = real,
             was_final,

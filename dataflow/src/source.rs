@@ -140,6 +140,8 @@ pub struct SourceCounters {
     pub dead_letters_total: AtomicU64,
     /// Records emitted behind their partition's watermark (candidates for lateness).
     pub behind_watermark_total: AtomicU64,
+    /// The highest watermark (ms) any worker of this process reached.
+    pub watermark_ms: AtomicU64,
 }
 
 struct Partition<D> {
@@ -532,6 +534,9 @@ where
             match active_low {
                 Some(low) => {
                     let t = time(epoch, low.max(floor));
+                    counters
+                        .watermark_ms
+                        .fetch_max(t.event_ms, Ordering::Relaxed);
                     rcap.downgrade(&t);
                     dcap.downgrade(&t);
                     acap.downgrade(&t);

@@ -1,0 +1,215 @@
+//! `/metrics` scraped while the alerting TrainTicket job runs (throttled,
+//! with checkpoints) shows counters growing during the run and, at the end
+//! (the server lingers), exactly the totals of the job's summary line; the
+//! status page and `/status.json` describe the job; `--log-format json`
+//! writes JSON log lines.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn scrape(url: &str) -> Option<BTreeMap<String, f64>> {
+    let text = ureq::get(url).call().ok()?.into_string().ok()?;
+    let mut m = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (name, value) = line.rsplit_once(' ')?;
+        // Drop the constant job label; keep the level label.
+        let name = match name.split_once('{') {
+            Some((n, labels)) => match labels.split(',').find(|l| l.starts_with("level=")) {
+                Some(level) => format!("{n}{{{}}}", level.trim_end_matches('}')),
+                None => n.to_string(),
+            },
+            None => name.to_string(),
+        };
+        m.insert(name, value.parse().ok()?);
+    }
+    Some(m)
+}
+
+/// A number after `label ` in the summary line.
+fn summary_number(line: &str, label: &str) -> f64 {
+    let at = line
+        .find(&format!("{label} "))
+        .unwrap_or_else(|| panic!("{label} in {line}"));
+    line[at + label.len() + 1..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn metrics_match_the_job_totals_and_the_status_page_describes_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let tt = |d: &str| {
+        common::shared_data()
+            .join(format!("nezha/trainticket/spans_{d}.csv.gz"))
+            .display()
+            .to_string()
+    };
+    let job = format!(
+        r#"name = "metrics-test"
+rate-limit = 120000
+[source]
+kind = "file"
+paths = [{:?}, {:?}]
+{}operator-class = {{ value = "span" }}
+[watermark]
+out-of-orderness = "2m"
+idle-timeout = "10s"
+[window]
+kind = "tumbling"
+size = "60s"
+[[sinks]]
+kind = "jsonl"
+path = "rows"
+[checkpoint]
+dir = "checkpoints"
+interval = "300ms"
+[alerting]
+[alerting.rules]
+kind = "generated"
+[[alerting.sinks]]
+kind = "jsonl"
+path = "alerts"
+[metrics]
+address = "127.0.0.1:{port}"
+linger = "3s"
+"#,
+        tt("2023-01-29"),
+        tt("2023-01-30"),
+        common::NEZHA_MAPPING,
+    );
+    let path = dir.path().join("job.toml");
+    std::fs::write(&path, job).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_streamforge"))
+        .args([
+            "run",
+            path.to_str().unwrap(),
+            "-w",
+            "2",
+            "--log-format",
+            "json",
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    let mut scrapes: Vec<BTreeMap<String, f64>> = Vec::new();
+    let mut page = String::new();
+    let mut status = serde_json::Value::Null;
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "job did not end"
+        );
+        if let Some(m) = scrape(&format!("{url}/metrics")) {
+            if page.is_empty() && m.get("streamforge_source_records_total") > Some(&0.0) {
+                page = ureq::get(&url).call().unwrap().into_string().unwrap();
+                let text = ureq::get(&format!("{url}/status.json"))
+                    .call()
+                    .unwrap()
+                    .into_string()
+                    .unwrap();
+                status = serde_json::from_str(&text).unwrap();
+            }
+            scrapes.push(m);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "{out}{err}");
+    let summary = out
+        .lines()
+        .find(|l| l.contains("events "))
+        .expect("summary line");
+
+    // Growing during the run, equal to the summary at the end.
+    let records = |m: &BTreeMap<String, f64>| m["streamforge_source_records_total"];
+    let last = scrapes.last().expect("scrapes");
+    let events = summary_number(summary, "events");
+    assert!(
+        scrapes
+            .iter()
+            .any(|m| records(m) > 0.0 && records(m) < events),
+        "no scrape during the run"
+    );
+    assert!(scrapes.windows(2).all(|w| records(&w[0]) <= records(&w[1])));
+    assert_eq!(records(last), events);
+    assert_eq!(
+        last["streamforge_window_rows_total"],
+        summary_number(summary, "rows")
+    );
+    assert_eq!(
+        last["streamforge_late_records_total"],
+        summary_number(summary, "late")
+    );
+    assert_eq!(
+        last["streamforge_rules_published_total"],
+        summary_number(summary, "published")
+    );
+    for level in ["LOW", "MID", "HIGH"] {
+        assert_eq!(
+            last[&format!("streamforge_alerts_total{{level=\"{level}\"}}")],
+            summary_number(summary, level),
+            "{level}"
+        );
+    }
+    assert!(last["streamforge_checkpoints_completed_total"] >= 2.0);
+    assert!(last["streamforge_source_watermark_ms"] > 1.6e12);
+    assert!(last["streamforge_windows_evaluated_total"] >= summary_number(summary, "rows"));
+
+    // The status page and its JSON.
+    for part in [
+        "metrics-test",
+        "Job graph",
+        "alert-join",
+        "threshold-history",
+        "Watermark",
+        "Checkpoints",
+    ] {
+        assert!(page.contains(part), "{part} missing from the status page");
+    }
+    assert!(page.contains("http-equiv=\"refresh\""));
+    assert_eq!(status["job"], "metrics-test");
+    assert!(status["graph"].as_array().unwrap().len() >= 6);
+
+    // JSON logs.
+    let json_lines: Vec<serde_json::Value> = err
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        json_lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "metrics and status page"),
+        "{err}"
+    );
+    assert!(json_lines
+        .iter()
+        .any(|l| l["fields"]["message"] == "checkpoint complete"));
+}
