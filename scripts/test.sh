@@ -2,7 +2,8 @@
 # The whole test suite: builds, then runs every unit, doc, property and
 # end-to-end test. Needs ../shared/data (the real data sets) next to the repo.
 # It installs (once) and starts the servers the tests need, on 127.0.0.1:
-# Tansu (Kafka), ClickHouse 18.16 and PostgreSQL 15 (Debian packages).
+# Tansu (Kafka), ClickHouse 18.16 and PostgreSQL 15 (Debian packages); and
+# Chromium (Debian package) for the status-page screenshot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,13 @@ trap 'scripts/kafka.sh stop; scripts/clickhouse.sh stop; scripts/postgres.sh sto
 eval "$(scripts/clickhouse.sh start)"
 eval "$(scripts/postgres.sh start)"
 export STREAMFORGE_CLICKHOUSE STREAMFORGE_POSTGRES
+# Headless Chromium for the status-page screenshot test (tests/status_page.rs).
+if ! command -v chromium >/dev/null; then
+  echo "installing chromium (Debian package) for the status-page test" >&2
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends chromium >/dev/null ||
+    { $sudo apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends chromium >/dev/null; }
+fi
 
 cargo build --release --workspace --all-targets
 cargo test --release --workspace --all-targets

@@ -431,7 +431,7 @@ fn status_html(
             esc(b)
         );
     }
-    h.push_str("</div><h2>Stages</h2><table id=\"stages\"><tr><th>stage</th><th>total</th><th>per second</th></tr>");
+    h.push_str("</div><h2>Stages</h2><table id=\"stages\"><tr><th>stage</th><th>total</th><th>per second (mean since start)</th></tr>");
     for st in s["stages"].as_array().into_iter().flatten() {
         let _ = write!(
             h,
