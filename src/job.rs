@@ -258,6 +258,8 @@ pub struct JobCounters {
     pub rules_published_total: AtomicU64,
     /// Webhook deliveries and retries.
     pub webhook: Arc<streamforge_sinks::webhook::WebhookCounters>,
+    /// Latency histograms (benchmarks: `STREAMFORGE_LATENCY_OUT`).
+    pub latency: Option<Arc<crate::bench::LatencyRecorder>>,
     /// The last alerts (JSON, newest last; the status page).
     pub recent_alerts: std::sync::Mutex<std::collections::VecDeque<String>>,
 }
@@ -569,8 +571,12 @@ impl Plan {
         timely::dataflow::Stream<'s, Time, Vec<streamforge_dataflow::DeadLetter>>,
     ) {
         let c = counters.clone();
+        let size_ms = self.job.window.size.as_millis() as u64;
         let rows = rows.inspect_batch(move |_, b| {
             c.rows_total.fetch_add(b.len() as u64, Ordering::Relaxed);
+            if let Some(l) = &c.latency {
+                l.record_rows(b.iter().map(|r| r.window_start_ms + size_ms));
+            }
         });
         let c = counters.clone();
         let late = late.inspect_batch(move |_, b| {
@@ -833,6 +839,15 @@ impl Plan {
             counters.alerts.clone(),
             graph.as_deref_mut(),
         );
+        let alerts = match counters.latency.clone() {
+            Some(l) => {
+                let size_ms = self.job.window.size.as_millis() as u64;
+                alerts.inspect_batch(move |_, b| {
+                    l.record_alerts(b.iter().map(|a| a.window_start_ms + size_ms))
+                })
+            }
+            None => alerts,
+        };
         let alerts = if self.job.metrics.is_some() {
             let c = counters.clone();
             alerts.inspect_batch(move |_, batch| {
@@ -1193,7 +1208,13 @@ pub fn run_from(
         .as_ref()
         .and_then(|c| c.restore.as_ref().map(Restore::id));
     let config = cluster.timely_config()?;
-    let counters = Arc::new(JobCounters::default());
+    let latency_out = std::env::var_os(crate::bench::LATENCY_OUT).map(PathBuf::from);
+    let counters = Arc::new(JobCounters {
+        latency: latency_out
+            .as_ref()
+            .map(|_| Arc::new(crate::bench::LatencyRecorder::default())),
+        ..Default::default()
+    });
     let _metrics = match &job.metrics {
         Some(m) => {
             // A local cluster: process p listens on port + p.
@@ -1241,6 +1262,9 @@ pub fn run_from(
     for r in guards.join() {
         r.map_err(DataflowError::Execution)?
             .map_err(Error::Invalid)?;
+    }
+    if let (Some(path), Some(l)) = (&latency_out, &counters.latency) {
+        std::fs::write(path, l.report().to_string())?;
     }
     Ok(JobSummary {
         events: counters.source.records_total.load(Ordering::Relaxed),

@@ -14,6 +14,7 @@
 
 pub mod alerting;
 pub mod alerts;
+pub mod bench;
 pub mod cluster;
 pub mod error;
 pub mod job;

@@ -137,6 +137,37 @@ enum Command {
         #[arg(long, default_value = "60s")]
         timeout: humantime::Duration,
     },
+    /// Benchmark harness: named workloads (main job in memory and from JSONL,
+    /// sliding windows, alerting, checkpoints, latency, Kafka when a broker
+    /// is given) over worker counts; writes results.json, results.md,
+    /// throughput.svg and latency.svg.
+    Bench {
+        /// Small sizes, one repeat, no warm-up (under 2 minutes).
+        #[arg(long)]
+        quick: bool,
+        /// Output directory.
+        #[arg(long, default_value = "out/bench")]
+        out: PathBuf,
+        /// Workloads to run (comma-separated; default all).
+        #[arg(long, value_delimiter = ',')]
+        workloads: Vec<String>,
+        /// Worker counts to sweep.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        workers: Vec<usize>,
+        /// Repeats per point (median reported; --quick: 1).
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Spans per throughput run (default 10 M, --quick 1 M).
+        #[arg(long)]
+        events: Option<u64>,
+        /// Compare with this command on the same JSONL input (`{input}` or
+        /// $INPUT), run in alternation with the main-jsonl job.
+        #[arg(long)]
+        baseline: Option<String>,
+        /// Kafka brokers for the kafka workload (default STREAMFORGE_KAFKA).
+        #[arg(long)]
+        brokers: Option<String>,
+    },
     /// Run the main job on the bundled real sample (TrainTicket spans), print a
     /// table and a summary.
     #[command(disable_help_flag = true)]
@@ -282,6 +313,33 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
             println!(
                 "{} process {}/{}: {summary}",
                 config.name, args.process, args.processes
+            );
+        }
+        Command::Bench {
+            quick,
+            out,
+            workloads,
+            workers,
+            repeats,
+            events,
+            baseline,
+            brokers,
+        } => {
+            let args = streamforge::bench::BenchArgs {
+                quick,
+                out: out.clone(),
+                workloads,
+                workers,
+                repeats: if quick { 1 } else { repeats },
+                events,
+                baseline,
+                brokers,
+            };
+            streamforge::bench::run(&args)?;
+            print!("{}", std::fs::read_to_string(out.join("results.md"))?);
+            println!(
+                "\nwrote {0}/results.json, {0}/results.md, {0}/throughput.svg, {0}/latency.svg",
+                out.display()
             );
         }
         Command::Demo { out, timely } => {
