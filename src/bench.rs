@@ -183,7 +183,8 @@ fn generator(events: u64, hours: f64, extra: &str) -> String {
     )
 }
 
-const WINDOW: &str = "[watermark]\nout-of-orderness = \"5s\"\n[window]\nkind = \"tumbling\"\nsize = \"60s\"\n";
+const WINDOW: &str =
+    "[watermark]\nout-of-orderness = \"5s\"\n[window]\nkind = \"tumbling\"\nsize = \"60s\"\n";
 
 fn workloads(args: &BenchArgs, dir: &Path, bin: &Path) -> Result<Vec<Workload>, Error> {
     let n = args
@@ -193,7 +194,14 @@ fn workloads(args: &BenchArgs, dir: &Path, bin: &Path) -> Result<Vec<Workload>, 
     if !spans.exists() {
         std::fs::create_dir_all(spans.parent().expect("dir"))?;
         let status = Command::new(bin)
-            .args(["generate", "--events", &n.to_string(), "--rate", "2000", "--out"])
+            .args([
+                "generate",
+                "--events",
+                &n.to_string(),
+                "--rate",
+                "2000",
+                "--out",
+            ])
             .arg(&spans)
             .stdout(Stdio::null())
             .status()?;
@@ -282,10 +290,24 @@ fn workloads(args: &BenchArgs, dir: &Path, bin: &Path) -> Result<Vec<Workload>, 
         latency: true,
         rate_total: Some(rate),
     });
-    if let Some(brokers) = args.brokers.clone().or_else(|| std::env::var("STREAMFORGE_KAFKA").ok()) {
+    let wants_kafka = args.workloads.is_empty() || args.workloads.iter().any(|w| w == "kafka");
+    let brokers = args
+        .brokers
+        .clone()
+        .or_else(|| std::env::var("STREAMFORGE_KAFKA").ok())
+        .filter(|_| wants_kafka);
+    if let Some(brokers) = brokers {
         let topic = format!("bench-{}", now_ms());
         let status = Command::new(bin)
-            .args(["produce", "--topic", &topic, "--brokers", &brokers, "--partitions", "2"])
+            .args([
+                "produce",
+                "--topic",
+                &topic,
+                "--brokers",
+                &brokers,
+                "--partitions",
+                "2",
+            ])
             .args(["--generate", &n.to_string(), "--quiet"])
             .status()?;
         if status.success() {
@@ -293,7 +315,7 @@ fn workloads(args: &BenchArgs, dir: &Path, bin: &Path) -> Result<Vec<Workload>, 
                 name: "kafka",
                 events: n,
                 toml: format!(
-                    "name = \"bench-kafka\"\n[source]\nkind = \"kafka\"\ntopic = {topic:?}\nformat = \"json\"\n\
+                    "name = \"bench-kafka\"\n[source]\nkind = \"kafka\"\ntopic = {topic:?}\nformat = \"jsonl\"\nstart = \"earliest\"\n\
                      bounded = true\n{mapping}[source.properties]\n\"bootstrap.servers\" = {brokers:?}\n{WINDOW}"
                 ),
                 bytes_per_event,
@@ -328,7 +350,12 @@ fn number_after(line: &str, label: &str) -> Option<f64> {
         .ok()
 }
 
-fn run_once(bin: &Path, job: &Path, workers: usize, latency_out: Option<&Path>) -> Result<(String, f64), Error> {
+fn run_once(
+    bin: &Path,
+    job: &Path,
+    workers: usize,
+    latency_out: Option<&Path>,
+) -> Result<(String, f64), Error> {
     let mut cmd = Command::new(bin);
     cmd.arg("run").arg(job).args(["-w", &workers.to_string()]);
     if let Some(p) = latency_out {
@@ -394,20 +421,26 @@ pub fn run(args: &BenchArgs) -> Result<Vec<Run>, Error> {
                     .replace("START", &now_ms().to_string());
                 let job = args.out.join(format!("jobs/{}.toml", load.name));
                 std::fs::write(&job, &toml)?;
-                let lat = load
-                    .latency
-                    .then(|| args.out.join(format!("jobs/{}-w{workers}-latency.json", load.name)));
+                let lat = load.latency.then(|| {
+                    args.out
+                        .join(format!("jobs/{}-w{workers}-latency.json", load.name))
+                });
                 let (text, peak) = run_once(&bin, &job, workers, lat.as_deref())?;
                 bar.inc(1);
                 if repeat < warmup {
                     continue;
                 }
-                let line = text.lines().find(|l| l.contains("events ")).unwrap_or_default();
+                let line = text
+                    .lines()
+                    .find(|l| l.contains("events "))
+                    .unwrap_or_default();
                 let events = number_after(line, "events").unwrap_or(0.0);
                 let seconds = number_after(line, "elapsed").unwrap_or(0.0);
                 let latency = match &lat {
-                    Some(p) => Some(serde_json::from_str(&std::fs::read_to_string(p)?)
-                        .map_err(|e| Error::Invalid(format!("latency report: {e}")))?),
+                    Some(p) => Some(
+                        serde_json::from_str(&std::fs::read_to_string(p)?)
+                            .map_err(|e| Error::Invalid(format!("latency report: {e}")))?,
+                    ),
                     None => None,
                 };
                 runs.push(Run {
@@ -463,7 +496,12 @@ fn write_latency_rules(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-fn run_baseline(args: &BenchArgs, bin: &Path, cmd: &str, repeats: usize) -> Result<serde_json::Value, Error> {
+fn run_baseline(
+    args: &BenchArgs,
+    bin: &Path,
+    cmd: &str,
+    repeats: usize,
+) -> Result<serde_json::Value, Error> {
     let input = args.out.join("input/spans.jsonl");
     let job = args.out.join("jobs/main-jsonl.toml");
     let loads = workloads(
@@ -495,7 +533,9 @@ fn run_baseline(args: &BenchArgs, bin: &Path, cmd: &str, repeats: usize) -> Resu
         pairs.push(serde_json::json!({"streamforge_s": ours, "baseline_s": theirs, "ratio": theirs / ours}));
     }
     let ratios: Vec<f64> = pairs.iter().filter_map(|p| p["ratio"].as_f64()).collect();
-    Ok(serde_json::json!({"command": cmd, "input": input, "pairs": pairs, "median_ratio": median(ratios)}))
+    Ok(
+        serde_json::json!({"command": cmd, "input": input, "pairs": pairs, "median_ratio": median(ratios)}),
+    )
 }
 
 fn write_outputs(
@@ -507,7 +547,10 @@ fn write_outputs(
     // Medians per (workload, workers).
     let mut points: BTreeMap<(String, usize), Vec<&Run>> = BTreeMap::new();
     for r in runs {
-        points.entry((r.workload.clone(), r.workers)).or_default().push(r);
+        points
+            .entry((r.workload.clone(), r.workers))
+            .or_default()
+            .push(r);
     }
     let summary: Vec<serde_json::Value> = points
         .iter()
@@ -535,7 +578,10 @@ fn write_outputs(
         "runs": runs,
         "baseline": baseline,
     });
-    std::fs::write(args.out.join("results.json"), serde_json::to_string_pretty(&json).expect("json"))?;
+    std::fs::write(
+        args.out.join("results.json"),
+        serde_json::to_string_pretty(&json).expect("json"),
+    )?;
     let mut md = format!(
         "Command: `{}` ({} cores, {:.0} s)\n\n| workload | workers | events/s | MB/s | peak RSS MB | row latency p50 / p99 ms | alert latency p99 ms |\n|---|---:|---:|---:|---:|---|---:|\n",
         json["command"].as_str().unwrap_or(""),
@@ -601,7 +647,11 @@ fn plot_throughput(path: &Path, summary: &[serde_json::Value]) -> Result<(), Err
     use plotters::prelude::*;
     let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
-    let max_w = summary.iter().filter_map(|s| s["workers"].as_u64()).max().unwrap_or(1);
+    let max_w = summary
+        .iter()
+        .filter_map(|s| s["workers"].as_u64())
+        .max()
+        .unwrap_or(1);
     let max_y = summary
         .iter()
         .filter_map(|s| s["events_per_second"].as_f64())
@@ -619,7 +669,10 @@ fn plot_throughput(path: &Path, summary: &[serde_json::Value]) -> Result<(), Err
         .y_desc("events/s")
         .draw()
         .map_err(plot_err)?;
-    let mut names: Vec<&str> = summary.iter().filter_map(|s| s["workload"].as_str()).collect();
+    let mut names: Vec<&str> = summary
+        .iter()
+        .filter_map(|s| s["workload"].as_str())
+        .collect();
     names.dedup();
     for (i, name) in names.iter().enumerate() {
         let pts: Vec<(f64, f64)> = summary
@@ -675,7 +728,10 @@ fn plot_latency(path: &Path, runs: &[Run]) -> Result<(), Error> {
         .flat_map(|(_, c)| c.iter().map(|p| p.0))
         .fold(1.0, f64::max);
     let mut chart = ChartBuilder::on(&root)
-        .caption("latency CDF (window end → emitted, wall ms)", ("sans-serif", 20))
+        .caption(
+            "latency CDF (window end → emitted, wall ms)",
+            ("sans-serif", 20),
+        )
         .margin(15)
         .x_label_area_size(35)
         .y_label_area_size(50)

@@ -28,7 +28,14 @@ fn bench_quick_writes_json_markdown_and_plots() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     let summary = json["summary"].as_array().unwrap();
-    let mut want = vec!["alerting", "checkpointed", "latency", "main-jsonl", "main-memory", "sliding"];
+    let mut want = vec![
+        "alerting",
+        "checkpointed",
+        "latency",
+        "main-jsonl",
+        "main-memory",
+        "sliding",
+    ];
     if std::env::var("STREAMFORGE_KAFKA").is_ok() {
         want.push("kafka");
     }
@@ -46,11 +53,7 @@ fn bench_quick_writes_json_markdown_and_plots() {
     }
     let runs = json["runs"].as_array().unwrap();
     assert_eq!(runs.len(), want.len() * 2, "one run per point with --quick");
-    let latency = runs
-        .iter()
-        .find(|r| r["workload"] == "latency")
-        .unwrap()["latency"]
-        .clone();
+    let latency = runs.iter().find(|r| r["workload"] == "latency").unwrap()["latency"].clone();
     for kind in ["rows", "alerts"] {
         assert!(latency[kind]["count"].as_u64().unwrap() > 0, "{kind}");
         let p50 = latency[kind]["p50_ms"].as_u64().unwrap();
@@ -65,12 +68,17 @@ fn bench_quick_writes_json_markdown_and_plots() {
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
     assert!(md.contains("| workload | workers | events/s | MB/s | peak RSS MB |"));
     assert_eq!(
-        md.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| workload")).count(),
+        md.lines()
+            .filter(|l| l.starts_with("| ") && !l.starts_with("| workload"))
+            .count(),
         summary.len()
     );
     assert!(md.contains("Baseline `wc -l {input}`"));
     assert!(stdout.contains("results.json"));
-    for (svg, title) in [("throughput.svg", "throughput vs workers"), ("latency.svg", "latency CDF")] {
+    for (svg, title) in [
+        ("throughput.svg", "throughput vs workers"),
+        ("latency.svg", "latency CDF"),
+    ] {
         let text = std::fs::read_to_string(out.join(svg)).unwrap();
         assert!(text.starts_with("<svg"), "{svg}");
         assert!(text.contains(title), "{svg}");
