@@ -396,6 +396,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// # Errors
 /// A run failed, or the output cannot be written.
 pub fn run(args: &BenchArgs) -> Result<Vec<Run>, Error> {
+    // Job files resolve paths against their own directory: use absolute ones.
+    let args = &BenchArgs {
+        out: std::path::absolute(&args.out)?,
+        ..args.clone()
+    };
     let bin = std::env::current_exe()?;
     std::fs::create_dir_all(args.out.join("jobs"))?;
     let started = Instant::now();

@@ -1208,6 +1208,7 @@ pub fn run_from(
         .as_ref()
         .and_then(|c| c.restore.as_ref().map(Restore::id));
     let config = cluster.timely_config()?;
+    streamforge_dataflow::metrics::clear();
     let latency_out = std::env::var_os(crate::bench::LATENCY_OUT).map(PathBuf::from);
     let counters = Arc::new(JobCounters {
         latency: latency_out

@@ -52,6 +52,9 @@ pub struct StatusInfo {
 
 struct Series {
     registry: Registry,
+    op_in: IntCounterVec,
+    op_out: IntCounterVec,
+    op_state: prometheus::IntGaugeVec,
     counters: Vec<(IntCounter, Box<dyn Fn(&JobCounters) -> u64 + Send>)>,
     alerts: IntCounterVec,
     watermark: IntGauge,
@@ -175,6 +178,30 @@ impl Series {
             "Rule updates published by the hourly publisher.",
             Box::new(move |c| c.rules_published_total.load(r)),
         )?;
+        let op_in = IntCounterVec::new(
+            Opts::new(
+                "streamforge_operator_records_in_total",
+                "Records received, by operator and worker.",
+            ),
+            &["operator", "worker"],
+        )?;
+        registry.register(Box::new(op_in.clone()))?;
+        let op_out = IntCounterVec::new(
+            Opts::new(
+                "streamforge_operator_records_out_total",
+                "Records emitted, by operator and worker.",
+            ),
+            &["operator", "worker"],
+        )?;
+        registry.register(Box::new(op_out.clone()))?;
+        let op_state = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "streamforge_operator_state_entries",
+                "Keyed-state entries (open window × key accumulators; convergence keys), by operator and worker.",
+            ),
+            &["operator", "worker"],
+        )?;
+        registry.register(Box::new(op_state.clone()))?;
         let alerts = IntCounterVec::new(
             Opts::new("streamforge_alerts_total", "Alerts emitted, by level."),
             &["level"],
@@ -221,6 +248,9 @@ impl Series {
         )?;
         Ok(Series {
             registry,
+            op_in,
+            op_out,
+            op_state,
             counters,
             alerts,
             watermark,
@@ -234,6 +264,20 @@ impl Series {
     }
 
     fn update(&self, c: &JobCounters, ckpt: Option<&CheckpointContext>) {
+        for (op, worker, m) in streamforge_dataflow::metrics::snapshot() {
+            let w = worker.to_string();
+            set_counter(
+                &self.op_in.with_label_values(&[&op, &w]),
+                m.records_in.load(Ordering::Relaxed),
+            );
+            set_counter(
+                &self.op_out.with_label_values(&[&op, &w]),
+                m.records_out.load(Ordering::Relaxed),
+            );
+            self.op_state
+                .with_label_values(&[&op, &w])
+                .set(m.state_entries.load(Ordering::Relaxed));
+        }
         for (counter, read) in &self.counters {
             set_counter(counter, read(c));
         }

@@ -19,12 +19,20 @@ fn scrape(url: &str) -> Option<BTreeMap<String, f64>> {
         .filter(|l| !l.starts_with('#') && !l.is_empty())
     {
         let (name, value) = line.rsplit_once(' ')?;
-        // Drop the constant job label; keep the level label.
+        // Drop the constant job label; keep the others.
         let name = match name.split_once('{') {
-            Some((n, labels)) => match labels.split(',').find(|l| l.starts_with("level=")) {
-                Some(level) => format!("{n}{{{}}}", level.trim_end_matches('}')),
-                None => n.to_string(),
-            },
+            Some((n, labels)) => {
+                let kept: Vec<&str> = labels
+                    .trim_end_matches('}')
+                    .split(',')
+                    .filter(|l| !l.starts_with("streamforge_job="))
+                    .collect();
+                if kept.is_empty() {
+                    n.to_string()
+                } else {
+                    format!("{n}{{{}}}", kept.join(","))
+                }
+            }
             None => name.to_string(),
         };
         m.insert(name, value.parse().ok()?);
@@ -182,6 +190,44 @@ linger = "3s"
     assert!(last["streamforge_checkpoints_completed_total"] >= 2.0);
     assert!(last["streamforge_source_watermark_ms"] > 1.6e12);
     assert!(last["streamforge_windows_evaluated_total"] >= summary_number(summary, "rows"));
+    // Per operator and worker: the window operator's output over both
+    // workers is the rows; its input is the spans; the join saw every row.
+    let per_op = |metric: &str, op: &str| -> f64 {
+        (0..2)
+            .map(|w| {
+                last.get(&format!("{metric}{{operator=\"{op}\",worker=\"{w}\"}}"))
+                    .copied()
+                    .unwrap_or_else(|| panic!("{metric} {op} worker {w} missing"))
+            })
+            .sum()
+    };
+    let rows = summary_number(summary, "rows");
+    assert_eq!(
+        per_op(
+            "streamforge_operator_records_out_total",
+            "metrics-test-window"
+        ),
+        rows
+    );
+    assert_eq!(
+        per_op(
+            "streamforge_operator_records_in_total",
+            "metrics-test-window"
+        ),
+        events
+    );
+    assert_eq!(
+        per_op("streamforge_operator_records_in_total", "alert-join"),
+        rows
+    );
+    assert_eq!(
+        per_op("streamforge_operator_state_entries", "metrics-test-window"),
+        0.0
+    );
+    assert!(scrapes.iter().any(|m| {
+        m.get("streamforge_operator_state_entries{operator=\"metrics-test-window\",worker=\"0\"}")
+            .is_some_and(|v| *v > 0.0)
+    }));
 
     // The status page and its JSON.
     for part in [

@@ -14,6 +14,7 @@ pub mod env;
 pub mod error;
 pub mod hash;
 pub mod launch;
+pub mod metrics;
 pub mod source;
 pub mod time;
 pub mod watermark;

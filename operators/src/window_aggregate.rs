@@ -261,6 +261,7 @@ where
         let assigner = spec.assigner;
         let part_name = format!("{name}-w{index}");
         let part_prefix = format!("{name}-w");
+        let metrics = streamforge_dataflow::metrics::operator_metrics(name, index);
 
         builder.build(move |mut caps| {
             let mut ack_caps = CapabilitySet::from_elem(caps.pop().expect("ack output"));
@@ -307,6 +308,9 @@ where
                      data: &mut Vec<D>,
                      late: &mut Vec<(Capability<Time>, Vec<D>)>| {
                         let t = cap.time().event_ms;
+                        metrics
+                            .records_in
+                            .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
                         let mut late_batch = Vec::new();
                         for d in data.drain(..) {
                             let e = event_time_ms(&d);
@@ -436,6 +440,9 @@ where
                             key: k,
                             value: aggregate.get_result(&acc),
                         }));
+                        metrics
+                            .records_out
+                            .fetch_add(fired.len() as u64, std::sync::atomic::Ordering::Relaxed);
                         handle.session(&cap).give_container(&mut fired);
                     }
                 }
@@ -453,6 +460,10 @@ where
                     .chain(stash_low)
                     .min()
                     .unwrap_or(u64::MAX);
+                metrics.state_entries.store(
+                    windows.iter().map(|w| w.entries.len() as i64).sum(),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 streamforge_dataflow::time::hold_back(
                     &mut result_caps,
                     frontiers[0].frontier().iter(),

@@ -211,6 +211,7 @@ impl<'scope> AlertJoin<'scope> for Stream<'scope, Time, Vec<OperatorAggRow>> {
         let mut ack_out = OutputBuilder::from(ack_out);
         let part_name = format!("{name}-w{index}");
         let part_prefix = format!("{name}-w");
+        let metrics = streamforge_dataflow::metrics::operator_metrics(name, index);
 
         builder.build(move |mut caps| {
             let mut ack_caps = CapabilitySet::from_elem(caps.pop().expect("ack output"));
@@ -348,6 +349,13 @@ impl<'scope> AlertJoin<'scope> for Stream<'scope, Time, Vec<OperatorAggRow>> {
                 counters
                     .evaluated_total
                     .fetch_add(evaluated, Ordering::Relaxed);
+                metrics.records_in.fetch_add(evaluated, Ordering::Relaxed);
+                metrics
+                    .records_out
+                    .fetch_add(by_level.iter().sum::<u64>(), Ordering::Relaxed);
+                metrics
+                    .state_entries
+                    .store(suppressor.len() as i64, Ordering::Relaxed);
                 counters
                     .suppressed_total
                     .fetch_add(suppressed, Ordering::Relaxed);
