@@ -125,8 +125,11 @@ pub struct BenchArgs {
     pub out: PathBuf,
     /// Workloads (empty: all that apply).
     pub workloads: Vec<String>,
-    /// Worker counts to sweep.
+    /// Worker counts to sweep (per process).
     pub workers: Vec<usize>,
+    /// Process counts to sweep (> 1: a local cluster via `streamforge cluster`;
+    /// not for the latency workload).
+    pub processes: Vec<usize>,
     /// Repeats per point (the median is reported).
     pub repeats: usize,
     /// Spans per throughput run (default by mode).
@@ -142,8 +145,10 @@ pub struct BenchArgs {
 pub struct Run {
     /// Workload name.
     pub workload: String,
-    /// Worker threads.
+    /// Worker threads per process.
     pub workers: usize,
+    /// Processes.
+    pub processes: usize,
     /// Repeat index.
     pub repeat: usize,
     /// Spans read.
@@ -381,6 +386,80 @@ fn run_once(
     Ok((text, peak))
 }
 
+/// Child pids of `pid` (all its threads' children).
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// Runs `job` as a local cluster of `processes` × `workers`; the summed
+/// summary (events, rows; the longest elapsed) and the summed peak RSS.
+fn run_cluster_once(
+    bin: &Path,
+    dir: &Path,
+    job: &Path,
+    processes: usize,
+    workers: usize,
+) -> Result<(String, f64), Error> {
+    let hosts = dir.join(format!("jobs/hosts-{processes}"));
+    let lines: Vec<String> = (0..processes)
+        .map(|_| {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            Ok(format!("127.0.0.1:{port}"))
+        })
+        .collect::<Result<_, std::io::Error>>()?;
+    std::fs::write(&hosts, lines.join("\n") + "\n")?;
+    let mut child = Command::new(bin)
+        .arg("cluster")
+        .arg(job)
+        .arg("-h")
+        .arg(&hosts)
+        .args(["-w", &workers.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    let mut peaks: BTreeMap<u32, f64> = BTreeMap::new();
+    while child.try_wait()?.is_none() {
+        for c in children(pid) {
+            let p = peak_rss_mb(c).unwrap_or(0.0);
+            let e = peaks.entry(c).or_default();
+            *e = e.max(p);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if !out.status.success() {
+        return Err(Error::Invalid(format!(
+            "bench cluster run of {} failed: {}{}",
+            job.display(),
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    let (mut events, mut rows, mut elapsed) = (0.0, 0.0, 0.0f64);
+    for line in text.lines().filter(|l| l.contains("events ")) {
+        events += number_after(line, "events").unwrap_or(0.0);
+        rows += number_after(line, "rows").unwrap_or(0.0);
+        elapsed = elapsed.max(number_after(line, "elapsed").unwrap_or(0.0));
+    }
+    let line = format!("cluster: events {events}  rows {rows}  elapsed {elapsed}s");
+    Ok((line, peaks.values().sum()))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     if v.is_empty() {
@@ -409,16 +488,30 @@ pub fn run(args: &BenchArgs) -> Result<Vec<Run>, Error> {
     write_latency_rules(&args.out.join("input/latency-rules.jsonl"))?;
     let repeats = args.repeats.max(1);
     let warmup = usize::from(!args.quick);
-    let total = (loads.len() * args.workers.len() * (repeats + warmup)) as u64;
+    let processes: Vec<usize> = if args.processes.is_empty() {
+        vec![1]
+    } else {
+        args.processes.clone()
+    };
+    let points: Vec<(&Workload, usize, usize)> = loads
+        .iter()
+        .flat_map(|l| {
+            processes
+                .iter()
+                .filter(move |p| **p == 1 || !l.latency)
+                .flat_map(move |p| args.workers.iter().map(move |w| (l, *p, *w)))
+        })
+        .collect();
+    let total = (points.len() * (repeats + warmup)) as u64;
     let bar = indicatif::ProgressBar::new(total).with_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg} [{elapsed}]")
             .expect("template"),
     );
     let mut runs = Vec::new();
-    for load in &loads {
-        for &workers in &args.workers {
+    for &(load, procs, workers) in &points {
+        {
             for repeat in 0..repeats + warmup {
-                bar.set_message(format!("{} -w {workers}", load.name));
+                bar.set_message(format!("{} -n {procs} -w {workers}", load.name));
                 let per_worker = load.rate_total.map_or(0, |r| r / workers.max(1) as u64 + 1);
                 let toml = load
                     .toml
@@ -430,7 +523,11 @@ pub fn run(args: &BenchArgs) -> Result<Vec<Run>, Error> {
                     args.out
                         .join(format!("jobs/{}-w{workers}-latency.json", load.name))
                 });
-                let (text, peak) = run_once(&bin, &job, workers, lat.as_deref())?;
+                let (text, peak) = if procs == 1 {
+                    run_once(&bin, &job, workers, lat.as_deref())?
+                } else {
+                    run_cluster_once(&bin, &args.out, &job, procs, workers)?
+                };
                 bar.inc(1);
                 if repeat < warmup {
                     continue;
@@ -451,6 +548,7 @@ pub fn run(args: &BenchArgs) -> Result<Vec<Run>, Error> {
                 runs.push(Run {
                     workload: load.name.into(),
                     workers,
+                    processes: procs,
                     repeat: repeat - warmup,
                     events: events as u64,
                     rows: number_after(line, "rows").unwrap_or(0.0) as u64,
@@ -550,19 +648,19 @@ fn write_outputs(
     took: Duration,
 ) -> Result<(), Error> {
     // Medians per (workload, workers).
-    let mut points: BTreeMap<(String, usize), Vec<&Run>> = BTreeMap::new();
+    let mut points: BTreeMap<(String, usize, usize), Vec<&Run>> = BTreeMap::new();
     for r in runs {
         points
-            .entry((r.workload.clone(), r.workers))
+            .entry((r.workload.clone(), r.processes, r.workers))
             .or_default()
             .push(r);
     }
     let summary: Vec<serde_json::Value> = points
         .iter()
-        .map(|((w, n), rs)| {
+        .map(|((w, p, n), rs)| {
             let lat = rs.iter().find_map(|r| r.latency.as_ref());
             serde_json::json!({
-                "workload": w, "workers": n, "repeats": rs.len(),
+                "workload": w, "processes": p, "workers": n, "repeats": rs.len(),
                 "events_per_second": median(rs.iter().map(|r| r.events_per_second).collect()),
                 "mb_per_second": median(rs.iter().map(|r| r.mb_per_second).collect()),
                 "peak_rss_mb": median(rs.iter().map(|r| r.peak_rss_mb).collect()),
@@ -588,7 +686,7 @@ fn write_outputs(
         serde_json::to_string_pretty(&json).expect("json"),
     )?;
     let mut md = format!(
-        "Command: `{}` ({} cores, {:.0} s)\n\n| workload | workers | events/s | MB/s | peak RSS MB | row latency p50 / p99 ms | alert latency p99 ms |\n|---|---:|---:|---:|---:|---|---:|\n",
+        "Command: `{}` ({} cores, {:.0} s)\n\n| workload | processes | workers | events/s | MB/s | peak RSS MB | row latency p50 / p99 ms | alert latency p99 ms |\n|---|---:|---:|---:|---:|---:|---|---:|\n",
         json["command"].as_str().unwrap_or(""),
         cores,
         took.as_secs_f64()
@@ -596,7 +694,7 @@ fn write_outputs(
     let base = |w: &str| {
         summary
             .iter()
-            .find(|s| s["workload"] == w && s["workers"] == 1)
+            .find(|s| s["workload"] == w && s["workers"] == 1 && s["processes"] == 1)
             .and_then(|s| s["events_per_second"].as_f64())
     };
     for s in &summary {
@@ -605,8 +703,9 @@ fn write_outputs(
             _ => "–".into(),
         };
         md.push_str(&format!(
-            "| {} | {} | {:.0} | {:.1} | {:.0} | {} | {} |\n",
+            "| {} | {} | {} | {:.0} | {:.1} | {:.0} | {} | {} |\n",
             s["workload"].as_str().unwrap_or(""),
+            s["processes"],
             s["workers"],
             s["events_per_second"].as_f64().unwrap_or(0.0),
             s["mb_per_second"].as_f64().unwrap_or(0.0),
@@ -674,15 +773,26 @@ fn plot_throughput(path: &Path, summary: &[serde_json::Value]) -> Result<(), Err
         .y_desc("events/s")
         .draw()
         .map_err(plot_err)?;
-    let mut names: Vec<&str> = summary
+    // One series per (workload, processes).
+    let mut series: Vec<(String, u64)> = summary
         .iter()
-        .filter_map(|s| s["workload"].as_str())
+        .filter_map(|s| {
+            Some((
+                s["workload"].as_str()?.to_string(),
+                s["processes"].as_u64()?,
+            ))
+        })
         .collect();
-    names.dedup();
-    for (i, name) in names.iter().enumerate() {
+    series.dedup();
+    for (i, (workload, procs)) in series.iter().enumerate() {
+        let name = if *procs == 1 {
+            workload.clone()
+        } else {
+            format!("{workload} ({procs} processes)")
+        };
         let pts: Vec<(f64, f64)> = summary
             .iter()
-            .filter(|s| s["workload"] == *name)
+            .filter(|s| s["workload"] == workload.as_str() && s["processes"] == *procs)
             .filter_map(|s| Some((s["workers"].as_f64()?, s["events_per_second"].as_f64()?)))
             .collect();
         let color = Palette99::pick(i).to_rgba();

@@ -151,9 +151,12 @@ enum Command {
         /// Workloads to run (comma-separated; default all).
         #[arg(long, value_delimiter = ',')]
         workloads: Vec<String>,
-        /// Worker counts to sweep.
+        /// Worker counts to sweep (per process).
         #[arg(long, value_delimiter = ',', default_value = "1,2")]
         workers: Vec<usize>,
+        /// Process counts to sweep (> 1: local clusters; not the latency workload).
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        processes: Vec<usize>,
         /// Repeats per point (median reported; --quick: 1).
         #[arg(long, default_value_t = 3)]
         repeats: usize,
@@ -320,6 +323,7 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
             out,
             workloads,
             workers,
+            processes,
             repeats,
             events,
             baseline,
@@ -330,6 +334,7 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
                 out: out.clone(),
                 workloads,
                 workers,
+                processes,
                 repeats: if quick { 1 } else { repeats },
                 events,
                 baseline,

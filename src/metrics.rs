@@ -50,12 +50,15 @@ pub struct StatusInfo {
     pub edges: Vec<(String, String)>,
 }
 
+/// A counter and how to read its value from the job's counters.
+type CounterSource = (IntCounter, Box<dyn Fn(&JobCounters) -> u64 + Send>);
+
 struct Series {
     registry: Registry,
     op_in: IntCounterVec,
     op_out: IntCounterVec,
     op_state: prometheus::IntGaugeVec,
-    counters: Vec<(IntCounter, Box<dyn Fn(&JobCounters) -> u64 + Send>)>,
+    counters: Vec<CounterSource>,
     alerts: IntCounterVec,
     watermark: IntGauge,
     watermark_lag: IntGauge,
@@ -85,7 +88,7 @@ impl Series {
             None,
             Some([("streamforge_job".to_string(), job.to_string())].into()),
         )?;
-        let mut counters: Vec<(IntCounter, Box<dyn Fn(&JobCounters) -> u64 + Send>)> = Vec::new();
+        let mut counters: Vec<CounterSource> = Vec::new();
         let mut counter = |name: &str,
                            help: &str,
                            f: Box<dyn Fn(&JobCounters) -> u64 + Send>|

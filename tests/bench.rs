@@ -66,7 +66,7 @@ fn bench_quick_writes_json_markdown_and_plots() {
     assert!(baseline["median_ratio"].as_f64().unwrap() > 0.0);
 
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
-    assert!(md.contains("| workload | workers | events/s | MB/s | peak RSS MB |"));
+    assert!(md.contains("| workload | processes | workers | events/s | MB/s | peak RSS MB |"));
     assert_eq!(
         md.lines()
             .filter(|l| l.starts_with("| ") && !l.starts_with("| workload"))
@@ -75,6 +75,41 @@ fn bench_quick_writes_json_markdown_and_plots() {
     );
     assert!(md.contains("Baseline `wc -l {input}`"));
     assert!(stdout.contains("results.json"));
+    // A process sweep: the same spans over a 2-process local cluster.
+    let out2 = dir.path().join("bench-processes");
+    let run = Command::new(env!("CARGO_BIN_EXE_streamforge"))
+        .args([
+            "bench",
+            "--quick",
+            "--workloads",
+            "main-memory",
+            "--workers",
+            "1",
+        ])
+        .args(["--processes", "1,2", "--out"])
+        .arg(&out2)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let json2: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out2.join("results.json")).unwrap()).unwrap();
+    let runs2 = json2["runs"].as_array().unwrap();
+    let events = |p: u64| {
+        runs2
+            .iter()
+            .find(|r| r["processes"] == p)
+            .unwrap_or_else(|| panic!("no run with {p} processes"))["events"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(events(2), events(1));
+    assert!(runs2
+        .iter()
+        .all(|r| r["peak_rss_mb"].as_f64().unwrap() > 1.0));
     for (svg, title) in [
         ("throughput.svg", "throughput vs workers"),
         ("latency.svg", "latency CDF"),

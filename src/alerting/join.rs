@@ -311,7 +311,7 @@ impl<'scope> AlertJoin<'scope> for Stream<'scope, Time, Vec<OperatorAggRow>> {
                 // ping-pong between workers.
                 let (mut evaluated, mut suppressed, mut by_level) = (0u64, 0u64, [0u64; 3]);
                 'batches: while let Some((cap, rows)) = waiting.front_mut() {
-                    if !oldest.is_none_or(|e| cap.time().epoch <= e) {
+                    if oldest.is_some_and(|e| cap.time().epoch > e) {
                         break;
                     }
                     let mut alerts = Vec::new();
