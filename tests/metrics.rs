@@ -221,6 +221,13 @@ linger = "3s"
         rows
     );
     assert_eq!(
+        per_op(
+            "streamforge_operator_records_out_total",
+            "metrics-test-source"
+        ),
+        events
+    );
+    assert_eq!(
         per_op("streamforge_operator_state_entries", "metrics-test-window"),
         0.0
     );

@@ -295,6 +295,7 @@ where
     let index = scope.index();
     let peers = scope.peers();
     let counters = counters.unwrap_or_default();
+    let metrics = crate::metrics::operator_metrics(&settings.name, index);
 
     builder.build(move |mut caps| {
         let position_cap = caps.pop().expect("position output");
@@ -451,6 +452,7 @@ where
                 counters
                     .records_total
                     .fetch_add(n as u64, Ordering::Relaxed);
+                metrics.records_out.fetch_add(n as u64, Ordering::Relaxed);
                 counters
                     .behind_watermark_total
                     .fetch_add(behind.len() as u64, Ordering::Relaxed);
