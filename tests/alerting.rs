@@ -21,43 +21,15 @@ use streamforge::thresholds::{hour_of_day, rules_of, AlarmRule, ThresholdSetting
 
 const HOUR: u64 = 3_600_000;
 
-fn tt(day: &str) -> String {
-    common::shared_data()
-        .join(format!("nezha/trainticket/spans_{day}.csv.gz"))
-        .display()
-        .to_string()
-}
-
 /// The TrainTicket job over both days with 60 s windows and `alerting`
 /// (TOML after `[alerting]`), writing into `out`.
 fn job(out: &Path, alerting: &str, extra: &str) -> String {
-    format!(
-        r#"name = "tt-alerts"
-{extra}
-[source]
-kind = "file"
-paths = [{:?}, {:?}]
-{}operator-class = {{ value = "span" }}
-
-[watermark]
-out-of-orderness = "2m"
-idle-timeout = "10s"
-
-[window]
-kind = "tumbling"
-size = "60s"
-
-[[sinks]]
-kind = "jsonl"
-path = {:?}
-
-[alerting]
-{alerting}
-"#,
-        tt("2023-01-29"),
-        tt("2023-01-30"),
-        common::NEZHA_MAPPING,
-        out.join("rows.jsonl"),
+    common::trainticket_two_days(
+        &format!("name = \"tt-alerts\"\n{extra}"),
+        &format!(
+            "[[sinks]]\nkind = \"jsonl\"\npath = {:?}\n[alerting]\n{alerting}",
+            out.join("rows.jsonl")
+        ),
     )
 }
 

@@ -57,26 +57,10 @@ fn summary_number(line: &str, label: &str) -> f64 {
 fn metrics_match_the_job_totals_and_the_status_page_describes_the_job() {
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
-    let tt = |d: &str| {
-        common::shared_data()
-            .join(format!("nezha/trainticket/spans_{d}.csv.gz"))
-            .display()
-            .to_string()
-    };
-    let job = format!(
-        r#"name = "metrics-test"
-rate-limit = 120000
-[source]
-kind = "file"
-paths = [{:?}, {:?}]
-{}operator-class = {{ value = "span" }}
-[watermark]
-out-of-orderness = "2m"
-idle-timeout = "10s"
-[window]
-kind = "tumbling"
-size = "60s"
-[[sinks]]
+    let job = common::trainticket_two_days(
+        "name = \"metrics-test\"\nrate-limit = 120000",
+        &format!(
+            r#"[[sinks]]
 kind = "jsonl"
 path = "rows"
 [checkpoint]
@@ -91,10 +75,8 @@ path = "alerts"
 [metrics]
 address = "127.0.0.1:{port}"
 linger = "3s"
-"#,
-        tt("2023-01-29"),
-        tt("2023-01-30"),
-        common::NEZHA_MAPPING,
+"#
+        ),
     );
     let path = dir.path().join("job.toml");
     std::fs::write(&path, job).unwrap();

@@ -27,25 +27,10 @@ fn chromium_renders_the_status_page() {
         });
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
-    let tt = |d: &str| {
-        common::shared_data()
-            .join(format!("nezha/trainticket/spans_{d}.csv.gz"))
-            .display()
-            .to_string()
-    };
-    let job = format!(
-        r#"name = "status-page-test"
-[source]
-kind = "file"
-paths = [{:?}, {:?}]
-{}operator-class = {{ value = "span" }}
-[watermark]
-out-of-orderness = "2m"
-idle-timeout = "10s"
-[window]
-kind = "tumbling"
-size = "60s"
-[alerting]
+    let job = common::trainticket_two_days(
+        "name = \"status-page-test\"",
+        &format!(
+            r#"[alerting]
 [alerting.rules]
 kind = "generated"
 [[alerting.sinks]]
@@ -54,10 +39,8 @@ path = "alerts.jsonl"
 [metrics]
 address = "127.0.0.1:{port}"
 linger = "60s"
-"#,
-        tt("2023-01-29"),
-        tt("2023-01-30"),
-        common::NEZHA_MAPPING,
+"#
+        ),
     );
     let path = dir.path().join("job.toml");
     std::fs::write(&path, job).unwrap();

@@ -157,6 +157,25 @@ impl Restore {
     }
 }
 
+/// The checkpoint a stateful operator writes when the oldest open epoch of its
+/// input moved to `oldest`: epoch `oldest − 1` is complete there, and its
+/// state is this run's part of that checkpoint — if this run took part in it
+/// (`≥ first_epoch`). `None` (the input ended) is the final checkpoint, which
+/// operators write separately.
+///
+/// # Examples
+/// ```
+/// use streamforge_dataflow::checkpoint::checkpoint_to_write;
+/// assert_eq!(checkpoint_to_write(Some(5), 3), Some(4));
+/// assert_eq!(checkpoint_to_write(Some(3), 3), None); // epoch 2 was before the restore
+/// assert_eq!(checkpoint_to_write(Some(0), 0), None);
+/// ```
+pub fn checkpoint_to_write(oldest: Option<Epoch>, first_epoch: Epoch) -> Option<u64> {
+    oldest
+        .and_then(|b| b.checked_sub(1))
+        .filter(|c| *c >= first_epoch)
+}
+
 /// Per-process checkpoint context, shared by all workers.
 #[derive(Debug)]
 pub struct CheckpointContext {

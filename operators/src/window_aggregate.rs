@@ -360,9 +360,8 @@ where
                     // Epochs before `oldest` are complete: apply their stashed
                     // records; the state is then the state after them.
                     drain_stash(oldest, &mut stash, &mut windows, &mut late);
-                    if let Some(c) = oldest
-                        .and_then(|b| b.checked_sub(1))
-                        .filter(|c| *c >= first_epoch)
+                    if let Some(c) =
+                        streamforge_dataflow::checkpoint::checkpoint_to_write(oldest, first_epoch)
                     {
                         write_snapshot(c, &windows);
                     }

@@ -219,9 +219,8 @@ impl<'scope> ThresholdHistory<'scope> for Stream<'scope, Time, Vec<OperatorAggRo
                         }
                     };
                 if epoch_moved {
-                    if let Some(c) = oldest
-                        .and_then(|b| b.checked_sub(1))
-                        .filter(|c| *c >= first_epoch)
+                    if let Some(c) =
+                        streamforge_dataflow::checkpoint::checkpoint_to_write(oldest, first_epoch)
                     {
                         write(c, &kept, &names);
                     }

@@ -292,9 +292,8 @@ impl<'scope> AlertJoin<'scope> for Stream<'scope, Time, Vec<OperatorAggRow>> {
                     }
                 };
                 if epoch_moved {
-                    if let Some(c) = oldest
-                        .and_then(|b| b.checked_sub(1))
-                        .filter(|c| *c >= first_epoch)
+                    if let Some(c) =
+                        streamforge_dataflow::checkpoint::checkpoint_to_write(oldest, first_epoch)
                     {
                         write(c, &book, &suppressor, &waiting);
                     }

@@ -326,3 +326,22 @@ path = "{}"
         out.display()
     )
 }
+
+/// The main job over both TrainTicket days (2023-01-29 and -30, Nezha) with
+/// 60 s windows: `top` goes before `[source]` (name, rate-limit, …), `rest`
+/// after `[window]` (sinks, `[alerting]`, `[metrics]`, …).
+pub fn trainticket_two_days(top: &str, rest: &str) -> String {
+    let day = |d: &str| {
+        shared_data()
+            .join(format!("nezha/trainticket/spans_{d}.csv.gz"))
+            .display()
+            .to_string()
+    };
+    format!(
+        "{top}\n[source]\nkind = \"file\"\npaths = [{:?}, {:?}]\n{NEZHA_MAPPING}\
+         operator-class = {{ value = \"span\" }}\n[watermark]\nout-of-orderness = \"2m\"\n\
+         idle-timeout = \"10s\"\n[window]\nkind = \"tumbling\"\nsize = \"60s\"\n{rest}",
+        day("2023-01-29"),
+        day("2023-01-30")
+    )
+}
