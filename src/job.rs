@@ -1127,9 +1127,19 @@ pub fn run(job: &JobConfig, base: &Path, cluster: &ClusterArgs) -> Result<JobSum
     run_from(job, base, cluster, &RestoreFrom::Fresh)
 }
 
-/// Finds the checkpoint to resume from and opens the checkpoint context.
-fn open_checkpoints(
-    job: &JobConfig,
+/// Logs the one machine-readable line of a restored run, on stderr:
+/// `{"event":"restored","job":NAME,"checkpoint":ID}`.
+pub(crate) fn log_restored(job: &str, id: u64) {
+    eprintln!(
+        "{}",
+        serde_json::json!({"event": "restored", "job": job, "checkpoint": id})
+    );
+}
+
+/// Finds the checkpoint to resume from and opens the checkpoint context of
+/// job `job`.
+pub(crate) fn open_checkpoints(
+    job: &str,
     dir: &Path,
     cfg: &CheckpointConfig,
     from: &RestoreFrom,
@@ -1168,16 +1178,16 @@ fn open_checkpoints(
     };
     if let Some(r) = &restore {
         let saved = r.checkpoint.manifest.meta.get("job");
-        if saved.is_some_and(|j| *j != job.name) {
+        if saved.is_some_and(|j| j != job) {
             return Err(Error::Checkpoint(format!(
                 "checkpoint {} belongs to job {:?}, not {:?}",
                 r.id(),
                 saved.unwrap_or(&String::new()),
-                job.name
+                job
             )));
         }
     }
-    CheckpointContext::new(&settings, &job.name, restore).map_err(ckpt)
+    CheckpointContext::new(&settings, job, restore).map_err(ckpt)
 }
 
 /// [`run`] starting from a checkpoint or savepoint (`from`), for jobs with a
@@ -1195,7 +1205,7 @@ pub fn run_from(
     let mut plan = Plan::prepare(job, base)?;
     if let Some(cfg) = &job.checkpoint {
         let dir = plan.resolve(&cfg.dir);
-        plan.checkpoints = Some(Arc::new(open_checkpoints(job, &dir, cfg, from)?));
+        plan.checkpoints = Some(Arc::new(open_checkpoints(&job.name, &dir, cfg, from)?));
     } else if *from != RestoreFrom::Fresh {
         return Err(Error::Invalid(
             "--restore needs a [checkpoint] section in the job file".into(),
@@ -1207,6 +1217,9 @@ pub fn run_from(
         .checkpoints
         .as_ref()
         .and_then(|c| c.restore.as_ref().map(Restore::id));
+    if let Some(id) = restored_from {
+        log_restored(&job.name, id);
+    }
     let config = cluster.timely_config()?;
     streamforge_dataflow::metrics::clear();
     let latency_out = std::env::var_os(crate::bench::LATENCY_OUT).map(PathBuf::from);

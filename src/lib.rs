@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 
 pub mod alerting;
+pub mod api;
 pub mod alerts;
 pub mod bench;
 pub mod cluster;

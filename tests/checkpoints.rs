@@ -304,9 +304,19 @@ fn cluster_restarts_after_kill_9_of_one_process_twenty_times() {
     // stderr to a file: a pipe nobody reads would fill up and block the processes.
     let log_path = f.dir.path().join("cluster.log");
     let log = std::fs::File::create(&log_path).unwrap();
+    // A slower replay than the other kill tests: 20 kills, each waiting for a
+    // new checkpoint, must fit before the input ends (at 50 k/s per worker
+    // the cluster sometimes finished after 15–16 kills).
+    let slow_job = f.dir.path().join("slow.toml");
+    let slow = job_text("out", true).replace(
+        &format!("rate-limit = {RATE_PER_WORKER}\n"),
+        &format!("rate-limit = {}\n", RATE_PER_WORKER * 3 / 5),
+    );
+    assert_ne!(slow, job_text("out", true));
+    std::fs::write(&slow_job, slow).unwrap();
     let mut supervisor = Command::new(env!("CARGO_BIN_EXE_streamforge"))
         .arg("cluster")
-        .arg(&f.job)
+        .arg(&slow_job)
         .arg("-h")
         .arg(&hosts)
         .args([

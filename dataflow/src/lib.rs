@@ -13,6 +13,7 @@ pub mod dead_letter;
 pub mod env;
 pub mod error;
 pub mod hash;
+pub mod keyed_state;
 pub mod launch;
 pub mod metrics;
 pub mod source;

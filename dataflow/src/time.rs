@@ -209,6 +209,27 @@ pub fn hold_back<'a>(
     caps.downgrade(target.iter());
 }
 
+/// Where an operator holding `caps` emits what belongs at event time `ms`:
+/// in the oldest open epoch of its input (`oldest`; the capabilities' own when
+/// the input ended), at `ms` — or at the earliest event time the held
+/// capabilities allow, if they do not reach back to `ms` (see [`hold_back`]).
+///
+/// # Panics
+/// When `caps` holds no capability at or below `oldest`.
+pub fn emit_at(caps: &CapabilitySet<Time>, oldest: Option<Epoch>) -> impl Fn(u64) -> Time {
+    let floor = caps
+        .iter()
+        .filter(|c| oldest.is_none_or(|e| c.time().epoch <= e))
+        .min_by_key(|c| c.time().event_ms)
+        .map(|c| *c.time())
+        .expect("a capability in the oldest open epoch");
+    let epoch = oldest.unwrap_or(floor.epoch).max(floor.epoch);
+    move |ms| Time {
+        epoch,
+        event_ms: ms.max(floor.event_ms),
+    }
+}
+
 /// Runs a one-worker dataflow over [`Time`] to completion and returns what `func`
 /// returned — `timely::example` for streamforge's timestamp, used by doctests.
 pub fn example<R, F>(func: F) -> R

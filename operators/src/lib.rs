@@ -8,12 +8,18 @@
 
 pub mod aggregate;
 pub mod assigner;
+pub mod dedup;
+pub mod keyed_process;
+pub mod session_window;
 pub mod sketch;
 pub mod window_aggregate;
 
 pub use aggregate::{
     AggregateFunction, Avg, Count, CountIf, DistinctCount, Max, Min, Numeric, Quantiles, Sum,
 };
+pub use dedup::DedupByKey;
+pub use keyed_process::{KeyedProcess, KeyedProcessFunction, ProcessContext, ProcessSpec};
 pub use assigner::{Sliding, Tumbling, Window, WindowAssigner};
+pub use session_window::{SessionSpec, SessionWindowAggregate};
 pub use sketch::QuantileSketch;
 pub use window_aggregate::{WindowAggregate, WindowOutputs, WindowResult, WindowSpec};

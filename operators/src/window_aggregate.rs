@@ -36,7 +36,8 @@ use timely::ExchangeData;
 use streamforge_dataflow::checkpoint::{
     CheckpointContext, CheckpointGraph, CheckpointMsg, Restore, FINAL,
 };
-use streamforge_dataflow::hash::{key_group, owner};
+use streamforge_dataflow::hash::key_group;
+use streamforge_dataflow::keyed_state;
 use streamforge_dataflow::stable_hash;
 use streamforge_dataflow::time::{Epoch, FrontierView, Time};
 
@@ -419,20 +420,11 @@ where
                     // operators downstream (thresholds, alerting) see the same
                     // times in every run. The result capabilities are held back
                     // to the next window's firing time for that (below).
-                    let floor = result_caps
-                        .iter()
-                        .filter(|c| oldest.is_none_or(|e| c.time().epoch <= e))
-                        .min_by_key(|c| c.time().event_ms)
-                        .map(|c| *c.time())
-                        .expect("results capability");
-                    let epoch = oldest.unwrap_or(floor.epoch).max(floor.epoch);
+                    let emit = streamforge_dataflow::time::emit_at(&result_caps, oldest);
                     let mut handle = results_out.activate();
                     for open in windows.drain(..ready) {
                         let window = open.window;
-                        let out_time = Time {
-                            epoch,
-                            event_ms: (window.end_ms + lateness).max(floor.event_ms),
-                        };
+                        let out_time = emit(window.end_ms + lateness);
                         let cap = result_caps.delayed(&out_time);
                         fired.extend(open.entries.into_iter().map(|(_, k, acc)| WindowResult {
                             window,
@@ -476,32 +468,14 @@ where
     }
 }
 
-/// Serializes open windows grouped by key group:
-/// `u64 LE header length | bincode Vec<(group, offset, length)> | blocks`, each
-/// block a bincode `Vec<(Window, K, Acc)>` of one key group.
+/// Serializes open windows by key group (the shared keyed-state layout,
+/// [`streamforge_dataflow::keyed_state`]): entries `(Window, K, Acc)`.
 fn snapshot<K: Serialize, Acc: Serialize>(windows: &[OpenWindow<K, Acc>]) -> Vec<u8> {
-    let mut groups: BTreeMap<u64, Vec<(&Window, &K, &Acc)>> = BTreeMap::new();
-    for open in windows {
-        for (h, k, acc) in open.entries.iter() {
-            groups
-                .entry(key_group(*h))
-                .or_default()
-                .push((&open.window, k, acc));
-        }
-    }
-    let mut blocks = Vec::new();
-    let mut index: Vec<(u64, u64, u64)> = Vec::with_capacity(groups.len());
-    for (g, entries) in &groups {
-        let start = blocks.len() as u64;
-        bincode::serialize_into(&mut blocks, entries).expect("state serializes");
-        index.push((*g, start, blocks.len() as u64 - start));
-    }
-    let header = bincode::serialize(&index).expect("index serializes");
-    let mut out = Vec::with_capacity(8 + header.len() + blocks.len());
-    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
-    out.extend_from_slice(&header);
-    out.extend_from_slice(&blocks);
-    out
+    keyed_state::encode_groups(windows.iter().flat_map(|open| {
+        open.entries
+            .iter()
+            .map(move |(h, k, acc)| (*h, (&open.window, k, acc)))
+    }))
 }
 
 /// Loads, from every worker's part, the key groups that `index` owns.
@@ -517,35 +491,16 @@ where
     K: Hash + Eq + Clone + DeserializeOwned,
     A: AggregateFunction<D>,
 {
-    for name in restore.parts_with_prefix(prefix) {
-        let bytes = restore.part(name).map_err(|e| e.to_string())?;
-        let bad = |what: &str| format!("part {name}: {what}");
-        let len = bytes
-            .get(..8)
-            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
-            .ok_or_else(|| bad("too short"))?;
-        let header = bytes
-            .get(8..8 + len)
-            .ok_or_else(|| bad("truncated header"))?;
-        let index_entries: Vec<(u64, u64, u64)> =
-            bincode::deserialize(header).map_err(|e| bad(&e.to_string()))?;
-        let blocks = &bytes[8 + len..];
-        for (g, start, n) in index_entries {
-            if owner(g, peers) != index as u64 {
-                continue;
-            }
-            let block = blocks
-                .get(start as usize..(start + n) as usize)
-                .ok_or_else(|| bad("truncated block"))?;
-            let entries: Vec<(Window, K, A::Acc)> =
-                bincode::deserialize(block).map_err(|e| bad(&e.to_string()))?;
-            for (w, k, acc) in entries {
-                let h = stable_hash(&k);
-                *find_or_open(windows, w, h, &k, aggregate) = acc;
-            }
-        }
-    }
-    Ok(())
+    keyed_state::restore_owned(
+        restore,
+        prefix,
+        index,
+        peers,
+        |(w, k, acc): (Window, K, A::Acc)| {
+            let h = stable_hash(&k);
+            *find_or_open(windows, w, h, &k, aggregate) = acc;
+        },
+    )
 }
 
 /// The accumulator of `(w, key)`, opening the window or the entry when new.

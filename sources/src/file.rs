@@ -12,6 +12,7 @@ use streamforge_dataflow::DeadLetter;
 use crate::decode::Val;
 use crate::error::SourceError;
 use crate::mapping::{CompiledMapping, SpanMapping, MAX_SLOTS};
+use crate::record::{CsvDecoder, RecordDecoder};
 use crate::span::Span;
 use crate::value::ValueDecoder;
 
@@ -62,8 +63,17 @@ pub fn file_partitions(
     config: &FileSourceConfig,
     base: &Path,
 ) -> Result<Vec<PathBuf>, SourceError> {
+    expand_paths(&config.paths, base)
+}
+
+/// Expands paths and glob patterns (relative ones against `base`) into files,
+/// each pattern's matches in name order.
+///
+/// # Errors
+/// [`SourceError::NoFiles`] when a pattern matches nothing.
+pub fn expand_paths(paths: &[String], base: &Path) -> Result<Vec<PathBuf>, SourceError> {
     let mut files = Vec::new();
-    for p in &config.paths {
+    for p in paths {
         let full = if Path::new(p).is_absolute() {
             PathBuf::from(p)
         } else {
@@ -146,64 +156,134 @@ pub fn open_file_partition_at(
         path: name.clone(),
         reason,
     })?;
-    let (skip, lines) = position.map_or((0, 0), |p| (p.offset, p.line));
     Ok(match format {
-        FileFormat::Jsonl => Box::new(JsonlPartition {
-            name,
-            reader: BufReader::with_capacity(1 << 20, open_raw(path, skip)?),
-            decoder: ValueDecoder::from_compiled(mapping),
-            line_no: lines,
-            carry: Vec::new(),
-            done: false,
-            consumed: skip,
-        }),
-        FileFormat::Csv => {
-            let mut reader = csv::ReaderBuilder::new()
-                .flexible(true)
-                .buffer_capacity(1 << 20)
-                .from_reader(open_raw(path, 0)?);
-            let headers = reader
-                .byte_headers()
-                .map_err(|e| SourceError::Mapping {
-                    path: name.clone(),
-                    reason: e.to_string(),
-                })?
-                .clone();
-            let mut columns = Vec::new();
-            for slot in mapping.slots() {
-                let idx = headers
-                    .iter()
-                    .position(|h| h == slot.as_bytes())
-                    .ok_or_else(|| SourceError::Mapping {
-                        path: name.clone(),
-                        reason: format!("no column {slot:?} in header"),
-                    })?;
-                columns.push(idx);
-            }
-            if position.is_some() {
-                // Continue after the checkpointed record (the header was read above).
-                reader = csv::ReaderBuilder::new()
-                    .flexible(true)
-                    .has_headers(false)
-                    .buffer_capacity(1 << 20)
-                    .from_reader(open_raw(path, skip)?);
-            }
-            Box::new(CsvPartition {
-                name,
-                reader,
-                mapping,
-                columns,
-                record: csv::ByteRecord::new(),
-                base: (skip, lines.saturating_sub(1)),
-            })
-        }
+        FileFormat::Jsonl => open_jsonl_at(path, ValueDecoder::from_compiled(mapping), position)?,
+        FileFormat::Csv => open_csv_at(path, SpanCsvDecoder::new(mapping), position)?,
     })
 }
 
-struct JsonlPartition {
+/// Opens a JSON-lines file (plain or `.gz`) as a partition whose lines
+/// `decoder` turns into records, continuing at `position` when restoring.
+/// Lines the decoder rejects become dead letters (line number, reason, raw
+/// line); blank lines are skipped.
+///
+/// # Errors
+/// The file cannot be opened, or the position is past its end.
+pub fn open_jsonl_at<D: 'static, Dec: RecordDecoder<D>>(
+    path: &Path,
+    decoder: Dec,
+    position: Option<&PartitionPosition>,
+) -> Result<Box<dyn PartitionReader<D>>, SourceError> {
+    let (skip, lines) = position.map_or((0, 0), |p| (p.offset, p.line));
+    Ok(Box::new(JsonlPartition {
+        name: path.display().to_string(),
+        reader: BufReader::with_capacity(1 << 20, open_raw(path, skip)?),
+        decoder,
+        line_no: lines,
+        carry: Vec::new(),
+        done: false,
+        consumed: skip,
+    }))
+}
+
+/// Opens a CSV file with a header row (plain or `.gz`) as a partition whose
+/// rows `decoder` turns into records (it is bound to the header first),
+/// continuing at `position` when restoring.
+///
+/// # Errors
+/// The file cannot be opened, its header cannot be read or does not fit the
+/// decoder, or the position is past its end.
+pub fn open_csv_at<D: 'static, Dec: CsvDecoder<D>>(
+    path: &Path,
+    mut decoder: Dec,
+    position: Option<&PartitionPosition>,
+) -> Result<Box<dyn PartitionReader<D>>, SourceError> {
+    let name = path.display().to_string();
+    let (skip, lines) = position.map_or((0, 0), |p| (p.offset, p.line));
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .buffer_capacity(1 << 20)
+        .from_reader(open_raw(path, 0)?);
+    let headers = reader
+        .byte_headers()
+        .map_err(|e| SourceError::Mapping {
+            path: name.clone(),
+            reason: e.to_string(),
+        })?
+        .clone();
+    decoder
+        .bind(&headers)
+        .map_err(|reason| SourceError::Mapping {
+            path: name.clone(),
+            reason,
+        })?;
+    if position.is_some() {
+        // Continue after the checkpointed record (the header was read above).
+        reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .has_headers(false)
+            .buffer_capacity(1 << 20)
+            .from_reader(open_raw(path, skip)?);
+    }
+    Ok(Box::new(CsvPartition {
+        name,
+        reader,
+        decoder,
+        record: csv::ByteRecord::new(),
+        base: (skip, lines.saturating_sub(1)),
+    }))
+}
+
+/// Decodes CSV rows into spans with a compiled mapping (columns found by
+/// header name).
+struct SpanCsvDecoder {
+    mapping: CompiledMapping,
+    columns: Vec<usize>,
+}
+
+impl SpanCsvDecoder {
+    fn new(mapping: CompiledMapping) -> Self {
+        SpanCsvDecoder {
+            mapping,
+            columns: Vec::new(),
+        }
+    }
+}
+
+impl CsvDecoder<Span> for SpanCsvDecoder {
+    fn bind(&mut self, headers: &csv::ByteRecord) -> Result<(), String> {
+        self.columns = self
+            .mapping
+            .slots()
+            .iter()
+            .map(|slot| {
+                headers
+                    .iter()
+                    .position(|h| h == slot.as_bytes())
+                    .ok_or_else(|| format!("no column {slot:?} in header"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(())
+    }
+
+    fn decode_record(&mut self, record: &csv::ByteRecord) -> Result<(u64, Span), String> {
+        let mut vals: [Val<'_>; MAX_SLOTS] = Default::default();
+        for (slot, &col) in self.columns.iter().enumerate() {
+            if let Some(bytes) = record.get(col) {
+                match std::str::from_utf8(bytes) {
+                    Ok(s) => vals[slot] = Val::Str(s.into()),
+                    Err(_) => return Err(format!("{}: invalid UTF-8", self.mapping.slots()[slot])),
+                }
+            }
+        }
+        self.mapping.build(&vals)
+    }
+}
+
+struct JsonlPartition<Dec> {
     name: String,
     reader: BufReader<Box<dyn Read + Send>>,
-    decoder: ValueDecoder,
+    decoder: Dec,
     line_no: u64,
     carry: Vec<u8>,
     done: bool,
@@ -211,12 +291,12 @@ struct JsonlPartition {
     consumed: u64,
 }
 
-fn json_line(
-    decoder: &mut ValueDecoder,
+fn json_line<D, Dec: RecordDecoder<D>>(
+    decoder: &mut Dec,
     name: &str,
     line_no: u64,
     line: &[u8],
-    out: &mut Vec<SourceItem<Span>>,
+    out: &mut Vec<SourceItem<D>>,
 ) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.iter().all(u8::is_ascii_whitespace) {
@@ -236,11 +316,11 @@ fn json_line(
     });
 }
 
-impl PartitionReader<Span> for JsonlPartition {
+impl<D, Dec: RecordDecoder<D>> PartitionReader<D> for JsonlPartition<Dec> {
     fn read_batch(
         &mut self,
         max_items: usize,
-        out: &mut Vec<SourceItem<Span>>,
+        out: &mut Vec<SourceItem<D>>,
     ) -> Result<ReadStatus, Box<dyn std::error::Error + Send + Sync>> {
         let JsonlPartition {
             name,
@@ -303,21 +383,20 @@ impl PartitionReader<Span> for JsonlPartition {
     }
 }
 
-struct CsvPartition {
+struct CsvPartition<Dec> {
     name: String,
     reader: csv::Reader<Box<dyn Read + Send>>,
-    mapping: CompiledMapping,
-    columns: Vec<usize>,
+    decoder: Dec,
     record: csv::ByteRecord,
     /// Byte offset and line of the reader's start (after a restore).
     base: (u64, u64),
 }
 
-impl PartitionReader<Span> for CsvPartition {
+impl<D, Dec: CsvDecoder<D>> PartitionReader<D> for CsvPartition<Dec> {
     fn read_batch(
         &mut self,
         max_items: usize,
-        out: &mut Vec<SourceItem<Span>>,
+        out: &mut Vec<SourceItem<D>>,
     ) -> Result<ReadStatus, Box<dyn std::error::Error + Send + Sync>> {
         for _ in 0..max_items {
             match self.reader.read_byte_record(&mut self.record) {
@@ -336,24 +415,7 @@ impl PartitionReader<Span> for CsvPartition {
                 }
             }
             let line = self.base.1 + self.record.position().map_or(0, |p| p.line());
-            let mut vals: [Val<'_>; MAX_SLOTS] = Default::default();
-            let mut bad = None;
-            for (slot, &col) in self.columns.iter().enumerate() {
-                match self.record.get(col) {
-                    None => {}
-                    Some(bytes) => match std::str::from_utf8(bytes) {
-                        Ok(s) => vals[slot] = Val::Str(s.into()),
-                        Err(_) => {
-                            bad = Some(format!("{}: invalid UTF-8", self.mapping.slots()[slot]))
-                        }
-                    },
-                }
-            }
-            let result = match bad {
-                Some(reason) => Err(reason),
-                None => self.mapping.build(&vals),
-            };
-            out.push(match result {
+            out.push(match self.decoder.decode_record(&self.record) {
                 Ok((event_time_ms, record)) => SourceItem::Record {
                     event_time_ms,
                     record,

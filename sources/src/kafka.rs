@@ -22,6 +22,7 @@ use streamforge_dataflow::DeadLetter;
 use crate::error::SourceError;
 use crate::file::FileFormat;
 use crate::mapping::SpanMapping;
+use crate::record::RecordDecoder;
 use crate::span::Span;
 use crate::value::ValueDecoder;
 
@@ -162,6 +163,16 @@ impl KafkaSourceConfig {
     /// invalid.
     pub fn partitions(&self) -> Result<usize, SourceError> {
         self.decoder()?;
+        self.partition_count()
+    }
+
+    /// Number of partitions of the topic, without checking the span mapping
+    /// (for sources that decode with their own [`RecordDecoder`]).
+    ///
+    /// # Errors
+    /// The broker cannot be reached, the topic does not exist, or the start
+    /// offsets do not fit the partitions.
+    pub fn partition_count(&self) -> Result<usize, SourceError> {
         let consumer = self.consumer()?;
         let metadata = consumer
             .fetch_metadata(Some(&self.topic), METADATA_TIMEOUT)
@@ -207,6 +218,21 @@ impl KafkaSourceConfig {
         p: usize,
         position: Option<&PartitionPosition>,
     ) -> Result<Box<dyn PartitionReader<Span>>, SourceError> {
+        self.open_with(p, position, self.decoder()?)
+    }
+
+    /// Opens partition `p` (continuing at `position` when restoring) as a
+    /// reader of records that `decoder` makes from message values; the
+    /// configured `format`, `csv-columns` and `mapping` are not used.
+    ///
+    /// # Errors
+    /// The consumer cannot be created or assigned.
+    pub fn open_with<D: 'static, Dec: RecordDecoder<D>>(
+        &self,
+        p: usize,
+        position: Option<&PartitionPosition>,
+        decoder: Dec,
+    ) -> Result<Box<dyn PartitionReader<D>>, SourceError> {
         let consumer = self.consumer()?;
         let partition = p as i32;
         let (low, high) = consumer
@@ -251,7 +277,7 @@ impl KafkaSourceConfig {
             topic: self.topic.clone(),
             partition,
             name: format!("{}/{partition}", self.topic),
-            decoder: self.decoder()?,
+            decoder,
             next_offset: start,
             skip_below: start,
             stop_at: self.bounded.then_some(high),
@@ -264,12 +290,12 @@ impl KafkaSourceConfig {
     }
 }
 
-struct KafkaPartition {
+struct KafkaPartition<Dec> {
     consumer: Option<BaseConsumer>,
     topic: String,
     partition: i32,
     name: String,
-    decoder: ValueDecoder,
+    decoder: Dec,
     next_offset: i64,
     /// Messages below this offset were read before the restore.
     skip_below: i64,
@@ -281,7 +307,7 @@ struct KafkaPartition {
     last_commit: Instant,
 }
 
-impl KafkaPartition {
+impl<Dec> KafkaPartition<Dec> {
     fn commit(&mut self) {
         let Some(consumer) = &self.consumer else {
             return;
@@ -303,11 +329,11 @@ impl KafkaPartition {
     }
 }
 
-impl PartitionReader<Span> for KafkaPartition {
+impl<D, Dec: RecordDecoder<D>> PartitionReader<D> for KafkaPartition<Dec> {
     fn read_batch(
         &mut self,
         max_items: usize,
-        out: &mut Vec<SourceItem<Span>>,
+        out: &mut Vec<SourceItem<D>>,
     ) -> Result<ReadStatus, Box<dyn std::error::Error + Send + Sync>> {
         let Some(consumer) = &self.consumer else {
             return Ok(ReadStatus::Finished);

@@ -115,3 +115,10 @@ impl ValueDecoder {
         }
     }
 }
+
+impl crate::record::RecordDecoder<Span> for ValueDecoder {
+    #[inline]
+    fn decode(&mut self, bytes: &[u8]) -> Result<(u64, Span), String> {
+        ValueDecoder::decode(self, bytes)
+    }
+}

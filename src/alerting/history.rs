@@ -31,7 +31,7 @@ use timely::dataflow::operators::CapabilitySet;
 use timely::dataflow::Stream;
 
 use streamforge_dataflow::checkpoint::{CheckpointContext, CheckpointGraph, CheckpointMsg, FINAL};
-use streamforge_dataflow::time::{hold_back, Epoch, FrontierView};
+use streamforge_dataflow::time::{emit_at, hold_back, Epoch, FrontierView};
 use streamforge_dataflow::Time;
 
 use super::RuleUpdate;
@@ -55,7 +55,7 @@ pub fn so_hash(service: &str, operator_name: &str) -> u64 {
 }
 
 /// The first hour boundary `≥ ms`.
-fn ceil_hour(ms: u64) -> u64 {
+pub fn ceil_hour(ms: u64) -> u64 {
     ms.div_ceil(3_600_000) * 3_600_000
 }
 
@@ -144,16 +144,9 @@ impl<'scope> ThresholdHistory<'scope> for Stream<'scope, Time, Vec<OperatorAggRo
                 // Old writer j's rows go to worker j mod peers: every kept row is
                 // fed in exactly once, on some worker (the reduce re-keys them).
                 let mut restored = Vec::new();
-                for part in restore.parts_with_prefix(&part_prefix) {
-                    let j: usize = part[part_prefix.len()..].parse().unwrap_or(usize::MAX);
-                    if j % peers != index {
-                        continue;
-                    }
-                    let bytes = restore
-                        .part(part)
-                        .unwrap_or_else(|e| panic!("restoring {part}: {e}"));
-                    let p: Part = bincode::deserialize(&bytes)
-                        .unwrap_or_else(|e| panic!("restoring {part}: {e}"));
+                for (_, p) in
+                    super::restored_parts::<Part>(restore, &part_prefix, |j| j % peers == index)
+                {
                     restored.extend(p.kept);
                     names.extend(p.names.into_iter().map(|n| (n.0, n)));
                 }
@@ -281,21 +274,12 @@ impl<'scope> ThresholdHistory<'scope> for Stream<'scope, Time, Vec<OperatorAggRo
                     None => std::mem::take(&mut pending),
                 };
                 if view.watermark_ms.is_some() && !due.is_empty() {
-                    let floor = caps
-                        .iter()
-                        .filter(|c| oldest.is_none_or(|e| c.time().epoch <= e))
-                        .min_by_key(|c| c.time().event_ms)
-                        .map(|c| *c.time())
-                        .expect("capability");
-                    let epoch = oldest.unwrap_or(floor.epoch).max(floor.epoch);
+                    let emit = emit_at(&caps, oldest);
                     let mut handle = out.activate();
                     for ((ms, _), (group, sample)) in due {
-                        let t = Time {
-                            epoch,
-                            event_ms: ms.max(floor.event_ms),
-                        };
+                        let t = emit(ms);
                         let at = Time {
-                            epoch,
+                            epoch: t.epoch,
                             event_ms: ceil_hour(t.event_ms),
                         };
                         handle

@@ -223,13 +223,8 @@ impl<'scope> AlertJoin<'scope> for Stream<'scope, Time, Vec<OperatorAggRow>> {
                 VecDeque::new();
             let first_epoch = ctx.as_ref().map_or(0, |c| c.first_epoch());
             if let Some(restore) = ctx.as_ref().and_then(|c| c.restore.as_ref()) {
-                for part in restore.parts_with_prefix(&part_prefix) {
-                    let bytes = restore
-                        .part(part)
-                        .unwrap_or_else(|e| panic!("restoring {part}: {e}"));
-                    let mut s: State = bincode::deserialize(&bytes)
-                        .unwrap_or_else(|e| panic!("restoring {part}: {e}"));
-                    if part == format!("{part_prefix}0") {
+                for (j, mut s) in super::restored_parts::<State>(restore, &part_prefix, |_| true) {
+                    if j == 0 {
                         book = s.book;
                     }
                     s.suppressor

@@ -25,10 +25,10 @@ use timely::dataflow::operators::CapabilitySet;
 use timely::dataflow::Stream;
 
 use streamforge_dataflow::checkpoint::{CheckpointContext, CheckpointGraph, CheckpointMsg, FINAL};
-use streamforge_dataflow::time::{hold_back, Epoch, FrontierView};
+use streamforge_dataflow::time::{emit_at, hold_back, Epoch, FrontierView};
 use streamforge_dataflow::Time;
 
-use super::history::{so_hash, HistoryKey, KeyNames};
+use super::history::{ceil_hour, so_hash, HistoryKey, KeyNames};
 use super::RuleUpdate;
 use crate::main_job::format_utc;
 use crate::thresholds::{hour_of_day, GroupThresholds, ThresholdSettings};
@@ -37,11 +37,6 @@ use crate::thresholds::{hour_of_day, GroupThresholds, ThresholdSettings};
 pub type ThresholdUpdate = ((HistoryKey, [u64; 14]), Time, isize);
 
 const HOUR_MS: u64 = 3_600_000;
-
-/// The first hour boundary `≥ ms`.
-fn ceil_hour(ms: u64) -> u64 {
-    ms.div_ceil(HOUR_MS) * HOUR_MS
-}
 
 /// The publisher's state in a checkpoint.
 #[derive(serde::Serialize, serde::Deserialize, Default)]
@@ -226,17 +221,9 @@ impl<'scope> PublishHourly<'scope> for Stream<'scope, Time, Vec<ThresholdUpdate>
             };
             let first_epoch = ctx.as_ref().map_or(0, |c| c.first_epoch());
             if let Some(restore) = ctx.as_ref().and_then(|c| c.restore.as_ref()) {
-                let parts: Vec<&str> = restore.parts_with_prefix(&part_prefix).collect();
+                let parts = super::restored_parts::<State>(restore, &part_prefix, |_| true);
                 let mut lasts = vec![None; parts.len()];
-                for part in parts {
-                    let j: usize = part[part_prefix.len()..]
-                        .parse()
-                        .unwrap_or_else(|_| panic!("restoring {part}: not a worker part"));
-                    let bytes = restore
-                        .part(part)
-                        .unwrap_or_else(|e| panic!("restoring {part}: {e}"));
-                    let s: State = bincode::deserialize(&bytes)
-                        .unwrap_or_else(|e| panic!("restoring {part}: {e}"));
+                for (j, s) in parts {
                     if let Some(slot) = lasts.get_mut(j) {
                         *slot = s.last;
                     }
@@ -308,16 +295,7 @@ impl<'scope> PublishHourly<'scope> for Stream<'scope, Time, Vec<ThresholdUpdate>
                     if updates.is_empty() {
                         continue;
                     }
-                    let floor = caps
-                        .iter()
-                        .filter(|c| oldest.is_none_or(|e| c.time().epoch <= e))
-                        .min_by_key(|c| c.time().event_ms)
-                        .map(|c| *c.time())
-                        .expect("rules capability");
-                    let t = Time {
-                        epoch: oldest.unwrap_or(floor.epoch).max(floor.epoch),
-                        event_ms: h.max(floor.event_ms),
-                    };
+                    let t = emit_at(&caps, oldest)(h);
                     out.activate()
                         .session(&caps.delayed(&t))
                         .give_iterator(updates.into_iter());

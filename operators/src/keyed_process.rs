@@ -1,0 +1,615 @@
+//! Keyed process functions: per-key state and event-time timers (Flink's
+//! `KeyedProcessFunction`), applied in a deterministic order.
+//!
+//! # Semantics
+//!
+//! * Records are routed by the key group of their key (`stable_hash`), as
+//!   in every keyed operator, so state can be restored with any number of
+//!   workers.
+//! * Each key has one state value of the function's type `S` (a struct, a
+//!   `Vec` for list state, a map for map state), `None` until set. With a
+//!   TTL the state of a key that nothing touched for `ttl` of event time is
+//!   dropped (Flink's `StateTtlConfig` on event time).
+//! * A record delivered at `(epoch, t)` (`t`: its partition's watermark when
+//!   read, see `streamforge_dataflow::source`) is handed to
+//!   [`KeyedProcessFunction::process_element`] with `current_ms = t`. An
+//!   event-time timer at `T` fires ([`KeyedProcessFunction::on_timer`],
+//!   `current_ms = T`) once the watermark reaches `T`.
+//! * **Order.** Elements and timers are applied in order of time: records
+//!   by `(t, event time, encoded record)`, a timer at `T` before any record
+//!   with `t ≥ T`. A record is applied once the watermark is past `t` (all
+//!   records at `t` have arrived), so the order — and hence every state and
+//!   every output — is the same for any number of workers or processes and
+//!   any arrival order. Records wait for that in a per-worker buffer (about
+//!   one watermark step).
+//! * **Epochs.** Checkpoint `c` is the state after exactly the records of
+//!   epochs `≤ c`: while epoch `c` is open, nothing at or after the first
+//!   buffered record of a later epoch is applied; when `c` completes, the
+//!   part holds the states, the timers and the buffered records of epochs
+//!   `≤ c` (by key group, [`streamforge_dataflow::keyed_state`]). Records of
+//!   later epochs are not in it: the sources re-deliver them after a restore.
+//! * Outputs carry the event time the function gives them and leave at
+//!   `(oldest open epoch, t)` for a record, at `T − 1` for a timer at `T`
+//!   (the last instant before the watermark reached it, so that a record a
+//!   timer releases at its own event time `< T` is not late downstream).
+//! * End of input fires every timer (Flink's final `MAX` watermark),
+//!   including timers registered while doing so; a savepoint keeps them.
+
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::Hash;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::CapabilitySet;
+use timely::dataflow::Stream;
+use timely::ExchangeData;
+
+use streamforge_dataflow::checkpoint::{
+    checkpoint_to_write, CheckpointContext, CheckpointGraph, CheckpointMsg, FINAL,
+};
+use streamforge_dataflow::hash::key_group;
+use streamforge_dataflow::time::{emit_at, hold_back, Epoch, FrontierView, Time};
+use streamforge_dataflow::{keyed_state, stable_hash, EventTime};
+
+/// What a process function may do while it handles a record or a timer.
+pub struct ProcessContext<'a, O> {
+    /// The time being processed: the record's delivery time (its partition's
+    /// watermark when it was read) or the timer's time, ms.
+    pub current_ms: u64,
+    out: &'a mut Vec<(EventTime, O)>,
+    timers: &'a mut Vec<u64>,
+}
+
+impl<O> ProcessContext<'_, O> {
+    /// Emits `value` with event time `event_time_ms`.
+    pub fn output(&mut self, event_time_ms: EventTime, value: O) {
+        self.out.push((event_time_ms, value));
+    }
+
+    /// Registers an event-time timer of the current key at `ms`; it fires
+    /// once when the watermark reaches `ms` (a timer at or before
+    /// `current_ms` fires before the next later record). Registering the
+    /// same time twice fires once.
+    pub fn register_timer(&mut self, ms: u64) {
+        self.timers.push(ms);
+    }
+}
+
+/// A function over the records of one key, with keyed state and timers.
+pub trait KeyedProcessFunction<K, D>: 'static {
+    /// The state of one key (value, list or map state: any serializable type).
+    type State: Serialize + DeserializeOwned + 'static;
+    /// What the function emits.
+    type Out: 'static;
+
+    /// Handles one record of `key` with event time `event_time_ms`.
+    fn process_element(
+        &self,
+        key: &K,
+        state: &mut Option<Self::State>,
+        record: D,
+        event_time_ms: EventTime,
+        ctx: &mut ProcessContext<'_, Self::Out>,
+    );
+
+    /// Handles a timer of `key` (`ctx.current_ms` is the timer's time).
+    fn on_timer(
+        &self,
+        key: &K,
+        state: &mut Option<Self::State>,
+        ctx: &mut ProcessContext<'_, Self::Out>,
+    );
+}
+
+/// Options of a keyed process operator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessSpec {
+    /// Drop a key's state when nothing touched it for this long (event
+    /// time, ms); `None`: keep it until the function clears it.
+    pub state_ttl_ms: Option<u64>,
+}
+
+/// One key's state and when it expires.
+#[derive(Serialize, Deserialize)]
+struct Slot<S> {
+    state: Option<S>,
+    /// Event time at which the TTL drops the state.
+    expires_ms: Option<u64>,
+}
+
+/// A timer: (time, key hash, encoded key, is a TTL timer).
+type Timer = (u64, u64, Vec<u8>, bool);
+
+/// A buffered record: (delivery time, event time, epoch, key hash, key, record).
+type Pending<K, D> = (u64, EventTime, Epoch, u64, K, D);
+
+/// Entries of a checkpoint part (by key group of the key hash).
+#[derive(Serialize, Deserialize)]
+enum Entry<K, S, D> {
+    State(K, Slot<S>),
+    Timer(K, u64, bool),
+    Pending(u64, EventTime, K, D),
+}
+
+/// Extension trait: `stream.keyed_process(..)`.
+pub trait KeyedProcess<'scope, D: ExchangeData> {
+    /// Applies `function` per key (see the module docs for the order).
+    /// Returns the outputs as `(event time, value)`.
+    ///
+    /// # Examples
+    /// ```
+    /// use streamforge_dataflow::source::{partitioned_source, vec_partition, SourceSettings};
+    /// use streamforge_operators::keyed_process::*;
+    /// use timely::dataflow::operators::capture::{Capture, Extract};
+    ///
+    /// // Emits a running count per key, and the final count 10 s after the
+    /// // key's first record (a timer).
+    /// struct Counter;
+    /// impl KeyedProcessFunction<u32, (u32, u64)> for Counter {
+    ///     type State = u64;
+    ///     type Out = (u32, u64, bool);
+    ///     fn process_element(&self, k: &u32, s: &mut Option<u64>, _: (u32, u64), e: u64,
+    ///                        ctx: &mut ProcessContext<'_, Self::Out>) {
+    ///         if s.is_none() { ctx.register_timer(e + 10_000) }
+    ///         let n = s.get_or_insert(0);
+    ///         *n += 1;
+    ///         ctx.output(e, (*k, *n, false));
+    ///     }
+    ///     fn on_timer(&self, k: &u32, s: &mut Option<u64>, ctx: &mut ProcessContext<'_, Self::Out>) {
+    ///         ctx.output(ctx.current_ms, (*k, s.take().unwrap_or(0), true));
+    ///     }
+    /// }
+    /// let out = streamforge_dataflow::time::example(|scope| {
+    ///     let data: Vec<(u64, (u32, u64))> = [(1, 1_000), (2, 2_000), (1, 5_000), (1, 30_000)]
+    ///         .into_iter().map(|(k, t)| (t, (k, t))).collect();
+    ///     let (s, _) = partitioned_source(scope, SourceSettings::new("src", 0), 1,
+    ///         move |_| vec_partition("p", data.clone()), None);
+    ///     s.keyed_process("count", ProcessSpec::default(), |r: &(u32, u64)| &r.0,
+    ///         |r: &(u32, u64)| r.1, Counter).capture()
+    /// });
+    /// let mut got: Vec<_> = out.extract().into_iter().flat_map(|(_, v)| v).collect();
+    /// got.sort();
+    /// assert_eq!(got, vec![
+    ///     (1_000, (1, 1, false)), (2_000, (2, 1, false)), (5_000, (1, 2, false)),
+    ///     (11_000, (1, 2, true)), (12_000, (2, 1, true)),
+    ///     (30_000, (1, 1, false)), (40_000, (1, 1, true)),
+    /// ]);
+    /// ```
+    fn keyed_process<K, KF, TF, P>(
+        self,
+        name: &str,
+        spec: ProcessSpec,
+        key: KF,
+        event_time_ms: TF,
+        function: P,
+    ) -> Stream<'scope, Time, Vec<(EventTime, P::Out)>>
+    where
+        K: Hash + Eq + Clone + Serialize + DeserializeOwned + 'static,
+        KF: for<'a> Fn(&'a D) -> &'a K + Clone + 'static,
+        TF: Fn(&D) -> u64 + 'static,
+        P: KeyedProcessFunction<K, D>;
+
+    /// [`KeyedProcess::keyed_process`] taking part in checkpoints (states,
+    /// timers and buffered records by key group; restorable with another
+    /// worker count).
+    ///
+    /// # Panics
+    /// When the restored state cannot be read (a corrupt checkpoint is
+    /// rejected before the run starts; this is a defect or a changed job).
+    #[allow(clippy::too_many_arguments)]
+    fn keyed_process_checkpointed<K, KF, TF, P>(
+        self,
+        name: &str,
+        spec: ProcessSpec,
+        key: KF,
+        event_time_ms: TF,
+        function: P,
+        checkpoints: &mut CheckpointGraph<'scope>,
+    ) -> Stream<'scope, Time, Vec<(EventTime, P::Out)>>
+    where
+        K: Hash + Eq + Clone + Serialize + DeserializeOwned + 'static,
+        KF: for<'a> Fn(&'a D) -> &'a K + Clone + 'static,
+        TF: Fn(&D) -> u64 + 'static,
+        P: KeyedProcessFunction<K, D>;
+}
+
+impl<'scope, D: ExchangeData> KeyedProcess<'scope, D> for Stream<'scope, Time, Vec<D>> {
+    fn keyed_process<K, KF, TF, P>(
+        self,
+        name: &str,
+        spec: ProcessSpec,
+        key: KF,
+        event_time_ms: TF,
+        function: P,
+    ) -> Stream<'scope, Time, Vec<(EventTime, P::Out)>>
+    where
+        K: Hash + Eq + Clone + Serialize + DeserializeOwned + 'static,
+        KF: for<'a> Fn(&'a D) -> &'a K + Clone + 'static,
+        TF: Fn(&D) -> u64 + 'static,
+        P: KeyedProcessFunction<K, D>,
+    {
+        process_core(self, name, spec, key, event_time_ms, function, None).0
+    }
+
+    fn keyed_process_checkpointed<K, KF, TF, P>(
+        self,
+        name: &str,
+        spec: ProcessSpec,
+        key: KF,
+        event_time_ms: TF,
+        function: P,
+        checkpoints: &mut CheckpointGraph<'scope>,
+    ) -> Stream<'scope, Time, Vec<(EventTime, P::Out)>>
+    where
+        K: Hash + Eq + Clone + Serialize + DeserializeOwned + 'static,
+        KF: for<'a> Fn(&'a D) -> &'a K + Clone + 'static,
+        TF: Fn(&D) -> u64 + 'static,
+        P: KeyedProcessFunction<K, D>,
+    {
+        let ctx = checkpoints.context().clone();
+        let (out, acks) = process_core(self, name, spec, key, event_time_ms, function, Some(ctx));
+        checkpoints.add_writer(acks);
+        out
+    }
+}
+
+/// Orders buffered records: delivery time, event time, then the encoded
+/// record (a total order that does not depend on arrival).
+fn record_order<K, D: Serialize>(a: &Pending<K, D>, b: &Pending<K, D>) -> CmpOrdering {
+    (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| {
+        let ea = bincode::serialize(&a.5).unwrap_or_default();
+        let eb = bincode::serialize(&b.5).unwrap_or_default();
+        ea.cmp(&eb)
+    })
+}
+
+#[allow(clippy::type_complexity)]
+fn process_core<'scope, D, K, KF, TF, P>(
+    stream: Stream<'scope, Time, Vec<D>>,
+    name: &str,
+    spec: ProcessSpec,
+    key: KF,
+    event_time_ms: TF,
+    function: P,
+    ctx: Option<Arc<CheckpointContext>>,
+) -> (
+    Stream<'scope, Time, Vec<(EventTime, P::Out)>>,
+    Stream<'scope, Time, Vec<CheckpointMsg>>,
+)
+where
+    D: ExchangeData,
+    K: Hash + Eq + Clone + Serialize + DeserializeOwned + 'static,
+    KF: for<'a> Fn(&'a D) -> &'a K + Clone + 'static,
+    TF: Fn(&D) -> u64 + 'static,
+    P: KeyedProcessFunction<K, D>,
+{
+    let scope = stream.scope();
+    let (index, peers) = (scope.index(), scope.peers());
+    let mut builder = OperatorBuilder::new(name.to_owned(), scope);
+    let route = key.clone();
+    let mut input = builder.new_input(
+        stream,
+        Exchange::new(move |d: &D| key_group(stable_hash(route(d)))),
+    );
+    let (out, outputs) = builder.new_output::<Vec<(EventTime, P::Out)>>();
+    let (ack_out, acks) = builder.new_output::<Vec<CheckpointMsg>>();
+    let mut out = OutputBuilder::from(out);
+    let mut ack_out = OutputBuilder::from(ack_out);
+    let part_name = format!("{name}-w{index}");
+    let part_prefix = format!("{name}-w");
+    let metrics = streamforge_dataflow::metrics::operator_metrics(name, index);
+
+    builder.build(move |mut caps| {
+        let mut ack_caps = CapabilitySet::from_elem(caps.pop().expect("ack output"));
+        let mut out_caps = CapabilitySet::from_elem(caps.pop().expect("output"));
+        // Keyed state: key hash → (key, slot). Timers: (time, key hash, key).
+        let mut states: HashMap<u64, Vec<(K, Slot<P::State>)>> = HashMap::new();
+        let mut timers: BTreeSet<Timer> = BTreeSet::new();
+        let mut timer_keys: HashMap<Vec<u8>, (K, usize)> = HashMap::new();
+        let mut pending: Vec<Pending<K, D>> = Vec::new();
+        if let Some(restore) = ctx.as_ref().and_then(|c| c.restore.as_ref()) {
+            keyed_state::restore_owned(
+                restore,
+                &part_prefix,
+                index,
+                peers,
+                |e: Entry<K, P::State, D>| match e {
+                    Entry::State(k, slot) => {
+                        states.entry(stable_hash(&k)).or_default().push((k, slot))
+                    }
+                    Entry::Timer(k, t, ttl) => {
+                        let kb = bincode::serialize(&k).expect("key serializes");
+                        if timers.insert((t, stable_hash(&k), kb.clone(), ttl)) {
+                            timer_keys.entry(kb).or_insert((k, 0)).1 += 1;
+                        }
+                    }
+                    Entry::Pending(t, e, k, d) => {
+                        let h = stable_hash(&k);
+                        // Restored records belong to epochs before this run.
+                        pending.push((t, e, 0, h, k, d));
+                    }
+                },
+            )
+            .unwrap_or_else(|e| panic!("restoring {part_prefix}*: {e}"));
+        }
+        let mut outputs: Vec<(EventTime, P::Out)> = Vec::new();
+        let mut new_timers: Vec<u64> = Vec::new();
+        let mut last_oldest: Option<Epoch> = Some(0);
+        let first_epoch = ctx.as_ref().map_or(0, |c| c.first_epoch());
+
+        move |frontiers| {
+            let view = FrontierView::of(&frontiers[0]);
+            let oldest = view.oldest_epoch;
+            let epoch_moved = oldest != last_oldest;
+            last_oldest = oldest;
+            input.for_each_time(|cap, data| {
+                let t = *cap.time();
+                for batch in data {
+                    metrics
+                        .records_in
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    for d in batch.drain(..) {
+                        let k = key(&d).clone();
+                        let e = event_time_ms(&d);
+                        pending.push((t.event_ms, e, t.epoch, stable_hash(&k), k, d));
+                    }
+                }
+            });
+            let stopping = oldest.is_none() && ctx.as_ref().is_some_and(|c| c.stop_requested());
+            // Writes states, timers and the buffered records of epochs ≤ id.
+            let mut write = |id: u64,
+                             states: &HashMap<u64, Vec<(K, Slot<P::State>)>>,
+                             timers: &BTreeSet<Timer>,
+                             timer_keys: &HashMap<Vec<u8>, (K, usize)>,
+                             pending: &[Pending<K, D>]| {
+                if let Some(ctx) = ctx.as_ref() {
+                    let entries = states
+                        .iter()
+                        .flat_map(|(h, v)| {
+                            v.iter()
+                                .map(move |(k, slot)| (*h, EntryRef::State(k, slot)))
+                        })
+                        .chain(timers.iter().map(|(t, h, kb, ttl)| {
+                            (*h, EntryRef::Timer(&timer_keys[kb].0, *t, *ttl))
+                        }))
+                        .chain(
+                            pending
+                                .iter()
+                                .filter(|p| id == FINAL || p.2 <= id)
+                                .map(|p| (p.3, EntryRef::Pending(p.0, p.1, &p.4, &p.5))),
+                        );
+                    let bytes = keyed_state::encode_groups(entries);
+                    let msg = ctx.write_part(id, part_name.clone(), Some(&bytes));
+                    let cap = ack_caps.first().expect("ack capability");
+                    ack_out.activate().session(&cap).give(msg);
+                }
+            };
+            if epoch_moved {
+                if let Some(c) = checkpoint_to_write(oldest, first_epoch) {
+                    write(c, &states, &timers, &timer_keys, &pending);
+                }
+            }
+            // How far to apply: records with t < limit, timers with T ≤ limit.
+            let watermark = if stopping {
+                None
+            } else {
+                Some(view.watermark_ms.unwrap_or(u64::MAX))
+            };
+            if let Some(watermark) = watermark {
+                let block =
+                    oldest.and_then(|o| pending.iter().filter(|p| p.2 > o).map(|p| p.0).min());
+                let limit = block.map_or(watermark, |b| b.min(watermark));
+                let ended = view.watermark_ms.is_none() && block.is_none();
+                pending.sort_by(record_order);
+                let ready = pending.partition_point(|p| p.0 < limit || ended);
+                let mut records = pending.drain(..ready).peekable();
+                let mut handle = out.activate();
+                loop {
+                    let next_record = records.peek().map(|p| p.0);
+                    let next_timer = timers.first().map(|t| t.0).filter(|t| *t <= limit || ended);
+                    let (timer, now) = match (next_timer, next_record) {
+                        (Some(tt), Some(rt)) if tt <= rt => (true, tt),
+                        (Some(tt), None) => (true, tt),
+                        (_, Some(rt)) => (false, rt),
+                        (None, None) => break,
+                    };
+                    if timer {
+                        let (t, h, kb, ttl_timer) = timers.pop_first().expect("timer");
+                        let entry = timer_keys.get_mut(&kb).expect("timer key");
+                        let k = entry.0.clone();
+                        entry.1 -= 1;
+                        if entry.1 == 0 {
+                            timer_keys.remove(&kb);
+                        }
+                        let slots = states.entry(h).or_default();
+                        let i = match slots.iter().position(|(k2, _)| *k2 == k) {
+                            Some(i) => i,
+                            None => {
+                                slots.push((
+                                    k.clone(),
+                                    Slot {
+                                        state: None,
+                                        expires_ms: None,
+                                    },
+                                ));
+                                slots.len() - 1
+                            }
+                        };
+                        let slot = &mut slots[i].1;
+                        if slot.expires_ms.is_some_and(|x| x <= t) {
+                            slot.state = None;
+                            slot.expires_ms = None;
+                        }
+                        if !ttl_timer {
+                            let mut c = ProcessContext {
+                                current_ms: t,
+                                out: &mut outputs,
+                                timers: &mut new_timers,
+                            };
+                            function.on_timer(&k, &mut slot.state, &mut c);
+                            slot.expires_ms = match (slot.state.is_some(), spec.state_ttl_ms) {
+                                (true, Some(ttl)) => Some(t + ttl),
+                                _ => None,
+                            };
+                            register(
+                                &mut timers,
+                                &mut timer_keys,
+                                &mut new_timers,
+                                h,
+                                &k,
+                                t,
+                                false,
+                            );
+                            if let Some(x) = slot.expires_ms {
+                                new_timers.push(x);
+                                register(
+                                    &mut timers,
+                                    &mut timer_keys,
+                                    &mut new_timers,
+                                    h,
+                                    &k,
+                                    t,
+                                    true,
+                                );
+                            }
+                        }
+                        let empty = slot.state.is_none();
+                        if empty {
+                            slots.swap_remove(i);
+                            if slots.is_empty() {
+                                states.remove(&h);
+                            }
+                        }
+                        if !outputs.is_empty() {
+                            // Just before the watermark reached the timer: a
+                            // record a timer releases at its own event time
+                            // (< t) is not late downstream.
+                            let cap =
+                                out_caps.delayed(&emit_at(&out_caps, oldest)(t.saturating_sub(1)));
+                            handle.session(&cap).give_container(&mut outputs);
+                        }
+                        continue;
+                    }
+                    let (t, e, _, h, k, d) = records.next().expect("record");
+                    let slots = states.entry(h).or_default();
+                    let i = match slots.iter().position(|(k2, _)| *k2 == k) {
+                        Some(i) => i,
+                        None => {
+                            slots.push((
+                                k.clone(),
+                                Slot {
+                                    state: None,
+                                    expires_ms: None,
+                                },
+                            ));
+                            slots.len() - 1
+                        }
+                    };
+                    let slot = &mut slots[i].1;
+                    if slot.expires_ms.is_some_and(|x| x <= now) {
+                        slot.state = None;
+                    }
+                    let mut c = ProcessContext {
+                        current_ms: now,
+                        out: &mut outputs,
+                        timers: &mut new_timers,
+                    };
+                    function.process_element(&k, &mut slot.state, d, e, &mut c);
+                    slot.expires_ms = match (slot.state.is_some(), spec.state_ttl_ms) {
+                        (true, Some(ttl)) => Some(now + ttl),
+                        _ => None,
+                    };
+                    register(
+                        &mut timers,
+                        &mut timer_keys,
+                        &mut new_timers,
+                        h,
+                        &k,
+                        now,
+                        false,
+                    );
+                    if let Some(x) = slot.expires_ms {
+                        new_timers.push(x);
+                        register(
+                            &mut timers,
+                            &mut timer_keys,
+                            &mut new_timers,
+                            h,
+                            &k,
+                            now,
+                            true,
+                        );
+                    }
+                    if slot.state.is_none() {
+                        slots.swap_remove(i);
+                        if slots.is_empty() {
+                            states.remove(&h);
+                        }
+                    }
+                    if !outputs.is_empty() {
+                        let cap = out_caps.delayed(&emit_at(&out_caps, oldest)(t));
+                        handle.session(&cap).give_container(&mut outputs);
+                    }
+                }
+            }
+            metrics.state_entries.store(
+                states.values().map(|v| v.len() as i64).sum::<i64>() + timers.len() as i64,
+                Ordering::Relaxed,
+            );
+            if epoch_moved && oldest.is_none() {
+                write(FINAL, &states, &timers, &timer_keys, &pending);
+            }
+            // Hold the output capability at the next time anything can be
+            // emitted: the first buffered record or the first timer.
+            let hold = pending
+                .iter()
+                .map(|p| p.0)
+                .chain(timers.first().map(|t| t.0.saturating_sub(1)))
+                .min()
+                .unwrap_or(u64::MAX);
+            hold_back(&mut out_caps, frontiers[0].frontier().iter(), hold);
+            ack_caps.downgrade(frontiers[0].frontier().iter());
+        }
+    });
+    (outputs, acks)
+}
+
+/// Borrowed checkpoint entries (encoded exactly as [`Entry`]).
+#[derive(Serialize)]
+enum EntryRef<'a, K, S, D> {
+    State(&'a K, &'a Slot<S>),
+    Timer(&'a K, u64, bool),
+    Pending(u64, EventTime, &'a K, &'a D),
+}
+
+/// Moves the timers a function registered for key `k` into the timer set;
+/// a timer before `now` fires at `now`.
+#[allow(clippy::too_many_arguments)]
+fn register<K: Serialize + Clone>(
+    timers: &mut BTreeSet<Timer>,
+    timer_keys: &mut HashMap<Vec<u8>, (K, usize)>,
+    new: &mut Vec<u64>,
+    h: u64,
+    k: &K,
+    now: u64,
+    ttl: bool,
+) {
+    if new.is_empty() {
+        return;
+    }
+    let kb = bincode::serialize(k).expect("key serializes");
+    for t in new.drain(..) {
+        if timers.insert((t.max(now), h, kb.clone(), ttl)) {
+            timer_keys
+                .entry(kb.clone())
+                .or_insert_with(|| (k.clone(), 0))
+                .1 += 1;
+        }
+    }
+}

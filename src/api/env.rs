@@ -1,0 +1,308 @@
+//! The stream environment and running a job written with the API.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use timely::dataflow::operators::core::Concatenate;
+use timely::dataflow::operators::Inspect;
+use timely::dataflow::{Scope, Stream};
+
+use streamforge_dataflow::checkpoint::{CheckpointContext, CheckpointGraph, Restore};
+use streamforge_dataflow::launch::ClusterArgs;
+use streamforge_dataflow::source::SourceCounters;
+use streamforge_dataflow::{DataflowError, DeadLetter, Time};
+use streamforge_sinks::{SinkJsonl, SinkJsonlExactlyOnce};
+
+use crate::error::Error;
+use crate::job::{CheckpointConfig, RestoreFrom};
+
+/// How a job written with the API runs: its name, workers and cluster,
+/// checkpoints, and where dead letters go.
+///
+/// # Examples
+/// ```
+/// use streamforge::api::JobOptions;
+/// let o = JobOptions::new("orders").workers(4);
+/// assert_eq!((o.name.as_str(), o.cluster.workers), ("orders", 4));
+/// assert!(o.checkpoint.is_none());
+/// ```
+#[derive(Clone, Debug)]
+pub struct JobOptions {
+    /// Job name (checkpoint manifests, logs).
+    pub name: String,
+    /// Workers per process and the cluster (timely's `-w -n -p -h`).
+    pub cluster: ClusterArgs,
+    /// Checkpoints: every source and stateful operator takes part, file
+    /// sinks become exactly-once.
+    pub checkpoint: Option<CheckpointConfig>,
+    /// Where the run starts from (needs `checkpoint`).
+    pub restore: RestoreFrom,
+    /// JSONL file (a directory of committed parts with checkpoints) for the
+    /// job's dead letters; `None`: they are only counted.
+    pub dead_letter: Option<PathBuf>,
+    /// Read at most this many records per second per worker (replay throttle).
+    pub rate_limit: Option<u64>,
+}
+
+impl JobOptions {
+    /// One worker, no checkpoints, dead letters counted only.
+    pub fn new(name: impl Into<String>) -> Self {
+        JobOptions {
+            name: name.into(),
+            cluster: ClusterArgs::default(),
+            checkpoint: None,
+            restore: RestoreFrom::Fresh,
+            dead_letter: None,
+            rate_limit: None,
+        }
+    }
+
+    /// Worker threads in this process.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.cluster.workers = workers;
+        self
+    }
+
+    /// Timely's options (workers, processes, this process, hostfile).
+    pub fn cluster(mut self, cluster: ClusterArgs) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// Checkpoints into `config.dir` every `config.interval`.
+    pub fn checkpoint(mut self, config: CheckpointConfig) -> Self {
+        self.checkpoint = Some(config);
+        self
+    }
+
+    /// Resume from a checkpoint or savepoint.
+    pub fn restore(mut self, from: RestoreFrom) -> Self {
+        self.restore = from;
+        self
+    }
+
+    /// Write dead letters as JSON lines to `path`.
+    pub fn dead_letter(mut self, path: impl Into<PathBuf>) -> Self {
+        self.dead_letter = Some(path.into());
+        self
+    }
+}
+
+/// What a run did, for this process.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunSummary {
+    /// Records read by this process's sources.
+    pub events: u64,
+    /// Records written by this process's sinks.
+    pub written: u64,
+    /// Records too late for all their windows (late side outputs).
+    pub late: u64,
+    /// Dead letters (undecodable input, rejected `try_map` records).
+    pub dead_letters: u64,
+    /// Wall time of the run.
+    pub elapsed_seconds: f64,
+    /// The checkpoint the run was restored from.
+    pub restored_from: Option<u64>,
+}
+
+/// Counters of a run, shared by the workers of a process.
+#[derive(Debug, Default)]
+pub(crate) struct RunCounters {
+    pub(crate) source: Arc<SourceCounters>,
+    pub(crate) written: AtomicU64,
+    pub(crate) late: AtomicU64,
+    pub(crate) dead_letters: AtomicU64,
+}
+
+pub(crate) struct EnvInner<'s> {
+    pub(crate) scope: Scope<'s, Time>,
+    pub(crate) checkpoints: Option<CheckpointGraph<'s>>,
+    pub(crate) dead: Vec<Stream<'s, Time, Vec<DeadLetter>>>,
+    pub(crate) counters: Arc<RunCounters>,
+    pub(crate) options: Arc<JobOptions>,
+    pub(crate) names: BTreeSet<String>,
+    pub(crate) error: Option<Error>,
+}
+
+/// The shared handle every stream of a job holds.
+pub(crate) type Env<'s> = Rc<RefCell<EnvInner<'s>>>;
+
+impl EnvInner<'_> {
+    /// Registers an operator name; a name used twice is an error (names
+    /// identify operator state in checkpoints and metrics).
+    pub(crate) fn claim(&mut self, name: &str) -> String {
+        if !self.names.insert(name.to_string()) && self.error.is_none() {
+            self.error = Some(Error::Invalid(format!(
+                "operator name {name:?} is used twice (names identify state in checkpoints)"
+            )));
+        }
+        name.to_string()
+    }
+
+    /// Records a build error (reported by [`execute`] when the build returns).
+    pub(crate) fn fail(&mut self, e: impl Into<Error>) {
+        if self.error.is_none() {
+            self.error = Some(e.into());
+        }
+    }
+}
+
+/// Where a job is built: sources are created from it, and every stream made
+/// from them shares it (checkpoints, dead letters, counters). One per worker.
+pub struct StreamEnv<'s> {
+    pub(crate) inner: Env<'s>,
+}
+
+impl<'s> StreamEnv<'s> {
+    /// This worker's index in the cluster.
+    pub fn worker_index(&self) -> usize {
+        self.inner.borrow().scope.index()
+    }
+
+    /// The number of workers in the cluster.
+    pub fn workers(&self) -> usize {
+        self.inner.borrow().scope.peers()
+    }
+
+    /// Whether the job takes part in checkpoints.
+    pub fn checkpointing(&self) -> bool {
+        self.inner.borrow().checkpoints.is_some()
+    }
+
+    /// The timely scope, for operators the API does not wrap.
+    pub fn scope(&self) -> Scope<'s, Time> {
+        self.inner.borrow().scope
+    }
+
+    /// Sends the dead letters to their sink and builds the committer.
+    fn finish(self) -> Result<(), Error> {
+        let mut inner = self.inner.borrow_mut();
+        if let Some(e) = inner.error.take() {
+            return Err(e);
+        }
+        let dead = std::mem::take(&mut inner.dead);
+        let counters = inner.counters.clone();
+        let scope = inner.scope;
+        let dead = scope.concatenate(dead).inspect_batch(move |_, b| {
+            counters
+                .dead_letters
+                .fetch_add(b.len() as u64, Ordering::Relaxed);
+        });
+        let path = inner.options.dead_letter.clone();
+        let mut graph = inner.checkpoints.take();
+        if let Some(path) = path {
+            match graph.as_mut() {
+                Some(g) => dead.sink_jsonl_exactly_once("dead-letter-jsonl", path, None, g)?,
+                None => dead.sink_jsonl("dead-letter-jsonl", path, None)?,
+            }
+        }
+        if let Some(g) = graph {
+            g.finish();
+        }
+        Ok(())
+    }
+}
+
+/// Runs `build` on every worker of this process (and, with a hostfile, as
+/// one process of a cluster) until all sources are finished, and returns
+/// what this process did.
+///
+/// `build` is called once per worker with that worker's [`StreamEnv`]; it
+/// must build the same graph on every worker.
+///
+/// # Errors
+/// Invalid options, a checkpoint that cannot be found or read, an error
+/// `build` returned, or a worker that failed.
+pub fn execute<F>(options: &JobOptions, build: F) -> Result<RunSummary, Error>
+where
+    F: Fn(&mut StreamEnv<'_>) -> Result<(), Error> + Send + Sync + 'static,
+{
+    let ctx = match &options.checkpoint {
+        Some(cfg) => Some(Arc::new(crate::job::open_checkpoints(
+            &options.name,
+            &cfg.dir,
+            cfg,
+            &options.restore,
+        )?)),
+        None if options.restore != RestoreFrom::Fresh => {
+            return Err(Error::Invalid("restoring needs checkpoints".into()))
+        }
+        None => None,
+    };
+    let restored_from = ctx
+        .as_ref()
+        .and_then(|c| c.restore.as_ref().map(Restore::id));
+    if let Some(id) = restored_from {
+        crate::job::log_restored(&options.name, id);
+    }
+    let config = options.cluster.timely_config()?;
+    let counters = Arc::new(RunCounters::default());
+    let options = Arc::new(options.clone());
+    let start = Instant::now();
+    let c = counters.clone();
+    let build = Arc::new(build);
+    let guards = timely::execute(config, move |worker| {
+        let peers = worker.peers();
+        let build = build.clone();
+        let (ctx, counters, options) = (ctx.clone(), c.clone(), options.clone());
+        worker.dataflow::<Time, _, _>(move |scope| {
+            let result = build_on(scope, ctx, counters, options, &*build);
+            result.map_err(|e| {
+                // The other workers would wait forever for the operators this
+                // one did not build: with peers, stop the process (fail-stop).
+                if peers > 1 {
+                    eprintln!(
+                        "error: building the dataflow on worker {}: {e}",
+                        scope.index()
+                    );
+                    std::process::exit(1);
+                }
+                e.to_string()
+            })
+        })
+    })
+    .map_err(DataflowError::Execution)?;
+    for r in guards.join() {
+        r.map_err(DataflowError::Execution)?
+            .map_err(Error::Invalid)?;
+    }
+    Ok(RunSummary {
+        events: counters.source.records_total.load(Ordering::Relaxed),
+        written: counters.written.load(Ordering::Relaxed),
+        late: counters.late.load(Ordering::Relaxed),
+        dead_letters: counters.dead_letters.load(Ordering::Relaxed),
+        elapsed_seconds: start.elapsed().as_secs_f64(),
+        restored_from,
+    })
+}
+
+fn build_on<'s, F>(
+    scope: Scope<'s, Time>,
+    ctx: Option<Arc<CheckpointContext>>,
+    counters: Arc<RunCounters>,
+    options: Arc<JobOptions>,
+    build: &F,
+) -> Result<(), Error>
+where
+    F: Fn(&mut StreamEnv<'_>) -> Result<(), Error>,
+{
+    let inner = EnvInner {
+        scope,
+        checkpoints: ctx.map(|c| CheckpointGraph::new(scope, c)),
+        dead: Vec::new(),
+        counters,
+        options,
+        names: BTreeSet::new(),
+        error: None,
+    };
+    let mut env = StreamEnv {
+        inner: Rc::new(RefCell::new(inner)),
+    };
+    build(&mut env)?;
+    env.finish()
+}

@@ -1,0 +1,223 @@
+//! Keyed streams: windows with allowed lateness and a late side output.
+
+use std::hash::Hash;
+use std::sync::atomic::Ordering;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::Inspect;
+use timely::dataflow::Stream;
+
+use streamforge_dataflow::{EventTime, Time};
+use streamforge_operators::dedup::Dedup;
+use streamforge_operators::{
+    AggregateFunction, KeyedProcess, KeyedProcessFunction, ProcessContext, ProcessSpec,
+    WindowAggregate, WindowAssigner, WindowResult, WindowSpec,
+};
+
+use super::env::Env;
+use super::stream::{DataStream, StreamData};
+
+/// A stream partitioned by key (`DataStream::key_by`).
+pub struct KeyedStream<'s, K, T> {
+    /// `(key, event time, record)`.
+    pub(crate) stream: Stream<'s, Time, Vec<(K, EventTime, T)>>,
+    pub(crate) env: Env<'s>,
+}
+
+/// A keyed stream with a window assigner, waiting for its aggregate.
+pub struct WindowedStream<'s, K, T, W> {
+    keyed: KeyedStream<'s, K, T>,
+    spec: WindowSpec<W>,
+}
+
+/// What a window aggregate produces: one result per fired (window, key),
+/// at the window's last millisecond, and the records that were too late for
+/// all their windows (Flink's `sideOutputLateData`).
+pub struct WindowOutput<'s, K, O, T> {
+    /// The fired windows.
+    pub results: DataStream<'s, WindowResult<K, O>>,
+    /// Records too late for every window they belong to.
+    pub late: DataStream<'s, T>,
+}
+
+/// An aggregate over records applied to `(key, event time, record)` — the
+/// keyed stream's elements.
+#[derive(Clone)]
+pub struct OnValue<A>(pub A);
+
+impl<K, T, A: AggregateFunction<T>> AggregateFunction<(K, EventTime, T)> for OnValue<A> {
+    type Acc = A::Acc;
+    type Out = A::Out;
+    fn create_accumulator(&self) -> A::Acc {
+        self.0.create_accumulator()
+    }
+    #[inline]
+    fn add(&self, acc: &mut A::Acc, input: &(K, EventTime, T)) {
+        self.0.add(acc, &input.2)
+    }
+    fn merge(&self, acc: &mut A::Acc, other: A::Acc) {
+        self.0.merge(acc, other)
+    }
+    fn get_result(&self, acc: &A::Acc) -> A::Out {
+        self.0.get_result(acc)
+    }
+}
+
+impl<'s, K, T> KeyedStream<'s, K, T>
+where
+    K: StreamData + Hash + Eq + Clone + Serialize + DeserializeOwned,
+    T: StreamData,
+{
+    /// Windows of `assigner` ([`Tumbling`](streamforge_operators::Tumbling),
+    /// [`Sliding`](streamforge_operators::Sliding)) per key, no allowed
+    /// lateness until [`WindowedStream::allowed_lateness_ms`].
+    pub fn window<W: WindowAssigner>(self, assigner: W) -> WindowedStream<'s, K, T, W> {
+        WindowedStream {
+            keyed: self,
+            spec: WindowSpec::new(assigner),
+        }
+    }
+
+    /// Keeps, per key, the first record by event time and drops the others
+    /// until the watermark reaches that record's event time + `ttl_ms`
+    /// (ties: the smallest encoding wins; see
+    /// [`streamforge_operators::dedup`]). Kept records leave once the
+    /// watermark passes their event time. Takes part in checkpoints.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// let got = Arc::new(Mutex::new(Vec::new()));
+    /// let g = got.clone();
+    /// execute(&JobOptions::new("doc").workers(2), move |env| {
+    ///     // (order id, event time), over two partitions
+    ///     env.from_partitions("orders",
+    ///             vec![vec![(1, 2_000), (2, 3_000)], vec![(1, 1_500), (1, 40_000)]],
+    ///             WatermarkStrategy::for_bounded_out_of_orderness_ms(1_000), |o: &(u32, u64)| o.1)
+    ///         .key_by(|o| o.0)
+    ///         .dedup("dedup", 10_000)
+    ///         .sink_vec("kept", g.clone());
+    ///     Ok(())
+    /// }).unwrap();
+    /// let mut kept = got.lock().unwrap().clone();
+    /// kept.sort();
+    /// assert_eq!(kept, vec![(1, 1_500), (1, 40_000), (2, 3_000)]);
+    /// ```
+    pub fn dedup(self, name: &str, ttl_ms: u64) -> DataStream<'s, T> {
+        self.process(name, ProcessSpec::default(), Dedup::new(ttl_ms))
+    }
+
+    /// Applies a keyed process function: per-key state and event-time
+    /// timers, in an order that does not depend on parallelism (see
+    /// [`streamforge_operators::keyed_process`]). Outputs carry the event
+    /// time the function gives them. Takes part in checkpoints.
+    pub fn process<P>(self, name: &str, spec: ProcessSpec, function: P) -> DataStream<'s, P::Out>
+    where
+        P: KeyedProcessFunction<K, T>,
+        P::Out: StreamData,
+    {
+        let env = self.env;
+        let name = env.borrow_mut().claim(name);
+        let input = self.stream;
+        let f = OnRecord(function);
+        let key = key_of::<K, T>;
+        let time = |d: &(K, EventTime, T)| d.1;
+        let out = {
+            let mut inner = env.borrow_mut();
+            match inner.checkpoints.as_mut() {
+                Some(graph) => input.keyed_process_checkpointed(&name, spec, key, time, f, graph),
+                None => input.keyed_process(&name, spec, key, time, f),
+            }
+        };
+        DataStream::new(out, env)
+    }
+}
+
+/// A process function over records applied to `(key, event time, record)`.
+struct OnRecord<P>(P);
+
+impl<K: 'static, T: 'static, P: KeyedProcessFunction<K, T>>
+    KeyedProcessFunction<K, (K, EventTime, T)> for OnRecord<P>
+{
+    type State = P::State;
+    type Out = P::Out;
+    fn process_element(
+        &self,
+        key: &K,
+        state: &mut Option<P::State>,
+        record: (K, EventTime, T),
+        event_time_ms: EventTime,
+        ctx: &mut ProcessContext<'_, P::Out>,
+    ) {
+        self.0
+            .process_element(key, state, record.2, event_time_ms, ctx)
+    }
+    fn on_timer(
+        &self,
+        key: &K,
+        state: &mut Option<P::State>,
+        ctx: &mut ProcessContext<'_, P::Out>,
+    ) {
+        self.0.on_timer(key, state, ctx)
+    }
+}
+
+impl<'s, K, T, W> WindowedStream<'s, K, T, W>
+where
+    K: StreamData + Hash + Eq + Clone + Serialize + DeserializeOwned,
+    T: StreamData,
+    W: WindowAssigner,
+{
+    /// Windows accept records until the watermark passes `end + ms`; each
+    /// window fires once, with its final value, at `end + ms` (see
+    /// docs/ARCHITECTURE.md, "Lateness and window firing").
+    pub fn allowed_lateness_ms(mut self, ms: u64) -> Self {
+        self.spec.allowed_lateness_ms = ms;
+        self
+    }
+
+    /// Aggregates each window and key incrementally with `aggregate` (Flink's
+    /// `AggregateFunction`; tuples of aggregates compute several at once).
+    /// Takes part in checkpoints when the job has them (state by key group,
+    /// restorable with another worker count).
+    pub fn aggregate<A>(self, name: &str, aggregate: A) -> WindowOutput<'s, K, A::Out, T>
+    where
+        A: AggregateFunction<T>,
+        A::Out: StreamData,
+    {
+        let env = self.keyed.env;
+        let name = env.borrow_mut().claim(name);
+        let input = self.keyed.stream;
+        let agg = OnValue(aggregate);
+        let key = key_of::<K, T>;
+        let time = |d: &(K, EventTime, T)| d.1;
+        let (results, late) = {
+            let mut inner = env.borrow_mut();
+            match inner.checkpoints.as_mut() {
+                Some(graph) => {
+                    input.window_aggregate_checkpointed(&name, self.spec, key, time, agg, graph)
+                }
+                None => input.window_aggregate(&name, self.spec, key, time, agg),
+            }
+        };
+        let counters = env.borrow().counters.clone();
+        let late = late
+            .inspect_batch(move |_, b| {
+                counters.late.fetch_add(b.len() as u64, Ordering::Relaxed);
+            })
+            .map(|(_, t, r)| (t, r));
+        let results = results.map(|r| (r.window.end_ms - 1, r));
+        WindowOutput {
+            results: DataStream::new(results, env.clone()),
+            late: DataStream::new(late, env),
+        }
+    }
+}
+
+/// The key of a keyed stream's element.
+pub(crate) fn key_of<K, T>(d: &(K, EventTime, T)) -> &K {
+    &d.0
+}

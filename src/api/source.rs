@@ -1,0 +1,470 @@
+//! Sources of the DataStream API: files (JSONL, CSV), Kafka, in-memory
+//! partitions and generators, for records of any `T: Deserialize`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use streamforge_dataflow::checkpoint::PartitionPosition;
+use streamforge_dataflow::source::{
+    checkpointed_source, partitioned_source, PartitionReader, ReadStatus, SourceItem,
+    SourceSettings, Waker,
+};
+use streamforge_dataflow::EventTime;
+use streamforge_sources::file::{open_csv_at, open_jsonl_at};
+use streamforge_sources::record::{CsvSerdeDecoder, JsonDecoder};
+use streamforge_sources::{FileFormat, KafkaSourceConfig, SourceError};
+
+use super::env::StreamEnv;
+use super::stream::{DataStream, StreamData, Timestamped};
+use crate::error::Error;
+
+/// How a source's watermarks are made (Flink's `WatermarkStrategy`): bounded
+/// out-of-orderness per partition, and an idle timeout after which a
+/// partition without data stops holding the watermark back.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use streamforge::api::WatermarkStrategy;
+/// let w = WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_secs(2))
+///     .with_idleness(Duration::from_secs(10));
+/// assert_eq!(w.out_of_orderness_ms, 2_000);
+/// assert_eq!(w.idle_timeout, Some(Duration::from_secs(10)));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WatermarkStrategy {
+    /// Bounded out-of-orderness of every partition, ms: the watermark is the
+    /// partition's max seen event time minus this.
+    pub out_of_orderness_ms: u64,
+    /// A partition without data for this long is idle.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl WatermarkStrategy {
+    /// Watermark = max seen event time − `bound` (per partition).
+    pub fn for_bounded_out_of_orderness(bound: Duration) -> Self {
+        Self::for_bounded_out_of_orderness_ms(bound.as_millis() as u64)
+    }
+
+    /// [`WatermarkStrategy::for_bounded_out_of_orderness`] in ms.
+    pub fn for_bounded_out_of_orderness_ms(bound_ms: u64) -> Self {
+        WatermarkStrategy {
+            out_of_orderness_ms: bound_ms,
+            idle_timeout: None,
+        }
+    }
+
+    /// Event times never go back (bound 0).
+    pub fn for_monotonous_timestamps() -> Self {
+        Self::for_bounded_out_of_orderness_ms(0)
+    }
+
+    /// Partitions without data for `timeout` stop holding the watermark back.
+    pub fn with_idleness(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+}
+
+/// A generator source: partition `p` yields `f(p, i)` for `i` in
+/// `0..per_partition` (deterministic, so a restore re-creates the same
+/// records from the checkpointed index).
+#[derive(Clone)]
+pub struct GeneratorSource<F> {
+    /// Number of partitions.
+    pub partitions: usize,
+    /// Records per partition.
+    pub per_partition: u64,
+    /// The record at (partition, index).
+    pub f: F,
+}
+
+/// Adds the event time to each record a reader yields, so that streams carry
+/// it (Flink's record timestamp).
+struct Stamped<T> {
+    inner: Box<dyn PartitionReader<T>>,
+    buf: Vec<SourceItem<T>>,
+}
+
+impl<T> PartitionReader<Timestamped<T>> for Stamped<T> {
+    fn read_batch(
+        &mut self,
+        max_items: usize,
+        out: &mut Vec<SourceItem<Timestamped<T>>>,
+    ) -> Result<ReadStatus, Box<dyn std::error::Error + Send + Sync>> {
+        let status = self.inner.read_batch(max_items, &mut self.buf)?;
+        out.extend(self.buf.drain(..).map(|item| match item {
+            SourceItem::Record {
+                event_time_ms,
+                record,
+            } => SourceItem::Record {
+                event_time_ms,
+                record: (event_time_ms, record),
+            },
+            SourceItem::DeadLetter(d) => SourceItem::DeadLetter(d),
+        }));
+        Ok(status)
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn set_waker(&mut self, waker: Waker) {
+        self.inner.set_waker(waker)
+    }
+    fn position(&self) -> PartitionPosition {
+        self.inner.position()
+    }
+}
+
+struct Generated<F> {
+    name: String,
+    partition: usize,
+    next: u64,
+    end: u64,
+    f: F,
+}
+
+impl<T, F: Fn(usize, u64) -> T> PartitionReader<T> for Generated<F>
+where
+    F: 'static,
+{
+    fn read_batch(
+        &mut self,
+        max_items: usize,
+        out: &mut Vec<SourceItem<T>>,
+    ) -> Result<ReadStatus, Box<dyn std::error::Error + Send + Sync>> {
+        // The event time is taken by the caller's extractor; see `source`.
+        let stop = self.end.min(self.next + max_items as u64);
+        for i in self.next..stop {
+            out.push(SourceItem::Record {
+                event_time_ms: 0,
+                record: (self.f)(self.partition, i),
+            });
+        }
+        self.next = stop;
+        Ok(if self.next >= self.end {
+            ReadStatus::Finished
+        } else {
+            ReadStatus::More
+        })
+    }
+    fn describe(&self) -> String {
+        format!("{}/{}", self.name, self.partition)
+    }
+    fn position(&self) -> PartitionPosition {
+        PartitionPosition {
+            offset: self.next,
+            line: self.next,
+            ..PartitionPosition::default()
+        }
+    }
+}
+
+/// Sets each record's event time from an extractor (in-memory and generated
+/// records have no decoder to do it).
+struct WithTime<T, F> {
+    inner: Box<dyn PartitionReader<T>>,
+    event_time: F,
+}
+
+impl<T, F: Fn(&T) -> EventTime + 'static> PartitionReader<T> for WithTime<T, F> {
+    fn read_batch(
+        &mut self,
+        max_items: usize,
+        out: &mut Vec<SourceItem<T>>,
+    ) -> Result<ReadStatus, Box<dyn std::error::Error + Send + Sync>> {
+        let from = out.len();
+        let status = self.inner.read_batch(max_items, out)?;
+        for item in &mut out[from..] {
+            if let SourceItem::Record {
+                event_time_ms,
+                record,
+            } = item
+            {
+                *event_time_ms = (self.event_time)(record);
+            }
+        }
+        Ok(status)
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn set_waker(&mut self, waker: Waker) {
+        self.inner.set_waker(waker)
+    }
+    fn position(&self) -> PartitionPosition {
+        self.inner.position()
+    }
+}
+
+/// Expands paths and glob patterns (relative to the working directory) into
+/// files, each pattern's matches in name order.
+fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
+    let patterns: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    Ok(streamforge_sources::file::expand_paths(
+        &patterns,
+        Path::new("."),
+    )?)
+}
+
+impl<'s> StreamEnv<'s> {
+    /// A source over `partitions` readers, `open(partition, position)` (the
+    /// position to continue at when restoring from a checkpoint). The
+    /// building block of the other sources: any [`PartitionReader`] is a
+    /// connector.
+    ///
+    /// Partition `i` is read by worker `i % workers`. Undecodable records
+    /// go to the job's dead letters.
+    pub fn source<T, O>(
+        &mut self,
+        name: &str,
+        partitions: usize,
+        watermarks: WatermarkStrategy,
+        mut open: O,
+    ) -> DataStream<'s, T>
+    where
+        T: StreamData,
+        O: FnMut(usize, Option<&PartitionPosition>) -> Box<dyn PartitionReader<T>> + 'static,
+    {
+        let mut inner = self.inner.borrow_mut();
+        let name = inner.claim(name);
+        let mut settings = SourceSettings::new(name, watermarks.out_of_orderness_ms);
+        settings.idle_timeout = watermarks.idle_timeout;
+        settings.rate_limit = inner.options.rate_limit;
+        let counters = Some(inner.counters.source.clone());
+        let scope = inner.scope;
+        let open = move |i: usize, position: Option<&PartitionPosition>| {
+            Box::new(Stamped {
+                inner: open(i, position),
+                buf: Vec::new(),
+            }) as Box<dyn PartitionReader<Timestamped<T>>>
+        };
+        let (stream, dead) = match inner.checkpoints.as_mut() {
+            Some(graph) => checkpointed_source(scope, settings, partitions, open, counters, graph),
+            None => {
+                let mut open = open;
+                partitioned_source(
+                    scope,
+                    settings,
+                    partitions,
+                    move |i| open(i, None),
+                    counters,
+                )
+            }
+        };
+        inner.dead.push(dead);
+        drop(inner);
+        DataStream::new(stream, self.inner.clone())
+    }
+
+    /// JSON-lines files (plain or `.gz`; paths or glob patterns), one
+    /// partition per file, decoded into `T` with serde; `event_time` gives a
+    /// record's event time in ms. Lines that do not decode (malformed JSON,
+    /// a value of the wrong type or out of range, invalid UTF-8) become dead
+    /// letters with the file, line number, reason and raw line.
+    ///
+    /// # Errors
+    /// A pattern matches no file, or a file cannot be opened (checked when
+    /// the job is built).
+    pub fn from_jsonl<T, F>(
+        &mut self,
+        name: &str,
+        paths: &[PathBuf],
+        watermarks: WatermarkStrategy,
+        event_time: F,
+    ) -> Result<DataStream<'s, T>, Error>
+    where
+        T: StreamData + DeserializeOwned,
+        F: Fn(&T) -> EventTime + Clone + 'static,
+    {
+        let files = Arc::new(expand(paths)?);
+        let decoder = move || {
+            let f = event_time.clone();
+            JsonDecoder::new(move |t: &T| Ok(f(t)))
+        };
+        for f in files.iter() {
+            open_jsonl_at(f, decoder(), None)?;
+        }
+        let n = files.len();
+        Ok(self.source(name, n, watermarks, move |i, position| {
+            open_jsonl_at(&files[i], decoder(), position).unwrap_or_else(|e| panic!("{e}"))
+        }))
+    }
+
+    /// CSV files with a header row (plain or `.gz`), one partition per file,
+    /// decoded into `T` with serde by column name; otherwise as
+    /// [`StreamEnv::from_jsonl`].
+    ///
+    /// # Errors
+    /// As [`StreamEnv::from_jsonl`].
+    pub fn from_csv<T, F>(
+        &mut self,
+        name: &str,
+        paths: &[PathBuf],
+        watermarks: WatermarkStrategy,
+        event_time: F,
+    ) -> Result<DataStream<'s, T>, Error>
+    where
+        T: StreamData + DeserializeOwned,
+        F: Fn(&T) -> EventTime + Clone + 'static,
+    {
+        let files = Arc::new(expand(paths)?);
+        let decoder = move || {
+            let f = event_time.clone();
+            CsvSerdeDecoder::new(move |t: &T| Ok(f(t)))
+        };
+        for f in files.iter() {
+            open_csv_at(f, decoder(), None)?;
+        }
+        let n = files.len();
+        Ok(self.source(name, n, watermarks, move |i, position| {
+            open_csv_at(&files[i], decoder(), position).unwrap_or_else(|e| panic!("{e}"))
+        }))
+    }
+
+    /// A file source whose format follows the first file's extension
+    /// (`.jsonl`/`.json`/`.ndjson` or `.csv`, optionally `.gz`).
+    ///
+    /// # Errors
+    /// As [`StreamEnv::from_jsonl`], or an unknown extension.
+    pub fn from_files<T, F>(
+        &mut self,
+        name: &str,
+        paths: &[PathBuf],
+        watermarks: WatermarkStrategy,
+        event_time: F,
+    ) -> Result<DataStream<'s, T>, Error>
+    where
+        T: StreamData + DeserializeOwned,
+        F: Fn(&T) -> EventTime + Clone + 'static,
+    {
+        let first = expand(paths)?.into_iter().next().unwrap_or_default();
+        match FileFormat::from_path(&first) {
+            Some(FileFormat::Csv) => self.from_csv(name, paths, watermarks, event_time),
+            Some(FileFormat::Jsonl) => self.from_jsonl(name, paths, watermarks, event_time),
+            None => Err(SourceError::UnknownFormat(first.display().to_string()).into()),
+        }
+    }
+
+    /// A Kafka topic, one partition per topic partition, JSON message values
+    /// decoded into `T` with serde (the config's `format`, `csv-columns` and
+    /// `mapping` are not used). Undecodable messages become dead letters
+    /// with `topic/partition`, offset, reason and raw value.
+    ///
+    /// # Errors
+    /// The broker cannot be reached or the topic does not exist.
+    pub fn from_kafka<T, F>(
+        &mut self,
+        name: &str,
+        config: &KafkaSourceConfig,
+        watermarks: WatermarkStrategy,
+        event_time: F,
+    ) -> Result<DataStream<'s, T>, Error>
+    where
+        T: StreamData + DeserializeOwned,
+        F: Fn(&T) -> EventTime + Clone + 'static,
+    {
+        let n = config.partition_count()?;
+        let config = config.clone();
+        Ok(self.source(name, n, watermarks, move |i, position| {
+            let f = event_time.clone();
+            config
+                .open_with(i, position, JsonDecoder::new(move |t: &T| Ok(f(t))))
+                .unwrap_or_else(|e| panic!("{e}"))
+        }))
+    }
+
+    /// In-memory partitions (tests, examples): partition `i` yields
+    /// `partitions[i]` in order; `event_time` gives each record's time.
+    pub fn from_partitions<T, F>(
+        &mut self,
+        name: &str,
+        partitions: Vec<Vec<T>>,
+        watermarks: WatermarkStrategy,
+        event_time: F,
+    ) -> DataStream<'s, T>
+    where
+        T: StreamData + Clone,
+        F: Fn(&T) -> EventTime + Clone + 'static,
+    {
+        let n = partitions.len();
+        let partitions = Arc::new(partitions);
+        let label = name.to_string();
+        self.source(name, n, watermarks, move |i, position| {
+            let skip = position.map_or(0, |p| p.offset) as usize;
+            let items: Vec<(EventTime, T)> = partitions[i][skip.min(partitions[i].len())..]
+                .iter()
+                .map(|r| (event_time(r), r.clone()))
+                .collect();
+            Box::new(Offset {
+                inner: streamforge_dataflow::source::vec_partition(format!("{label}/{i}"), items),
+                base: skip as u64,
+            })
+        })
+    }
+
+    /// A generated source (see [`GeneratorSource`]); `event_time` gives each
+    /// record's time.
+    pub fn from_generator<T, G, F>(
+        &mut self,
+        name: &str,
+        generator: GeneratorSource<G>,
+        watermarks: WatermarkStrategy,
+        event_time: F,
+    ) -> DataStream<'s, T>
+    where
+        T: StreamData,
+        G: Fn(usize, u64) -> T + Clone + 'static,
+        F: Fn(&T) -> EventTime + Clone + 'static,
+    {
+        let label = name.to_string();
+        self.source(
+            name,
+            generator.partitions,
+            watermarks,
+            move |i, position| {
+                Box::new(WithTime {
+                    inner: Box::new(Generated {
+                        name: label.clone(),
+                        partition: i,
+                        next: position.map_or(0, |p| p.offset),
+                        end: generator.per_partition,
+                        f: generator.f.clone(),
+                    }),
+                    event_time: event_time.clone(),
+                })
+            },
+        )
+    }
+}
+
+/// A reader whose positions count from `base` (an in-memory partition
+/// reopened after a restore).
+struct Offset<T> {
+    inner: Box<dyn PartitionReader<T>>,
+    base: u64,
+}
+
+impl<T> PartitionReader<T> for Offset<T> {
+    fn read_batch(
+        &mut self,
+        max_items: usize,
+        out: &mut Vec<SourceItem<T>>,
+    ) -> Result<ReadStatus, Box<dyn std::error::Error + Send + Sync>> {
+        self.inner.read_batch(max_items, out)
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn position(&self) -> PartitionPosition {
+        let p = self.inner.position();
+        PartitionPosition {
+            offset: self.base + p.offset,
+            line: self.base + p.line,
+            ..p
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! `DataStream`: stateless transformations, union, side outputs, sinks.
+
+use std::fmt::Display;
+use std::hash::Hash;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::core::Concatenate;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::vec::{Filter, Map};
+use timely::dataflow::operators::Inspect;
+use timely::dataflow::Stream;
+
+use streamforge_dataflow::{DeadLetter, EventTime, Time};
+use streamforge_sinks::{SinkJsonl, SinkJsonlExactlyOnce};
+
+use super::env::Env;
+use super::keyed::KeyedStream;
+
+/// What a stream can carry: records that can be sent between workers and
+/// processes (serde) and cloned.
+pub trait StreamData: timely::ExchangeData + Clone {}
+impl<T: timely::ExchangeData + Clone> StreamData for T {}
+
+/// A record with its event time in ms (Flink's `StreamRecord`).
+pub type Timestamped<T> = (EventTime, T);
+
+/// A stream of records of type `T`, each with its event time.
+///
+/// Made by a source of a [`StreamEnv`](super::StreamEnv); cheap to clone (a
+/// clone is a second consumer of the same stream).
+pub struct DataStream<'s, T> {
+    pub(crate) stream: Stream<'s, Time, Vec<Timestamped<T>>>,
+    pub(crate) env: Env<'s>,
+}
+
+impl<T: Clone + 'static> Clone for DataStream<'_, T> {
+    fn clone(&self) -> Self {
+        DataStream {
+            stream: self.stream.clone(),
+            env: self.env.clone(),
+        }
+    }
+}
+
+impl<'s, T: StreamData> DataStream<'s, T> {
+    pub(crate) fn new(stream: Stream<'s, Time, Vec<Timestamped<T>>>, env: Env<'s>) -> Self {
+        DataStream { stream, env }
+    }
+
+    fn with<U>(&self, stream: Stream<'s, Time, Vec<Timestamped<U>>>) -> DataStream<'s, U> {
+        DataStream {
+            stream,
+            env: self.env.clone(),
+        }
+    }
+
+    /// The underlying timely stream of `(event time, record)`, for operators
+    /// the API does not wrap.
+    pub fn into_timely(self) -> Stream<'s, Time, Vec<Timestamped<T>>> {
+        self.stream
+    }
+
+    /// Applies `f` to every record; the event time is kept.
+    pub fn map<U: StreamData>(self, f: impl Fn(T) -> U + 'static) -> DataStream<'s, U> {
+        let s = self.stream.clone().map(move |(t, r)| (t, f(r)));
+        self.with(s)
+    }
+
+    /// Keeps the records for which `f` holds.
+    pub fn filter(self, f: impl Fn(&T) -> bool + 'static) -> DataStream<'s, T> {
+        let s = self.stream.clone().filter(move |(_, r)| f(r));
+        self.with(s)
+    }
+
+    /// Replaces every record by the records `f` returns, at its event time.
+    pub fn flat_map<U: StreamData, I: IntoIterator<Item = U>>(
+        self,
+        f: impl Fn(T) -> I + 'static,
+    ) -> DataStream<'s, U>
+    where
+        I::IntoIter: 'static,
+    {
+        let s = self
+            .stream
+            .clone()
+            .flat_map(move |(t, r)| f(r).into_iter().map(move |u| (t, u)));
+        self.with(s)
+    }
+
+    /// Sets a new event time on every record (e.g. after a `map` that
+    /// changed which field is the time). The watermark is not changed: a
+    /// record moved behind it is late for windows that have fired.
+    pub fn assign_timestamps(self, f: impl Fn(&T) -> EventTime + 'static) -> DataStream<'s, T> {
+        let s = self.stream.clone().map(move |(_, r)| (f(&r), r));
+        self.with(s)
+    }
+
+    /// Applies a fallible `f`: `Ok` records go on, each `Err` becomes a dead
+    /// letter of the job with `source` = `name`, `position` = the record's
+    /// event time, the error as the reason and the input record as JSON as
+    /// the raw value.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// let got = Arc::new(Mutex::new(Vec::new()));
+    /// let g = got.clone();
+    /// let summary = execute(&JobOptions::new("doc"), move |env| {
+    ///     env.from_partitions("in", vec![vec!["1", "x", "3"]],
+    ///             WatermarkStrategy::default(), |_| 0)
+    ///         .try_map("parse", |s: &str| s.parse::<u32>())
+    ///         .sink_vec("out", g.clone());
+    ///     Ok(())
+    /// }).unwrap();
+    /// assert_eq!(*got.lock().unwrap(), vec![1, 3]);
+    /// assert_eq!(summary.dead_letters, 1);
+    /// ```
+    pub fn try_map<U: StreamData, E: Display>(
+        self,
+        name: &str,
+        f: impl Fn(T) -> Result<U, E> + 'static,
+    ) -> DataStream<'s, U>
+    where
+        T: Serialize,
+    {
+        let name = self.env.borrow_mut().claim(name);
+        let (ok, dead) = split_results(self.stream.clone(), &name, move |t, r| {
+            let raw = serde_json::to_string(&r).unwrap_or_default();
+            f(r).map(|u| (t, u)).map_err(|e| (e.to_string(), raw))
+        });
+        self.env.borrow_mut().dead.push(dead);
+        self.with(ok)
+    }
+
+    /// Splits the stream: records for which `side` returns `Some(label)` go
+    /// to the side output of that label (Flink's `OutputTag`), the others on.
+    /// Returns the main stream and one stream per label of `labels`, in
+    /// order; a label not in `labels` is dropped.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// let (main, big) = (Arc::new(Mutex::new(vec![])), Arc::new(Mutex::new(vec![])));
+    /// let (m, b) = (main.clone(), big.clone());
+    /// execute(&JobOptions::new("doc"), move |env| {
+    ///     let s = env.from_partitions("in", vec![vec![1, 50, 2, 70]],
+    ///         WatermarkStrategy::default(), |_| 0);
+    ///     let (rest, sides) = s.side_outputs(&["big"], |x: &i32| (*x > 10).then_some("big"));
+    ///     rest.sink_vec("main", m.clone());
+    ///     sides[0].clone().sink_vec("big", b.clone());
+    ///     Ok(())
+    /// }).unwrap();
+    /// assert_eq!(*main.lock().unwrap(), vec![1, 2]);
+    /// assert_eq!(*big.lock().unwrap(), vec![50, 70]);
+    /// ```
+    pub fn side_outputs(
+        self,
+        labels: &[&str],
+        side: impl Fn(&T) -> Option<&'static str> + 'static,
+    ) -> (DataStream<'s, T>, Vec<DataStream<'s, T>>) {
+        let labels: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
+        let side = std::rc::Rc::new(side);
+        let s = side.clone();
+        let main = self.stream.clone().filter(move |(_, r)| s(r).is_none());
+        let outs = labels
+            .into_iter()
+            .map(|label| {
+                let s = side.clone();
+                let out = self
+                    .stream
+                    .clone()
+                    .filter(move |(_, r)| s(r) == Some(label.as_str()));
+                self.with(out)
+            })
+            .collect();
+        (self.with(main), outs)
+    }
+
+    /// Merges streams of the same type (Flink's `union`).
+    pub fn union(self, others: impl IntoIterator<Item = DataStream<'s, T>>) -> DataStream<'s, T> {
+        let scope = self.env.borrow().scope;
+        let all = std::iter::once(self.stream.clone()).chain(others.into_iter().map(|s| s.stream));
+        self.with(scope.concatenate(all))
+    }
+
+    /// Partitions the stream by `key` for keyed windows, dedup and process
+    /// functions. Records of one key are routed to one worker by the key's
+    /// stable hash (its key group), identically in every process.
+    pub fn key_by<K, F>(self, key: F) -> KeyedStream<'s, K, T>
+    where
+        K: StreamData + Hash + Eq + Clone + Serialize + DeserializeOwned,
+        F: Fn(&T) -> K + 'static,
+    {
+        let s = self.stream.clone().map(move |(t, r)| (key(&r), t, r));
+        KeyedStream {
+            stream: s,
+            env: self.env,
+        }
+    }
+
+    fn count_written(&self) -> Stream<'s, Time, Vec<Timestamped<T>>> {
+        let counters = self.env.borrow().counters.clone();
+        self.stream.clone().inspect_batch(move |_, b| {
+            counters
+                .written
+                .fetch_add(b.len() as u64, Ordering::Relaxed);
+        })
+    }
+
+    /// Writes every record as a JSON line to `path` (from worker 0; lines of
+    /// one timestamp sorted). With checkpoints `path` is a directory of
+    /// parts committed per checkpoint (exactly-once).
+    pub fn sink_jsonl(self, name: &str, path: impl Into<PathBuf>)
+    where
+        T: Serialize,
+    {
+        let name = self.env.borrow_mut().claim(name);
+        let rows = self.count_written().map(|(_, r)| r);
+        let path = path.into();
+        let mut env = self.env.borrow_mut();
+        let result = match env.checkpoints.as_mut() {
+            Some(graph) => rows.sink_jsonl_exactly_once(&name, path, None, graph),
+            None => rows.sink_jsonl(&name, path, None),
+        };
+        if let Err(e) = result {
+            env.fail(e);
+        }
+    }
+
+    /// Appends every record to `out` (tests and examples; in this process,
+    /// at-least-once after a restore).
+    pub fn sink_vec(self, name: &str, out: Arc<Mutex<Vec<T>>>) {
+        let name = self.env.borrow_mut().claim(name);
+        let counters = self.env.borrow().counters.clone();
+        self.stream
+            .clone()
+            .sink(Pipeline, &name, move |(input, _)| {
+                input.for_each(|_, data| {
+                    counters
+                        .written
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    out.lock()
+                        .expect("sink_vec")
+                        .extend(data.drain(..).map(|(_, r)| r));
+                });
+            });
+    }
+
+    /// Calls `f` on every record, on the worker that holds it (a sink for
+    /// side effects; at-least-once after a restore).
+    pub fn sink_fn(self, name: &str, f: impl FnMut(EventTime, T) + 'static) {
+        let name = self.env.borrow_mut().claim(name);
+        let counters = self.env.borrow().counters.clone();
+        let mut f = f;
+        self.stream
+            .clone()
+            .sink(Pipeline, &name, move |(input, _)| {
+                input.for_each(|_, data| {
+                    counters
+                        .written
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    for (t, r) in data.drain(..) {
+                        f(t, r);
+                    }
+                });
+            });
+    }
+}
+
+/// Splits `stream` by `f` into records and dead letters (named `name`).
+#[allow(clippy::type_complexity)]
+fn split_results<'s, T: 'static, U: 'static>(
+    stream: Stream<'s, Time, Vec<Timestamped<T>>>,
+    name: &str,
+    f: impl Fn(EventTime, T) -> Result<Timestamped<U>, (String, String)> + 'static,
+) -> (
+    Stream<'s, Time, Vec<Timestamped<U>>>,
+    Stream<'s, Time, Vec<DeadLetter>>,
+) {
+    let scope = stream.scope();
+    let mut builder = OperatorBuilder::new(name.to_string(), scope);
+    let mut input = builder.new_input(stream, Pipeline);
+    let (ok_out, ok) = builder.new_output::<Vec<Timestamped<U>>>();
+    let (dead_out, dead) = builder.new_output::<Vec<DeadLetter>>();
+    let mut ok_out = OutputBuilder::from(ok_out);
+    let mut dead_out = OutputBuilder::from(dead_out);
+    let source = name.to_string();
+    builder.build(move |_caps| {
+        let mut oks = Vec::new();
+        let mut deads = Vec::new();
+        move |_frontiers| {
+            let mut ok_handle = ok_out.activate();
+            let mut dead_handle = dead_out.activate();
+            input.for_each_time(|cap, data| {
+                for batch in data {
+                    for (t, r) in batch.drain(..) {
+                        match f(t, r) {
+                            Ok(u) => oks.push(u),
+                            Err((reason, raw)) => deads.push(DeadLetter {
+                                source: source.clone(),
+                                position: t,
+                                reason,
+                                raw,
+                            }),
+                        }
+                    }
+                }
+                if !oks.is_empty() {
+                    ok_handle.session(&cap.retain(0)).give_container(&mut oks);
+                }
+                if !deads.is_empty() {
+                    dead_handle
+                        .session(&cap.retain(1))
+                        .give_container(&mut deads);
+                }
+            });
+        }
+    });
+    (ok, dead)
+}
