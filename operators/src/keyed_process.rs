@@ -166,9 +166,14 @@ pub trait KeyedProcess<'scope, D: ExchangeData> {
     ///     }
     /// }
     /// let out = streamforge_dataflow::time::example(|scope| {
-    ///     let data: Vec<(u64, (u32, u64))> = [(1, 1_000), (2, 2_000), (1, 5_000), (1, 30_000)]
+    ///     let data: Vec<(u64, (u32, u64))> =
+    ///         [(1, 1_000), (2, 2_000), (1, 5_000), (2, 20_000), (1, 30_000)]
     ///         .into_iter().map(|(k, t)| (t, (k, t))).collect();
-    ///     let (s, _) = partitioned_source(scope, SourceSettings::new("src", 0), 1,
+    ///     // One record per batch: each is delivered at the watermark before it
+    ///     // (the previous record's time), so (1, 30 000) comes after the
+    ///     // timers at 11 000 and 12 000, and (2, 20 000) before them.
+    ///     let settings = SourceSettings { batch_items: 1, ..SourceSettings::new("src", 0) };
+    ///     let (s, _) = partitioned_source(scope, settings, 1,
     ///         move |_| vec_partition("p", data.clone()), None);
     ///     s.keyed_process("count", ProcessSpec::default(), |r: &(u32, u64)| &r.0,
     ///         |r: &(u32, u64)| r.1, Counter).capture()
@@ -177,7 +182,7 @@ pub trait KeyedProcess<'scope, D: ExchangeData> {
     /// got.sort();
     /// assert_eq!(got, vec![
     ///     (1_000, (1, 1, false)), (2_000, (2, 1, false)), (5_000, (1, 2, false)),
-    ///     (11_000, (1, 2, true)), (12_000, (2, 1, true)),
+    ///     (11_000, (1, 2, true)), (12_000, (2, 2, true)), (20_000, (2, 2, false)),
     ///     (30_000, (1, 1, false)), (40_000, (1, 1, true)),
     /// ]);
     /// ```
