@@ -17,6 +17,8 @@
 //! ];
 //! let out = Arc::new(Mutex::new(Vec::new()));
 //! let got = out.clone();
+//! let late = Arc::new(Mutex::new(Vec::new()));
+//! let late_seen = late.clone();
 //! let summary = execute(&JobOptions::new("doc").workers(2), move |env| {
 //!     let orders = env.from_partitions(
 //!         "orders",
@@ -33,7 +35,7 @@
 //!         .results
 //!         .map(|r| (r.window.start_ms, r.key, r.value))
 //!         .sink_vec("rows", got.clone());
-//!     windows.late.sink_vec("late", Arc::new(Mutex::new(Vec::new())));
+//!     windows.late.map(|o| o.1).sink_vec("late", late.clone());
 //!     Ok(())
 //! })
 //! .unwrap();
@@ -41,10 +43,13 @@
 //! rows.sort();
 //! assert_eq!(rows, vec![
 //!     (0, "ann".to_string(), (1, 5)),
-//!     (0, "bob".to_string(), (2, 10)),
+//!     (0, "bob".to_string(), (1, 7)),
 //!     (60_000, "ann".to_string(), (1, 1)),
 //! ]);
-//! assert_eq!((summary.events, summary.late, summary.dead_letters), (4, 0, 0));
+//! // bob's order at 500 came when the watermark was 61 000 − 1 000: late
+//! // for [0, 60 000), so it is on the late side output, not in the row.
+//! assert_eq!(*late_seen.lock().unwrap(), vec![500]);
+//! assert_eq!((summary.events, summary.late, summary.dead_letters), (4, 1, 0));
 //! ```
 //!
 //! # Records and time

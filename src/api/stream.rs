@@ -114,9 +114,9 @@ impl<'s, T: StreamData> DataStream<'s, T> {
     /// let got = Arc::new(Mutex::new(Vec::new()));
     /// let g = got.clone();
     /// let summary = execute(&JobOptions::new("doc"), move |env| {
-    ///     env.from_partitions("in", vec![vec!["1", "x", "3"]],
+    ///     env.from_partitions("in", vec![["1", "x", "3"].map(String::from).to_vec()],
     ///             WatermarkStrategy::default(), |_| 0)
-    ///         .try_map("parse", |s: &str| s.parse::<u32>())
+    ///         .try_map("parse", |s: String| s.parse::<u32>())
     ///         .sink_vec("out", g.clone());
     ///     Ok(())
     /// }).unwrap();
