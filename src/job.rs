@@ -1127,6 +1127,34 @@ pub fn run(job: &JobConfig, base: &Path, cluster: &ClusterArgs) -> Result<JobSum
     run_from(job, base, cluster, &RestoreFrom::Fresh)
 }
 
+/// A worker's dataflow build result. The other workers would wait forever
+/// for the operators a failed build did not create: with peers, the process
+/// stops (fail-stop) after printing the error.
+pub(crate) fn fail_stop_build(
+    result: Result<(), Error>,
+    worker: usize,
+    peers: usize,
+) -> Result<(), String> {
+    result.map_err(|e| {
+        if peers > 1 {
+            eprintln!("error: building the dataflow on worker {worker}: {e}");
+            std::process::exit(1);
+        }
+        e.to_string()
+    })
+}
+
+/// Waits for the workers of a run; the first error of any of them.
+pub(crate) fn join_workers(
+    guards: timely::communication::WorkerGuards<Result<(), String>>,
+) -> Result<(), Error> {
+    for r in guards.join() {
+        r.map_err(DataflowError::Execution)?
+            .map_err(Error::Invalid)?;
+    }
+    Ok(())
+}
+
 /// Logs the one machine-readable line of a restored run, on stderr:
 /// `{"event":"restored","job":NAME,"checkpoint":ID}`.
 pub(crate) fn log_restored(job: &str, id: u64) {
@@ -1258,25 +1286,11 @@ pub fn run_from(
         let counters = c.clone();
         let peers = worker.peers();
         worker.dataflow::<Time, _, _>(|scope| {
-            plan.build(scope, &counters).map_err(|e| {
-                // The other workers would wait forever for the operators this
-                // one did not build: with peers, stop the process (fail-stop).
-                if peers > 1 {
-                    eprintln!(
-                        "error: building the dataflow on worker {}: {e}",
-                        scope.index()
-                    );
-                    std::process::exit(1);
-                }
-                e.to_string()
-            })
+            fail_stop_build(plan.build(scope, &counters), scope.index(), peers)
         })
     })
     .map_err(DataflowError::Execution)?;
-    for r in guards.join() {
-        r.map_err(DataflowError::Execution)?
-            .map_err(Error::Invalid)?;
-    }
+    join_workers(guards)?;
     if let (Some(path), Some(l)) = (&latency_out, &counters.latency) {
         std::fs::write(path, l.report().to_string())?;
     }

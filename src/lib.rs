@@ -13,8 +13,8 @@
 #![deny(missing_docs)]
 
 pub mod alerting;
-pub mod api;
 pub mod alerts;
+pub mod api;
 pub mod bench;
 pub mod cluster;
 pub mod error;

@@ -123,6 +123,18 @@ struct Slot<S> {
     expires_ms: Option<u64>,
 }
 
+impl<S> Slot<S> {
+    /// After a call at `now`: the state lives `ttl_ms` more (if any);
+    /// returns its new expiry.
+    fn renew(&mut self, now: u64, ttl_ms: Option<u64>) -> Option<u64> {
+        self.expires_ms = match (self.state.is_some(), ttl_ms) {
+            (true, Some(ttl)) => Some(now + ttl),
+            _ => None,
+        };
+        self.expires_ms
+    }
+}
+
 /// A timer: (time, key hash, encoded key, is a TTL timer).
 type Timer = (u64, u64, Vec<u8>, bool);
 
@@ -313,10 +325,7 @@ where
     builder.build(move |mut caps| {
         let mut ack_caps = CapabilitySet::from_elem(caps.pop().expect("ack output"));
         let mut out_caps = CapabilitySet::from_elem(caps.pop().expect("output"));
-        // Keyed state: key hash → (key, slot). Timers: (time, key hash, key).
-        let mut states: HashMap<u64, Vec<(K, Slot<P::State>)>> = HashMap::new();
-        let mut timers: BTreeSet<Timer> = BTreeSet::new();
-        let mut timer_keys: HashMap<Vec<u8>, (K, usize)> = HashMap::new();
+        let mut store: KeyedStore<K, P::State> = KeyedStore::default();
         let mut pending: Vec<Pending<K, D>> = Vec::new();
         if let Some(restore) = ctx.as_ref().and_then(|c| c.restore.as_ref()) {
             keyed_state::restore_owned(
@@ -325,15 +334,12 @@ where
                 index,
                 peers,
                 |e: Entry<K, P::State, D>| match e {
-                    Entry::State(k, slot) => {
-                        states.entry(stable_hash(&k)).or_default().push((k, slot))
-                    }
-                    Entry::Timer(k, t, ttl) => {
-                        let kb = bincode::serialize(&k).expect("key serializes");
-                        if timers.insert((t, stable_hash(&k), kb.clone(), ttl)) {
-                            timer_keys.entry(kb).or_insert((k, 0)).1 += 1;
-                        }
-                    }
+                    Entry::State(k, slot) => store
+                        .states
+                        .entry(stable_hash(&k))
+                        .or_default()
+                        .push((k, slot)),
+                    Entry::Timer(k, t, ttl) => store.insert_timer(t, stable_hash(&k), &k, ttl),
                     Entry::Pending(t, e, k, d) => {
                         let h = stable_hash(&k);
                         // Restored records belong to epochs before this run.
@@ -368,36 +374,24 @@ where
             });
             let stopping = oldest.is_none() && ctx.as_ref().is_some_and(|c| c.stop_requested());
             // Writes states, timers and the buffered records of epochs ≤ id.
-            let mut write = |id: u64,
-                             states: &HashMap<u64, Vec<(K, Slot<P::State>)>>,
-                             timers: &BTreeSet<Timer>,
-                             timer_keys: &HashMap<Vec<u8>, (K, usize)>,
-                             pending: &[Pending<K, D>]| {
-                if let Some(ctx) = ctx.as_ref() {
-                    let entries = states
-                        .iter()
-                        .flat_map(|(h, v)| {
-                            v.iter()
-                                .map(move |(k, slot)| (*h, EntryRef::State(k, slot)))
-                        })
-                        .chain(timers.iter().map(|(t, h, kb, ttl)| {
-                            (*h, EntryRef::Timer(&timer_keys[kb].0, *t, *ttl))
-                        }))
-                        .chain(
+            let mut write =
+                |id: u64, store: &KeyedStore<K, P::State>, pending: &[Pending<K, D>]| {
+                    if let Some(ctx) = ctx.as_ref() {
+                        let entries = store.entries().chain(
                             pending
                                 .iter()
                                 .filter(|p| id == FINAL || p.2 <= id)
                                 .map(|p| (p.3, EntryRef::Pending(p.0, p.1, &p.4, &p.5))),
                         );
-                    let bytes = keyed_state::encode_groups(entries);
-                    let msg = ctx.write_part(id, part_name.clone(), Some(&bytes));
-                    let cap = ack_caps.first().expect("ack capability");
-                    ack_out.activate().session(&cap).give(msg);
-                }
-            };
+                        let bytes = keyed_state::encode_groups(entries);
+                        let msg = ctx.write_part(id, part_name.clone(), Some(&bytes));
+                        let cap = ack_caps.first().expect("ack capability");
+                        ack_out.activate().session(&cap).give(msg);
+                    }
+                };
             if epoch_moved {
                 if let Some(c) = checkpoint_to_write(oldest, first_epoch) {
-                    write(c, &states, &timers, &timer_keys, &pending);
+                    write(c, &store, &pending);
                 }
             }
             // How far to apply: records with t < limit, timers with T ≤ limit.
@@ -417,36 +411,20 @@ where
                 let mut handle = out.activate();
                 loop {
                     let next_record = records.peek().map(|p| p.0);
-                    let next_timer = timers.first().map(|t| t.0).filter(|t| *t <= limit || ended);
+                    let next_timer = store
+                        .timers
+                        .first()
+                        .map(|t| t.0)
+                        .filter(|t| *t <= limit || ended);
                     let (timer, now) = match (next_timer, next_record) {
                         (Some(tt), Some(rt)) if tt <= rt => (true, tt),
                         (Some(tt), None) => (true, tt),
                         (_, Some(rt)) => (false, rt),
                         (None, None) => break,
                     };
-                    if timer {
-                        let (t, h, kb, ttl_timer) = timers.pop_first().expect("timer");
-                        let entry = timer_keys.get_mut(&kb).expect("timer key");
-                        let k = entry.0.clone();
-                        entry.1 -= 1;
-                        if entry.1 == 0 {
-                            timer_keys.remove(&kb);
-                        }
-                        let slots = states.entry(h).or_default();
-                        let i = match slots.iter().position(|(k2, _)| *k2 == k) {
-                            Some(i) => i,
-                            None => {
-                                slots.push((
-                                    k.clone(),
-                                    Slot {
-                                        state: None,
-                                        expires_ms: None,
-                                    },
-                                ));
-                                slots.len() - 1
-                            }
-                        };
-                        let slot = &mut slots[i].1;
+                    let emit_ms = if timer {
+                        let (t, h, k, ttl_timer) = store.pop_timer();
+                        let slot = store.slot(h, &k);
                         if slot.expires_ms.is_some_and(|x| x <= t) {
                             slot.state = None;
                             slot.expires_ms = None;
@@ -458,124 +436,57 @@ where
                                 timers: &mut new_timers,
                             };
                             function.on_timer(&k, &mut slot.state, &mut c);
-                            slot.expires_ms = match (slot.state.is_some(), spec.state_ttl_ms) {
-                                (true, Some(ttl)) => Some(t + ttl),
-                                _ => None,
-                            };
-                            register(
-                                &mut timers,
-                                &mut timer_keys,
-                                &mut new_timers,
-                                h,
-                                &k,
-                                t,
-                                false,
-                            );
-                            if let Some(x) = slot.expires_ms {
-                                new_timers.push(x);
-                                register(
-                                    &mut timers,
-                                    &mut timer_keys,
-                                    &mut new_timers,
-                                    h,
-                                    &k,
-                                    t,
-                                    true,
-                                );
+                            let expiry = slot.renew(t, spec.state_ttl_ms);
+                            let empty = slot.state.is_none();
+                            store.schedule(h, &k, t, &mut new_timers, expiry);
+                            if empty {
+                                store.remove(h, &k);
                             }
+                        } else if slot.state.is_none() {
+                            store.remove(h, &k);
                         }
+                        // Just before the watermark reached the timer: a
+                        // record a timer releases at its own event time
+                        // (< t) is not late downstream.
+                        t.saturating_sub(1)
+                    } else {
+                        let (t, e, _, h, k, d) = records.next().expect("record");
+                        let slot = store.slot(h, &k);
+                        if slot.expires_ms.is_some_and(|x| x <= now) {
+                            slot.state = None;
+                        }
+                        let mut c = ProcessContext {
+                            current_ms: now,
+                            out: &mut outputs,
+                            timers: &mut new_timers,
+                        };
+                        function.process_element(&k, &mut slot.state, d, e, &mut c);
+                        let expiry = slot.renew(now, spec.state_ttl_ms);
                         let empty = slot.state.is_none();
+                        store.schedule(h, &k, now, &mut new_timers, expiry);
                         if empty {
-                            slots.swap_remove(i);
-                            if slots.is_empty() {
-                                states.remove(&h);
-                            }
+                            store.remove(h, &k);
                         }
-                        if !outputs.is_empty() {
-                            // Just before the watermark reached the timer: a
-                            // record a timer releases at its own event time
-                            // (< t) is not late downstream.
-                            let cap =
-                                out_caps.delayed(&emit_at(&out_caps, oldest)(t.saturating_sub(1)));
-                            handle.session(&cap).give_container(&mut outputs);
-                        }
-                        continue;
-                    }
-                    let (t, e, _, h, k, d) = records.next().expect("record");
-                    let slots = states.entry(h).or_default();
-                    let i = match slots.iter().position(|(k2, _)| *k2 == k) {
-                        Some(i) => i,
-                        None => {
-                            slots.push((
-                                k.clone(),
-                                Slot {
-                                    state: None,
-                                    expires_ms: None,
-                                },
-                            ));
-                            slots.len() - 1
-                        }
+                        t
                     };
-                    let slot = &mut slots[i].1;
-                    if slot.expires_ms.is_some_and(|x| x <= now) {
-                        slot.state = None;
-                    }
-                    let mut c = ProcessContext {
-                        current_ms: now,
-                        out: &mut outputs,
-                        timers: &mut new_timers,
-                    };
-                    function.process_element(&k, &mut slot.state, d, e, &mut c);
-                    slot.expires_ms = match (slot.state.is_some(), spec.state_ttl_ms) {
-                        (true, Some(ttl)) => Some(now + ttl),
-                        _ => None,
-                    };
-                    register(
-                        &mut timers,
-                        &mut timer_keys,
-                        &mut new_timers,
-                        h,
-                        &k,
-                        now,
-                        false,
-                    );
-                    if let Some(x) = slot.expires_ms {
-                        new_timers.push(x);
-                        register(
-                            &mut timers,
-                            &mut timer_keys,
-                            &mut new_timers,
-                            h,
-                            &k,
-                            now,
-                            true,
-                        );
-                    }
-                    if slot.state.is_none() {
-                        slots.swap_remove(i);
-                        if slots.is_empty() {
-                            states.remove(&h);
-                        }
-                    }
                     if !outputs.is_empty() {
-                        let cap = out_caps.delayed(&emit_at(&out_caps, oldest)(t));
+                        let cap = out_caps.delayed(&emit_at(&out_caps, oldest)(emit_ms));
                         handle.session(&cap).give_container(&mut outputs);
                     }
                 }
             }
-            metrics.state_entries.store(
-                states.values().map(|v| v.len() as i64).sum::<i64>() + timers.len() as i64,
-                Ordering::Relaxed,
-            );
+            metrics
+                .state_entries
+                .store(store.entry_count() as i64, Ordering::Relaxed);
             if epoch_moved && oldest.is_none() {
-                write(FINAL, &states, &timers, &timer_keys, &pending);
+                write(FINAL, &store, &pending);
             }
             // Hold the output capability at the next time anything can be
             // emitted: the first buffered record or the first timer.
             let hold = pending
                 .iter()
                 .map(|p| p.0)
-                .chain(timers.first().map(|t| t.0.saturating_sub(1)))
+                .chain(store.timers.first().map(|t| t.0.saturating_sub(1)))
                 .min()
                 .unwrap_or(u64::MAX);
             hold_back(&mut out_caps, frontiers[0].frontier().iter(), hold);
@@ -593,28 +504,105 @@ enum EntryRef<'a, K, S, D> {
     Pending(u64, EventTime, &'a K, &'a D),
 }
 
-/// Moves the timers a function registered for key `k` into the timer set;
-/// a timer before `now` fires at `now`.
-#[allow(clippy::too_many_arguments)]
-fn register<K: Serialize + Clone>(
-    timers: &mut BTreeSet<Timer>,
-    timer_keys: &mut HashMap<Vec<u8>, (K, usize)>,
-    new: &mut Vec<u64>,
-    h: u64,
-    k: &K,
-    now: u64,
-    ttl: bool,
-) {
-    if new.is_empty() {
-        return;
+/// The keyed state of one worker: per key hash the keys' slots, and the
+/// timers (ordered by time) with their keys.
+struct KeyedStore<K, S> {
+    states: HashMap<u64, Vec<(K, Slot<S>)>>,
+    timers: BTreeSet<Timer>,
+    /// Encoded key → (key, number of its timers).
+    timer_keys: HashMap<Vec<u8>, (K, usize)>,
+}
+
+impl<K, S> Default for KeyedStore<K, S> {
+    fn default() -> Self {
+        KeyedStore {
+            states: HashMap::new(),
+            timers: BTreeSet::new(),
+            timer_keys: HashMap::new(),
+        }
     }
-    let kb = bincode::serialize(k).expect("key serializes");
-    for t in new.drain(..) {
-        if timers.insert((t.max(now), h, kb.clone(), ttl)) {
-            timer_keys
-                .entry(kb.clone())
+}
+
+impl<K: Eq + Clone + Serialize, S: Serialize> KeyedStore<K, S> {
+    /// The slot of key `k` (hash `h`), created empty when missing.
+    fn slot(&mut self, h: u64, k: &K) -> &mut Slot<S> {
+        let slots = self.states.entry(h).or_default();
+        let i = match slots.iter().position(|(k2, _)| k2 == k) {
+            Some(i) => i,
+            None => {
+                slots.push((
+                    k.clone(),
+                    Slot {
+                        state: None,
+                        expires_ms: None,
+                    },
+                ));
+                slots.len() - 1
+            }
+        };
+        &mut slots[i].1
+    }
+
+    /// Forgets the slot of `k`.
+    fn remove(&mut self, h: u64, k: &K) {
+        if let Some(slots) = self.states.get_mut(&h) {
+            slots.retain(|(k2, _)| k2 != k);
+            if slots.is_empty() {
+                self.states.remove(&h);
+            }
+        }
+    }
+
+    /// Moves the timers a function registered for `k` at `now` (`new`; one
+    /// before `now` fires at `now`) into the timer set, with the state's TTL
+    /// timer at `expiry`.
+    fn schedule(&mut self, h: u64, k: &K, now: u64, new: &mut Vec<u64>, expiry: Option<u64>) {
+        for t in new.drain(..) {
+            self.insert_timer(t.max(now), h, k, false);
+        }
+        if let Some(x) = expiry {
+            self.insert_timer(x, h, k, true);
+        }
+    }
+
+    fn insert_timer(&mut self, t: u64, h: u64, k: &K, ttl: bool) {
+        let kb = bincode::serialize(k).expect("key serializes");
+        if self.timers.insert((t, h, kb.clone(), ttl)) {
+            self.timer_keys
+                .entry(kb)
                 .or_insert_with(|| (k.clone(), 0))
                 .1 += 1;
         }
+    }
+
+    /// Takes the first timer: (time, key hash, key, is a TTL timer).
+    fn pop_timer(&mut self) -> (u64, u64, K, bool) {
+        let (t, h, kb, ttl) = self.timers.pop_first().expect("timer");
+        let entry = self.timer_keys.get_mut(&kb).expect("timer key");
+        let k = entry.0.clone();
+        entry.1 -= 1;
+        if entry.1 == 0 {
+            self.timer_keys.remove(&kb);
+        }
+        (t, h, k, ttl)
+    }
+
+    /// States and timers as checkpoint entries by key hash.
+    fn entries<'a, D: 'a>(&'a self) -> impl Iterator<Item = (u64, EntryRef<'a, K, S, D>)> + 'a {
+        self.states
+            .iter()
+            .flat_map(|(h, v)| {
+                v.iter()
+                    .map(move |(k, slot)| (*h, EntryRef::State(k, slot)))
+            })
+            .chain(
+                self.timers
+                    .iter()
+                    .map(|(t, h, kb, ttl)| (*h, EntryRef::Timer(&self.timer_keys[kb].0, *t, *ttl))),
+            )
+    }
+
+    fn entry_count(&self) -> usize {
+        self.states.values().map(Vec::len).sum::<usize>() + self.timers.len()
     }
 }

@@ -17,9 +17,9 @@ pub mod window_aggregate;
 pub use aggregate::{
     AggregateFunction, Avg, Count, CountIf, DistinctCount, Max, Min, Numeric, Quantiles, Sum,
 };
+pub use assigner::{Sliding, Tumbling, Window, WindowAssigner};
 pub use dedup::DedupByKey;
 pub use keyed_process::{KeyedProcess, KeyedProcessFunction, ProcessContext, ProcessSpec};
-pub use assigner::{Sliding, Tumbling, Window, WindowAssigner};
 pub use session_window::{SessionSpec, SessionWindowAggregate};
 pub use sketch::QuantileSketch;
 pub use window_aggregate::{WindowAggregate, WindowOutputs, WindowResult, WindowSpec};

@@ -252,25 +252,11 @@ where
         let (ctx, counters, options) = (ctx.clone(), c.clone(), options.clone());
         worker.dataflow::<Time, _, _>(move |scope| {
             let result = build_on(scope, ctx, counters, options, &*build);
-            result.map_err(|e| {
-                // The other workers would wait forever for the operators this
-                // one did not build: with peers, stop the process (fail-stop).
-                if peers > 1 {
-                    eprintln!(
-                        "error: building the dataflow on worker {}: {e}",
-                        scope.index()
-                    );
-                    std::process::exit(1);
-                }
-                e.to_string()
-            })
+            crate::job::fail_stop_build(result, scope.index(), peers)
         })
     })
     .map_err(DataflowError::Execution)?;
-    for r in guards.join() {
-        r.map_err(DataflowError::Execution)?
-            .map_err(Error::Invalid)?;
-    }
+    crate::job::join_workers(guards)?;
     Ok(RunSummary {
         events: counters.source.records_total.load(Ordering::Relaxed),
         written: counters.written.load(Ordering::Relaxed),

@@ -280,18 +280,10 @@ impl<'s> StreamEnv<'s> {
         T: StreamData + DeserializeOwned,
         F: Fn(&T) -> EventTime + Clone + 'static,
     {
-        let files = Arc::new(expand(paths)?);
-        let decoder = move || {
+        self.file_source(name, paths, watermarks, move |path, position| {
             let f = event_time.clone();
-            JsonDecoder::new(move |t: &T| Ok(f(t)))
-        };
-        for f in files.iter() {
-            open_jsonl_at(f, decoder(), None)?;
-        }
-        let n = files.len();
-        Ok(self.source(name, n, watermarks, move |i, position| {
-            open_jsonl_at(&files[i], decoder(), position).unwrap_or_else(|e| panic!("{e}"))
-        }))
+            open_jsonl_at(path, JsonDecoder::new(move |t: &T| Ok(f(t))), position)
+        })
     }
 
     /// CSV files with a header row (plain or `.gz`), one partition per file,
@@ -311,17 +303,36 @@ impl<'s> StreamEnv<'s> {
         T: StreamData + DeserializeOwned,
         F: Fn(&T) -> EventTime + Clone + 'static,
     {
-        let files = Arc::new(expand(paths)?);
-        let decoder = move || {
+        self.file_source(name, paths, watermarks, move |path, position| {
             let f = event_time.clone();
-            CsvSerdeDecoder::new(move |t: &T| Ok(f(t)))
-        };
-        for f in files.iter() {
-            open_csv_at(f, decoder(), None)?;
+            open_csv_at(path, CsvSerdeDecoder::new(move |t: &T| Ok(f(t))), position)
+        })
+    }
+
+    /// One partition per file of `paths`, opened by `open` (each file is
+    /// opened once when the job is built, so a bad file fails the build).
+    fn file_source<T, O>(
+        &mut self,
+        name: &str,
+        paths: &[PathBuf],
+        watermarks: WatermarkStrategy,
+        open: O,
+    ) -> Result<DataStream<'s, T>, Error>
+    where
+        T: StreamData,
+        O: Fn(
+                &Path,
+                Option<&PartitionPosition>,
+            ) -> Result<Box<dyn PartitionReader<T>>, SourceError>
+            + 'static,
+    {
+        let files = expand(paths)?;
+        for f in &files {
+            open(f, None)?;
         }
         let n = files.len();
         Ok(self.source(name, n, watermarks, move |i, position| {
-            open_csv_at(&files[i], decoder(), position).unwrap_or_else(|e| panic!("{e}"))
+            open(&files[i], position).unwrap_or_else(|e| panic!("{e}"))
         }))
     }
 
