@@ -50,7 +50,7 @@ impl<T, F: Fn(&T) -> Result<EventTime, String> + Clone + 'static> EventTimeFn<T>
 /// # Examples
 /// ```
 /// use streamforge_sources::record::{JsonDecoder, RecordDecoder};
-/// #[derive(serde::Deserialize)]
+/// #[derive(Debug, serde::Deserialize)]
 /// struct Order { event_time: u64, amount: u32 }
 /// let mut d = JsonDecoder::new(|o: &Order| Ok(o.event_time));
 /// let (t, o) = d.decode(br#"{"event_time": 5, "amount": 7, "extra": [1]}"#).unwrap();
