@@ -23,6 +23,7 @@ pub mod main_job;
 pub mod metrics;
 pub mod produce;
 pub mod schema;
+pub mod sql;
 pub mod thresholds;
 
 pub use streamforge_dataflow as dataflow;

@@ -9,6 +9,7 @@
 pub mod aggregate;
 pub mod assigner;
 pub mod dedup;
+pub mod hll;
 pub mod keyed_process;
 pub mod session_window;
 pub mod sketch;

@@ -171,10 +171,13 @@ pub fn open_file_partition_at(
 /// The file cannot be opened, or the position is past its end.
 pub fn open_jsonl_at<D: 'static, Dec: RecordDecoder<D>>(
     path: &Path,
-    decoder: Dec,
+    mut decoder: Dec,
     position: Option<&PartitionPosition>,
 ) -> Result<Box<dyn PartitionReader<D>>, SourceError> {
     let (skip, lines) = position.map_or((0, 0), |p| (p.offset, p.line));
+    if let Some(p) = position {
+        decoder.resume(p.max_seen);
+    }
     Ok(Box::new(JsonlPartition {
         name: path.display().to_string(),
         reader: BufReader::with_capacity(1 << 20, open_raw(path, skip)?),
@@ -217,7 +220,8 @@ pub fn open_csv_at<D: 'static, Dec: CsvDecoder<D>>(
             path: name.clone(),
             reason,
         })?;
-    if position.is_some() {
+    if let Some(p) = position {
+        decoder.resume(p.max_seen);
         // Continue after the checkpointed record (the header was read above).
         reader = csv::ReaderBuilder::new()
             .flexible(true)

@@ -231,8 +231,11 @@ impl KafkaSourceConfig {
         &self,
         p: usize,
         position: Option<&PartitionPosition>,
-        decoder: Dec,
+        mut decoder: Dec,
     ) -> Result<Box<dyn PartitionReader<D>>, SourceError> {
+        if let Some(pos) = position {
+            decoder.resume(pos.max_seen);
+        }
         let consumer = self.consumer()?;
         let partition = p as i32;
         let (low, high) = consumer

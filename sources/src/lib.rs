@@ -13,6 +13,7 @@ pub mod generator;
 pub mod kafka;
 pub mod mapping;
 pub mod record;
+pub mod row;
 pub mod span;
 pub mod value;
 

@@ -24,6 +24,11 @@ pub trait RecordDecoder<D>: 'static {
     /// # Errors
     /// The reason the value was rejected (becomes the dead letter's reason).
     fn decode(&mut self, bytes: &[u8]) -> Result<(EventTime, D), String>;
+
+    /// Called once when the partition is opened at a checkpointed position,
+    /// with the partition's largest event time so far (decoders that guard
+    /// against far-future event times continue from it). Default: nothing.
+    fn resume(&mut self, _max_seen: Option<EventTime>) {}
 }
 
 /// Decodes CSV rows of a file with a header row.
@@ -38,6 +43,9 @@ pub trait CsvDecoder<D>: 'static {
     /// # Errors
     /// The reason the row was rejected.
     fn decode_record(&mut self, record: &csv::ByteRecord) -> Result<(EventTime, D), String>;
+
+    /// As [`RecordDecoder::resume`].
+    fn resume(&mut self, _max_seen: Option<EventTime>) {}
 }
 
 /// An event-time extractor: the record's event time in ms since the Unix
