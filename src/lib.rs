@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod produce;
 pub mod schema;
 pub mod sql;
+pub mod table_job;
 pub mod thresholds;
 
 pub use streamforge_dataflow as dataflow;

@@ -83,6 +83,11 @@ enum Command {
         /// checkpoint/savepoint directory `…/chk-<id>`.
         #[arg(long)]
         restore: Option<job::RestoreFrom>,
+        /// Override a job setting, as Flink's -D: `--set sinks.0.path='"out.csv"'`
+        /// (dotted keys, array elements by index, values in TOML syntax;
+        /// relative paths stay relative to the job file's directory).
+        #[arg(long = "set", value_parser = parse_kv)]
+        set: Vec<(String, String)>,
         #[command(flatten)]
         timely: Timely,
     },
@@ -239,7 +244,7 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Write generated spans as JSON lines (ts, service, operator, duration_ms, is_error).
+    /// Write generated spans as JSON lines (ts, service, operator, duration_ms, is_error, user_id).
     Generate {
         /// Number of spans.
         #[arg(long, default_value_t = 1_000_000)]
@@ -263,6 +268,9 @@ enum Command {
         /// time) instead of one file.
         #[arg(long)]
         partitions: Option<usize>,
+        /// Distinct users (`user_id` u00000…).
+        #[arg(long, default_value_t = 1000)]
+        users: u64,
     },
 }
 
@@ -304,11 +312,29 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
         Command::Run {
             job,
             restore,
+            set,
             timely,
         } => {
-            let config = JobConfig::load(&job)?;
+            let value = job::load_value(&job, &set)?;
             let args = timely.cluster_args();
             let from = restore.unwrap_or_default();
+            let invalid = |reason| streamforge::error::Error::JobFile {
+                path: job.display().to_string(),
+                reason,
+            };
+            if streamforge::table_job::TableJob::is_table_job(&value) {
+                let config = streamforge::table_job::TableJob::from_value(value).map_err(invalid)?;
+                let summary = streamforge::table_job::run(&config, &job_base(&job), &args, &from)?;
+                if let Some(id) = summary.restored_from {
+                    println!("{} restored from checkpoint {id}", config.name);
+                }
+                println!(
+                    "{} process {}/{}: {summary}",
+                    config.name, args.process, args.processes
+                );
+                return Ok(());
+            }
+            let config = JobConfig::from_value(value).map_err(invalid)?;
             let summary = job::run_from(&config, &job_base(&job), &args, &from)?;
             if let Some(id) = summary.restored_from {
                 println!("{} restored from checkpoint {id}", config.name);
@@ -526,8 +552,21 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
             );
         }
         Command::Savepoint { job, timeout } => {
-            let config = JobConfig::load(&job)?;
-            let dir = streamforge::job::checkpoint_dir(&config, &job_base(&job))?;
+            let value = job::load_value(&job, &[])?;
+            let invalid = |reason| streamforge::error::Error::JobFile {
+                path: job.display().to_string(),
+                reason,
+            };
+            let dir = if streamforge::table_job::TableJob::is_table_job(&value) {
+                let config = streamforge::table_job::TableJob::from_value(value).map_err(invalid)?;
+                let c = config.checkpoint.ok_or_else(|| {
+                    streamforge::error::Error::Invalid("the job has no [checkpoint] section".into())
+                })?;
+                job_base(&job).join(c.dir)
+            } else {
+                let config = JobConfig::from_value(value).map_err(invalid)?;
+                streamforge::job::checkpoint_dir(&config, &job_base(&job))?
+            };
             let path = streamforge::job::savepoint(&dir, timeout.into())?;
             println!("savepoint {}", path.display());
         }
@@ -539,8 +578,10 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
             services,
             operators,
             partitions,
+            users,
         } => {
             let mut g = GeneratorConfig::with_events(events);
+            g.users = users;
             g.seed = seed;
             g.events_per_second = rate;
             g.services = services;

@@ -202,153 +202,206 @@ impl<'scope, D: ExchangeData + Serialize> SinkJsonlExactlyOnce<'scope, D>
         written: Option<Arc<AtomicU64>>,
         checkpoints: &mut CheckpointGraph<'scope>,
     ) -> Result<(), SinkError> {
-        let dir = dir.into();
-        let ctx = checkpoints.context().clone();
-        let scope = self.scope();
-        let index = scope.index();
-        let leader = index == 0;
-        if leader {
-            let restored = ctx.restore.as_ref().map(|r| {
-                let was_final =
-                    r.checkpoint.manifest.meta.get("final").map(String::as_str) == Some("true");
-                (r.id(), was_final)
-            });
-            reconcile(&dir, restored)?;
-        }
-        let written = written.unwrap_or_default();
-        let mut builder = OperatorBuilder::new(name.to_string(), scope);
-        let (ack_out, acks) = builder.new_output::<Vec<CheckpointMsg>>();
-        let mut data = builder.new_input(self, Exchange::new(|_: &D| 0));
-        // Completions do not hold back the acknowledgements (no connection).
-        let mut completions = builder.new_input_connection(
-            checkpoints.completions(),
-            Pipeline,
-            std::iter::empty::<(usize, Antichain<_>)>(),
-        );
-        let mut ack_out = OutputBuilder::from(ack_out);
-        let part = format!("{name}-w{index}");
-        let first_epoch = ctx.first_epoch();
+        sink_encoded_exactly_once(self, name, dir.into(), written, checkpoints, None, |d: &D| {
+            serde_json::to_vec(d).expect("serializable row")
+        })
+    }
+}
 
-        builder.build(move |mut caps| {
-            let mut ack_caps = CapabilitySet::from_elem(caps.pop().expect("ack output"));
-            let mut pending: BTreeMap<Time, Vec<Vec<u8>>> = BTreeMap::new();
-            let mut out: Option<BufWriter<File>> = None;
-            let mut rows_in_progress = 0u64;
-            let mut precommitted: Vec<u64> = Vec::new();
-            let mut last_oldest: Option<Epoch> = Some(0);
-            let inprogress = dir.join(INPROGRESS);
-            let inprogress_w = inprogress.clone();
-            let written = written.clone();
+/// Extension trait: `stream.sink_lines_exactly_once(..)` for pre-encoded
+/// lines (CSV rows).
+pub trait SinkLinesExactlyOnce<'scope> {
+    /// As [`SinkJsonlExactlyOnce::sink_jsonl_exactly_once`], for lines
+    /// encoded by the caller; every part file starts with `header` (so each
+    /// committed part is a complete CSV file, as Flink's part files).
+    ///
+    /// # Errors
+    /// As [`SinkJsonlExactlyOnce::sink_jsonl_exactly_once`].
+    fn sink_lines_exactly_once(
+        self,
+        name: &str,
+        dir: impl Into<PathBuf>,
+        header: Option<String>,
+        written: Option<Arc<AtomicU64>>,
+        checkpoints: &mut CheckpointGraph<'scope>,
+    ) -> Result<(), SinkError>;
+}
 
-            let write_until = move |upto: &dyn Fn(&Time) -> bool,
-                                    pending: &mut BTreeMap<Time, Vec<Vec<u8>>>,
-                                    out: &mut Option<BufWriter<File>>,
-                                    rows: &mut u64| {
-                while let Some(entry) = pending.first_entry() {
-                    if !upto(entry.key()) {
-                        break;
-                    }
-                    let mut lines = entry.remove();
-                    lines.sort_unstable();
-                    let w = out.get_or_insert_with(|| {
-                        let f = File::create(&inprogress_w)
-                            .unwrap_or_else(|e| panic!("{}: {e}", inprogress_w.display()));
-                        BufWriter::with_capacity(1 << 20, f)
-                    });
-                    for l in &lines {
-                        w.write_all(l)
+impl<'scope> SinkLinesExactlyOnce<'scope> for Stream<'scope, Time, Vec<String>> {
+    fn sink_lines_exactly_once(
+        self,
+        name: &str,
+        dir: impl Into<PathBuf>,
+        header: Option<String>,
+        written: Option<Arc<AtomicU64>>,
+        checkpoints: &mut CheckpointGraph<'scope>,
+    ) -> Result<(), SinkError> {
+        sink_encoded_exactly_once(self, name, dir.into(), written, checkpoints, header, |l: &String| {
+            l.as_bytes().to_vec()
+        })
+    }
+}
+
+fn sink_encoded_exactly_once<'scope, D: ExchangeData>(
+    stream: Stream<'scope, Time, Vec<D>>,
+    name: &str,
+    dir: PathBuf,
+    written: Option<Arc<AtomicU64>>,
+    checkpoints: &mut CheckpointGraph<'scope>,
+    header: Option<String>,
+    encode: impl Fn(&D) -> Vec<u8> + 'static,
+) -> Result<(), SinkError> {
+    let ctx = checkpoints.context().clone();
+    let scope = stream.scope();
+    let index = scope.index();
+    let leader = index == 0;
+    if leader {
+        let restored = ctx.restore.as_ref().map(|r| {
+            let was_final =
+                r.checkpoint.manifest.meta.get("final").map(String::as_str) == Some("true");
+            (r.id(), was_final)
+        });
+        reconcile(&dir, restored)?;
+    }
+    let written = written.unwrap_or_default();
+    let mut builder = OperatorBuilder::new(name.to_string(), scope);
+    let (ack_out, acks) = builder.new_output::<Vec<CheckpointMsg>>();
+    let mut data = builder.new_input(stream, Exchange::new(|_: &D| 0));
+    // Completions do not hold back the acknowledgements (no connection).
+    let mut completions = builder.new_input_connection(
+        checkpoints.completions(),
+        Pipeline,
+        std::iter::empty::<(usize, Antichain<_>)>(),
+    );
+    let mut ack_out = OutputBuilder::from(ack_out);
+    let part = format!("{name}-w{index}");
+    let first_epoch = ctx.first_epoch();
+
+    builder.build(move |mut caps| {
+        let mut ack_caps = CapabilitySet::from_elem(caps.pop().expect("ack output"));
+        let mut pending: BTreeMap<Time, Vec<Vec<u8>>> = BTreeMap::new();
+        let mut out: Option<BufWriter<File>> = None;
+        let mut rows_in_progress = 0u64;
+        let mut precommitted: Vec<u64> = Vec::new();
+        let mut last_oldest: Option<Epoch> = Some(0);
+        let inprogress = dir.join(INPROGRESS);
+        let inprogress_w = inprogress.clone();
+        let written = written.clone();
+
+        let write_until = move |upto: &dyn Fn(&Time) -> bool,
+                                pending: &mut BTreeMap<Time, Vec<Vec<u8>>>,
+                                out: &mut Option<BufWriter<File>>,
+                                rows: &mut u64| {
+            while let Some(entry) = pending.first_entry() {
+                if !upto(entry.key()) {
+                    break;
+                }
+                let mut lines = entry.remove();
+                lines.sort_unstable();
+                let w = out.get_or_insert_with(|| {
+                    let f = File::create(&inprogress_w)
+                        .unwrap_or_else(|e| panic!("{}: {e}", inprogress_w.display()));
+                    let mut w = BufWriter::with_capacity(1 << 20, f);
+                    if let Some(h) = &header {
+                        w.write_all(h.as_bytes())
                             .and_then(|()| w.write_all(b"\n"))
                             .unwrap_or_else(|e| panic!("{}: {e}", inprogress_w.display()));
                     }
-                    *rows += lines.len() as u64;
-                    written.fetch_add(lines.len() as u64, Ordering::Relaxed);
-                }
-            };
-
-            move |frontiers| {
-                data.for_each_time(|cap, batches| {
-                    let lines = pending.entry(*cap.time()).or_default();
-                    for d in batches.flat_map(|d| d.drain(..)) {
-                        lines.push(serde_json::to_vec(&d).expect("serializable row"));
-                    }
+                    w
                 });
-                let frontier = &frontiers[0];
-                let view = FrontierView::of(frontier);
-                let oldest = view.oldest_epoch;
-                if oldest != last_oldest {
-                    last_oldest = oldest;
-                    let id = match oldest {
-                        None => Some(FINAL),
-                        Some(b) => b.checked_sub(1).filter(|c| *c >= first_epoch),
-                    };
-                    if let Some(id) = id {
-                        // Pre-commit: every row of epochs ≤ id, and nothing newer.
-                        write_until(
-                            &|t: &Time| oldest.is_none_or(|b| t.epoch < b),
-                            &mut pending,
-                            &mut out,
-                            &mut rows_in_progress,
-                        );
-                        let mut bytes = None;
-                        if let Some(mut w) = out.take() {
-                            let target = dir.join(pending_name(id));
-                            w.flush()
-                                .and_then(|()| w.get_ref().sync_all())
-                                .and_then(|()| fs::rename(&inprogress, &target))
-                                .unwrap_or_else(|e| panic!("{}: {e}", target.display()));
-                            precommitted.push(id);
-                            bytes = Some(
-                                serde_json::to_vec(&serde_json::json!({
-                                    "file": pending_name(id),
-                                    "rows": rows_in_progress,
-                                }))
-                                .expect("json"),
-                            );
-                            rows_in_progress = 0;
-                        }
-                        let msg = ctx.write_part(id, part.clone(), bytes.as_deref());
-                        let cap = ack_caps.first().expect("ack capability");
-                        ack_out.activate().session(&cap).give(msg);
-                    }
+                for l in &lines {
+                    w.write_all(l)
+                        .and_then(|()| w.write_all(b"\n"))
+                        .unwrap_or_else(|e| panic!("{}: {e}", inprogress_w.display()));
                 }
-                if leader {
-                    // Only rows of completed epochs: a complete timestamp of a
-                    // later epoch, e.g. (12, 200) under the frontier
-                    // {(11, 500), (12, 300)}, belongs to a later checkpoint and
-                    // must not reach this checkpoint's file (it did, and a
-                    // restore then fired its window again: duplicates).
+                *rows += lines.len() as u64;
+                written.fetch_add(lines.len() as u64, Ordering::Relaxed);
+            }
+        };
+
+        move |frontiers| {
+            data.for_each_time(|cap, batches| {
+                let lines = pending.entry(*cap.time()).or_default();
+                for d in batches.flat_map(|d| d.drain(..)) {
+                    lines.push(encode(&d));
+                }
+            });
+            let frontier = &frontiers[0];
+            let view = FrontierView::of(frontier);
+            let oldest = view.oldest_epoch;
+            if oldest != last_oldest {
+                last_oldest = oldest;
+                let id = match oldest {
+                    None => Some(FINAL),
+                    Some(b) => b.checked_sub(1).filter(|c| *c >= first_epoch),
+                };
+                if let Some(id) = id {
+                    // Pre-commit: every row of epochs ≤ id, and nothing newer.
                     write_until(
                         &|t: &Time| oldest.is_none_or(|b| t.epoch < b),
                         &mut pending,
                         &mut out,
                         &mut rows_in_progress,
                     );
-                }
-                completions.for_each(|_, batches| {
-                    for Completion { id, was_final } in batches.drain(..) {
-                        precommitted.retain(|&p| {
-                            let target = if p == FINAL {
-                                if !was_final {
-                                    return true;
-                                }
-                                id
-                            } else if p <= id {
-                                p
-                            } else {
-                                return true;
-                            };
-                            let from = dir.join(pending_name(p));
-                            let to = dir.join(part_name(target));
-                            fs::rename(&from, &to)
-                                .unwrap_or_else(|e| panic!("{}: {e}", from.display()));
-                            false
-                        });
+                    let mut bytes = None;
+                    if let Some(mut w) = out.take() {
+                        let target = dir.join(pending_name(id));
+                        w.flush()
+                            .and_then(|()| w.get_ref().sync_all())
+                            .and_then(|()| fs::rename(&inprogress, &target))
+                            .unwrap_or_else(|e| panic!("{}: {e}", target.display()));
+                        precommitted.push(id);
+                        bytes = Some(
+                            serde_json::to_vec(&serde_json::json!({
+                                "file": pending_name(id),
+                                "rows": rows_in_progress,
+                            }))
+                            .expect("json"),
+                        );
+                        rows_in_progress = 0;
                     }
-                });
-                ack_caps.downgrade(frontier.frontier().iter());
+                    let msg = ctx.write_part(id, part.clone(), bytes.as_deref());
+                    let cap = ack_caps.first().expect("ack capability");
+                    ack_out.activate().session(&cap).give(msg);
+                }
             }
-        });
-        checkpoints.add_writer(acks);
-        Ok(())
-    }
+            if leader {
+                // Only rows of completed epochs: a complete timestamp of a
+                // later epoch, e.g. (12, 200) under the frontier
+                // {(11, 500), (12, 300)}, belongs to a later checkpoint and
+                // must not reach this checkpoint's file (it did, and a
+                // restore then fired its window again: duplicates).
+                write_until(
+                    &|t: &Time| oldest.is_none_or(|b| t.epoch < b),
+                    &mut pending,
+                    &mut out,
+                    &mut rows_in_progress,
+                );
+            }
+            completions.for_each(|_, batches| {
+                for Completion { id, was_final } in batches.drain(..) {
+                    precommitted.retain(|&p| {
+                        let target = if p == FINAL {
+                            if !was_final {
+                                return true;
+                            }
+                            id
+                        } else if p <= id {
+                            p
+                        } else {
+                            return true;
+                        };
+                        let from = dir.join(pending_name(p));
+                        let to = dir.join(part_name(target));
+                        fs::rename(&from, &to)
+                            .unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+                        false
+                    });
+                }
+            });
+            ack_caps.downgrade(frontier.frontier().iter());
+        }
+    });
+    checkpoints.add_writer(acks);
+    Ok(())
 }

@@ -19,8 +19,8 @@ pub mod webhook;
 pub mod write_ahead;
 
 pub use error::SinkError;
-pub use jsonl::SinkJsonl;
-pub use jsonl_exactly_once::{read_committed, SinkJsonlExactlyOnce};
+pub use jsonl::{SinkJsonl, SinkLines};
+pub use jsonl_exactly_once::{read_committed, SinkJsonlExactlyOnce, SinkLinesExactlyOnce};
 pub use kafka::{KafkaSinkConfig, SinkKafka};
 pub use kafka_exactly_once::SinkKafkaExactlyOnce;
 pub use stdout::SinkStdoutTable;

@@ -73,6 +73,13 @@ pub struct GeneratorConfig {
     /// Modulate the rate by hour of day.
     #[serde(default = "d_true")]
     pub diurnal: bool,
+    /// Distinct users (`user_id` of the JSON lines: `u00000`…).
+    #[serde(default = "d_users")]
+    pub users: u64,
+}
+
+fn d_users() -> u64 {
+    1000
 }
 
 fn d_seed() -> u64 {
@@ -122,6 +129,7 @@ impl GeneratorConfig {
             late_ratio: 0.0,
             late_delay_ms: d_late(),
             diurnal: true,
+            users: d_users(),
         }
     }
 
@@ -174,14 +182,21 @@ impl GeneratorConfig {
         let names: Vec<(String, String)> = (0..self.keys()).map(|k| self.key_names(k)).collect();
         let mut n = 0;
         for (ts, k, d, e) in self.partition(p) {
-            write_line(out, ts, &names[k], d, e)?;
+            write_line(out, ts, &names[k], d, e, self.user(p, n))?;
             n += 1;
         }
         Ok(n)
     }
 
-    /// Writes all spans as JSON lines (`ts, service, operator, duration_ms,
-    /// is_error`), partitions interleaved in time order of generation.
+    /// The user of span `i` of partition `p`: a hash of (seed, p, i), so the
+    /// other fields do not change with it.
+    fn user(&self, p: usize, i: u64) -> u64 {
+        streamforge_dataflow::stable_hash(&(self.seed, p as u64, i)) % self.users.max(1)
+    }
+
+    /// Writes all spans as JSON lines (`ts` ms, `service`, `operator`,
+    /// `duration_ms` (integer ms, rounded), `is_error`, `user_id`),
+    /// partitions interleaved in time order of generation.
     ///
     /// # Errors
     /// Write errors.
@@ -191,6 +206,7 @@ impl GeneratorConfig {
             .map(|p| self.partition(p).peekable())
             .collect();
         let mut n = 0;
+        let mut written = vec![0u64; parts.len()];
         loop {
             let next = parts
                 .iter_mut()
@@ -199,7 +215,8 @@ impl GeneratorConfig {
                 .min();
             let Some((_, i)) = next else { break };
             let (ts, k, d, e) = parts[i].next().expect("peeked");
-            write_line(out, ts, &names[k], d, e)?;
+            write_line(out, ts, &names[k], d, e, self.user(i, written[i]))?;
+            written[i] += 1;
             n += 1;
         }
         Ok(n)
@@ -210,16 +227,16 @@ fn write_line(
     out: &mut impl Write,
     ts: u64,
     (s, o): &(String, String),
-    d: i64,
+    d_us: i64,
     e: bool,
+    user: u64,
 ) -> std::io::Result<()> {
-    let sign = if d < 0 { "-" } else { "" };
-    let d = d.unsigned_abs();
+    // Round half away from zero to whole ms.
+    let ms = (d_us.unsigned_abs() + 500) / 1000;
+    let sign = if d_us < 0 && ms > 0 { "-" } else { "" };
     writeln!(
         out,
-        "{{\"ts\":{ts},\"service\":\"{s}\",\"operator\":\"{o}\",\"duration_ms\":{sign}{}.{:03},\"is_error\":{e}}}",
-        d / 1000,
-        d % 1000
+        "{{\"ts\":{ts},\"service\":\"{s}\",\"operator\":\"{o}\",\"duration_ms\":{sign}{ms},\"is_error\":{e},\"user_id\":\"u{user:05}\"}}"
     )
 }
 

@@ -14,7 +14,7 @@ use streamforge_dataflow::source::{
 };
 use streamforge_dataflow::EventTime;
 use streamforge_sources::file::{open_csv_at, open_jsonl_at};
-use streamforge_sources::record::{CsvSerdeDecoder, JsonDecoder};
+use streamforge_sources::record::{CsvDecoder, CsvSerdeDecoder, JsonDecoder, RecordDecoder};
 use streamforge_sources::{FileFormat, KafkaSourceConfig, SourceError};
 
 use super::env::StreamEnv;
@@ -358,6 +358,63 @@ impl<'s> StreamEnv<'s> {
             Some(FileFormat::Jsonl) => self.from_jsonl(name, paths, watermarks, event_time),
             None => Err(SourceError::UnknownFormat(first.display().to_string()).into()),
         }
+    }
+
+    /// Files (JSON lines or CSV by each file's extension, plain or `.gz`),
+    /// one partition per file, each read through a decoder from `decoder()`
+    /// (e.g. a [`RowDecoder`](streamforge_sources::row::RowDecoder) over a
+    /// declared schema). Rejected records become dead letters.
+    ///
+    /// # Errors
+    /// A pattern matches no file, a file has an unknown extension or cannot
+    /// be opened, or a CSV header does not fit the decoder.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// use streamforge_sources::row::{Column, ColumnType, RowDecoder, Schema, Value};
+    /// let dir = std::env::temp_dir().join(format!("sf-rows-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// std::fs::write(dir.join("a.jsonl"), "{\"ts\": 5, \"n\": 2}\n{\"ts\": 6, \"n\": \"x\"}\n").unwrap();
+    /// let schema = Arc::new(Schema::new(vec![Column::new("ts", ColumnType::Timestamp),
+    ///                                        Column::new("n", ColumnType::Int)]).unwrap());
+    /// let got = Arc::new(Mutex::new(Vec::new()));
+    /// let (g, d) = (got.clone(), dir.clone());
+    /// let summary = execute(&JobOptions::new("doc"), move |env| {
+    ///     let s = schema.clone();
+    ///     env.from_files_with("rows", &[d.join("*.jsonl")], WatermarkStrategy::for_bounded_out_of_orderness_ms(0),
+    ///                         move || RowDecoder::new(s.clone(), "ts", None).unwrap())?
+    ///         .sink_vec("rows", g.clone());
+    ///     Ok(())
+    /// }).unwrap();
+    /// assert_eq!(*got.lock().unwrap(), vec![vec![Value::Timestamp(5), Value::Int(2)]]);
+    /// assert_eq!(summary.dead_letters, 1);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
+    pub fn from_files_with<T, D, F>(
+        &mut self,
+        name: &str,
+        paths: &[PathBuf],
+        watermarks: WatermarkStrategy,
+        decoder: F,
+    ) -> Result<DataStream<'s, T>, Error>
+    where
+        T: StreamData,
+        D: RecordDecoder<T> + CsvDecoder<T>,
+        F: Fn() -> D + 'static,
+    {
+        for f in expand(paths)? {
+            if FileFormat::from_path(&f).is_none() {
+                return Err(SourceError::UnknownFormat(f.display().to_string()).into());
+            }
+        }
+        self.file_source(name, paths, watermarks, move |path, position| {
+            match FileFormat::from_path(path) {
+                Some(FileFormat::Csv) => open_csv_at(path, decoder(), position),
+                _ => open_jsonl_at(path, decoder(), position),
+            }
+        })
     }
 
     /// A Kafka topic, one partition per topic partition, JSON message values

@@ -18,7 +18,7 @@ use timely::dataflow::operators::Inspect;
 use timely::dataflow::Stream;
 
 use streamforge_dataflow::{DeadLetter, EventTime, Time};
-use streamforge_sinks::{SinkJsonl, SinkJsonlExactlyOnce};
+use streamforge_sinks::{SinkJsonl, SinkJsonlExactlyOnce, SinkLines, SinkLinesExactlyOnce};
 
 use super::env::Env;
 use super::keyed::KeyedStream;
@@ -138,6 +138,43 @@ impl<'s, T: StreamData> DataStream<'s, T> {
         });
         self.env.borrow_mut().dead.push(dead);
         self.with(ok)
+    }
+
+    /// As [`DataStream::try_map`], with `f` giving the dead letter's reason
+    /// and raw text itself (no encoding of records that pass).
+    pub(crate) fn try_map_raw<U: StreamData>(
+        self,
+        name: &str,
+        f: impl Fn(T) -> Result<U, (String, String)> + 'static,
+    ) -> DataStream<'s, U> {
+        let name = self.env.borrow_mut().claim(name);
+        let (ok, dead) = split_results(self.stream.clone(), &name, move |t, r| f(r).map(|u| (t, u)));
+        self.env.borrow_mut().dead.push(dead);
+        self.with(ok)
+    }
+
+    /// Calls `f` on every record passing by, with its event time (metrics,
+    /// debugging); the stream is unchanged.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// let sum = Arc::new(AtomicU64::new(0));
+    /// let s = sum.clone();
+    /// execute(&JobOptions::new("doc"), move |env| {
+    ///     let s = s.clone();
+    ///     env.from_partitions("in", vec![vec![1u64, 2, 3]], WatermarkStrategy::default(), |_| 0)
+    ///         .inspect(move |_, x| { s.fetch_add(*x, Ordering::Relaxed); })
+    ///         .sink_fn("drop", |_, _| {});
+    ///     Ok(())
+    /// }).unwrap();
+    /// assert_eq!(sum.load(Ordering::Relaxed), 6);
+    /// ```
+    pub fn inspect(self, f: impl Fn(EventTime, &T) + 'static) -> DataStream<'s, T> {
+        let s = self.stream.clone().inspect(move |(t, r)| f(*t, r));
+        self.with(s)
     }
 
     /// Splits the stream: records for which `side` returns `Some(label)` go
@@ -273,6 +310,41 @@ impl<'s, T: StreamData> DataStream<'s, T> {
                     }
                 });
             });
+    }
+}
+
+impl DataStream<'_, String> {
+    /// Writes every line (encoded by the caller, e.g. a CSV row) to `path`
+    /// after `header`, as [`DataStream::sink_jsonl`] writes JSON lines: one
+    /// file from worker 0, or with checkpoints a directory of part files
+    /// committed per checkpoint (exactly-once), each starting with `header`.
+    ///
+    /// # Examples
+    /// ```
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// let out = std::env::temp_dir().join(format!("sf-api-lines-{}.csv", std::process::id()));
+    /// let o = out.clone();
+    /// execute(&JobOptions::new("doc"), move |env| {
+    ///     env.from_partitions("nums", vec![vec![2u64, 1]], WatermarkStrategy::for_bounded_out_of_orderness_ms(0), |n: &u64| *n)
+    ///         .map(|n| format!("{n},{}", n * 10))
+    ///         .sink_lines("csv", o.clone(), Some("n,tens".into()));
+    ///     Ok(())
+    /// }).unwrap();
+    /// assert_eq!(std::fs::read_to_string(&out).unwrap(), "n,tens\n1,10\n2,20\n");
+    /// # std::fs::remove_file(&out).unwrap();
+    /// ```
+    pub fn sink_lines(self, name: &str, path: impl Into<PathBuf>, header: Option<String>) {
+        let name = self.env.borrow_mut().claim(name);
+        let rows = self.count_written().map(|(_, r)| r);
+        let path = path.into();
+        let mut env = self.env.borrow_mut();
+        let result = match env.checkpoints.as_mut() {
+            Some(graph) => rows.sink_lines_exactly_once(&name, path, header, None, graph),
+            None => rows.sink_lines(&name, path, header, None),
+        };
+        if let Err(e) = result {
+            env.fail(e);
+        }
     }
 }
 

@@ -95,14 +95,17 @@ pub struct AggCall {
     pub out_type: ColumnType,
 }
 
-/// A compiled select: the expressions to evaluate per row (the aggregate's
-/// input row; the last one is the event time) and the aggregates over them.
+/// A compiled select: the argument expressions that are not plain columns
+/// (evaluated per row before the window and appended to it) and the
+/// aggregates over the extended row.
 #[derive(Clone, Debug)]
 pub struct AggPlan {
-    /// Evaluated on every row before the window.
+    /// Evaluated on every row before the window, appended in order.
     pub inputs: Vec<Expr>,
     /// The aggregates.
     pub calls: Vec<AggCall>,
+    /// The event-time column (first/last value).
+    pub event_time: usize,
 }
 
 /// Compiles select items (`count(*) AS cnt`, `sum(amount) AS gmv_total`, …)
@@ -124,8 +127,9 @@ pub struct AggPlan {
 /// let agg = streamforge::sql::aggregate::RowAggregate::new(&plan);
 /// let mut acc = agg.create_accumulator();
 /// for (u, a) in [("u1", "10.10"), ("u2", "0.20"), ("u1", "5")] {
-///     let row = vec![Value::Timestamp(1), Value::str(u), Value::Decimal(a.parse().unwrap())];
-///     agg.add(&mut acc, &plan.project(&row).unwrap());
+///     let mut row = vec![Value::Timestamp(1), Value::str(u), Value::Decimal(a.parse().unwrap())];
+///     plan.project(&mut row).unwrap();
+///     agg.add(&mut acc, &row);
 /// }
 /// let out = agg.get_result(&acc);
 /// assert_eq!(out[0], Value::Int(3));
@@ -140,6 +144,7 @@ pub fn compile_select(
     let mut plan = AggPlan {
         inputs: Vec::new(),
         calls: Vec::new(),
+        event_time,
     };
     for item in items {
         let call =
@@ -152,7 +157,6 @@ pub fn compile_select(
         }
         plan.calls.push(call);
     }
-    plan.inputs.push(Expr::Column(event_time));
     Ok(plan)
 }
 
@@ -187,10 +191,15 @@ fn compile_item(item: &str, scope: &Scope, inputs: &mut Vec<Expr>) -> Result<Agg
         &f.args,
         FunctionArguments::List(l) if matches!(l.args.as_slice(), [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)])
     );
+    let base = scope.names.len();
     let mut input = |e: &ast::Expr| -> Result<(usize, Option<ColumnType>), String> {
-        let (x, t) = compile_ast(e, scope)?;
-        inputs.push(x);
-        Ok((inputs.len() - 1, t))
+        match compile_ast(e, scope)? {
+            (Expr::Column(i), t) => Ok((i, t)),
+            (x, t) => {
+                inputs.push(x);
+                Ok((base + inputs.len() - 1, t))
+            }
+        }
     };
     let mut filter = match &f.filter {
         Some(cond) => {
@@ -293,12 +302,22 @@ fn compile_item(item: &str, scope: &Scope, inputs: &mut Vec<Expr>) -> Result<Agg
 }
 
 impl AggPlan {
-    /// Evaluates the inputs on `row` (the aggregate's input row).
+    /// Appends the inputs evaluated on `row` (the aggregate's input row).
     ///
     /// # Errors
     /// An input expression fails (overflow, CAST): the row is dead-lettered.
-    pub fn project(&self, row: &[Value]) -> Result<Row, String> {
-        self.inputs.iter().map(|e| e.eval(row)).collect()
+    pub fn project(&self, row: &mut Row) -> Result<(), String> {
+        let n = row.len();
+        for e in &self.inputs {
+            match e.eval(&row[..n]) {
+                Ok(v) => row.push(v),
+                Err(reason) => {
+                    row.truncate(n);
+                    return Err(reason);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// `(name, type)` of the results, in order.
@@ -342,7 +361,7 @@ impl RowAggregate {
     pub fn new(plan: &AggPlan) -> RowAggregate {
         RowAggregate {
             calls: plan.calls.clone().into(),
-            time: plan.inputs.len() - 1,
+            time: plan.event_time,
         }
     }
 }
@@ -604,7 +623,14 @@ mod tests {
                 dec("0.20"),
             ],
         ];
-        let projected: Vec<Row> = rows.iter().map(|r| plan.project(r).unwrap()).collect();
+        let projected: Vec<Row> = rows
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                plan.project(&mut r).unwrap();
+                r
+            })
+            .collect();
         let mut results = Vec::new();
         for order in [[0, 1, 2], [2, 1, 0], [1, 0, 2]] {
             // one row alone, merged with the other two

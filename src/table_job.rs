@@ -1,0 +1,598 @@
+//! Job files over a declared schema ("table jobs"): any record shape, SQL
+//! expressions, windows with SQL aggregates, sinks with column mappings.
+//!
+//! ```toml
+//! name = "window-tumble"
+//! dead-letter = "out/dead.jsonl"
+//!
+//! [source]
+//! kind = "file"                 # JSON lines or CSV by extension (.gz too)
+//! paths = ["events.jsonl"]
+//! max-future = "1h"             # optional guard (off by default)
+//!
+//! [schema]
+//! event-time = "ts"
+//! columns = [
+//!   { name = "ts", type = "timestamp" },           # ms (unit = "s"/"us"/"ns")
+//!   { name = "service", type = "string" },
+//!   { name = "duration_ms", type = "int", min = 0 },
+//!   { name = "city", type = "string", default = "unknown" },
+//! ]
+//!
+//! [watermark]
+//! out-of-orderness = "2s"
+//!
+//! [[steps]]                     # in order: filter, compute, dedup
+//! kind = "filter"
+//! expr = "service <> 'health'"
+//!
+//! [window]
+//! kind = "tumbling"             # tumbling | sliding | session
+//! size = "60s"
+//! key = ["service"]
+//! select = ["count(*) AS cnt", "avg(duration_ms) AS avg_duration_ms"]
+//!
+//! [[sinks]]
+//! kind = "csv"                  # csv | jsonl
+//! path = "out/tumble.csv"
+//! columns = ["service", "window_start_ms", "cnt"]   # optional, SQL select items
+//! ```
+//!
+//! A window's output row is its key columns, `window_start_ms`,
+//! `window_end_ms` (ms, end exclusive), then the select's aggregates; its
+//! event time is `window_end_ms - 1`. Without a window, the rows themselves
+//! (after the steps) go to the sinks. All paths are relative to the job
+//! file's directory. Every value that does not fit its column, every row
+//! whose expression fails, is dead-lettered with the reason (see
+//! [`streamforge_sources::row`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use streamforge_dataflow::launch::ClusterArgs;
+use streamforge_operators::{Sliding, Tumbling};
+use streamforge_sources::row::{Column, ColumnType, Row, RowDecoder, Schema, Value};
+
+use crate::api::{self, JobOptions, StreamEnv, WatermarkStrategy};
+use crate::error::Error;
+use crate::job::{CheckpointConfig, JobSummary, RestoreFrom, WatermarkConfig};
+use crate::sql::aggregate::{compile_select, AggPlan, RowAggregate};
+use crate::sql::expr::{compile, Expr, Scope};
+
+/// A job file over a declared schema.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TableJob {
+    /// Job name.
+    pub name: String,
+    /// Where rows come from.
+    pub source: TableSource,
+    /// The input's columns.
+    pub schema: SchemaConfig,
+    /// Watermark strategy (default: 5 s out of orderness).
+    #[serde(default)]
+    pub watermark: WatermarkConfig,
+    /// Filters, computed columns and dedup, in order.
+    #[serde(default)]
+    pub steps: Vec<Step>,
+    /// The window; without one, rows go to the sinks as they are.
+    pub window: Option<TableWindow>,
+    /// Where output rows go.
+    #[serde(default)]
+    pub sinks: Vec<TableSink>,
+    /// JSONL file for rows too late for all their windows.
+    pub late_output: Option<PathBuf>,
+    /// JSONL file for dead letters.
+    pub dead_letter: Option<PathBuf>,
+    /// Checkpoints.
+    pub checkpoint: Option<CheckpointConfig>,
+    /// Read at most this many records per second per worker.
+    pub rate_limit: Option<u64>,
+}
+
+/// Sources of table jobs.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum TableSource {
+    /// JSON-lines or CSV files (by extension), one partition per file.
+    File {
+        /// Files or glob patterns.
+        paths: Vec<String>,
+        /// Dead-letter records whose event time is more than this ahead
+        /// of their partition's largest event time so far.
+        #[serde(default, with = "humantime_serde")]
+        max_future: Option<Duration>,
+    },
+}
+
+/// The declared input schema.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SchemaConfig {
+    /// The event-time column (timestamp, or int ms).
+    pub event_time: String,
+    /// Columns in order.
+    pub columns: Vec<Column>,
+}
+
+/// A processing step.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Step {
+    /// Keeps rows whose SQL condition is TRUE.
+    Filter {
+        /// The condition.
+        expr: String,
+    },
+    /// Adds (or replaces) a column computed by a SQL expression.
+    Compute {
+        /// The column.
+        name: String,
+        /// The expression.
+        expr: String,
+    },
+    /// Keeps the first row per key by event time (ties: the smallest
+    /// encoding) and drops repeats until the watermark passes its event
+    /// time + `ttl`.
+    Dedup {
+        /// Key columns.
+        key: Vec<String>,
+        /// How long a key is remembered, in event time.
+        #[serde(with = "humantime_serde")]
+        ttl: Duration,
+    },
+}
+
+/// Window kinds of table jobs.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TableWindowKind {
+    /// Fixed windows of `size`.
+    Tumbling,
+    /// Windows of `size` every `slide` (HOP).
+    #[serde(alias = "hop")]
+    Sliding,
+}
+
+/// A keyed window with SQL aggregates.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TableWindow {
+    /// The kind.
+    pub kind: TableWindowKind,
+    /// Window size.
+    #[serde(with = "humantime_serde")]
+    pub size: Duration,
+    /// Slide of sliding windows.
+    #[serde(default, with = "humantime_serde")]
+    pub slide: Option<Duration>,
+    /// Allowed lateness (default 0).
+    #[serde(default, with = "humantime_serde")]
+    pub allowed_lateness: Option<Duration>,
+    /// Key columns (empty: one global key).
+    #[serde(default)]
+    pub key: Vec<String>,
+    /// Aggregates: SQL select items (`count(*) AS cnt`).
+    pub select: Vec<String>,
+}
+
+/// Sinks of table jobs.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum TableSink {
+    /// One JSON object per line (a directory of committed parts with
+    /// checkpoints).
+    Jsonl {
+        /// Output file.
+        path: PathBuf,
+        /// Output columns as SQL select items (default: all).
+        columns: Option<Vec<String>>,
+    },
+    /// CSV with a header row (a directory of committed part files, each
+    /// with the header, with checkpoints).
+    Csv {
+        /// Output file.
+        path: PathBuf,
+        /// Output columns as SQL select items (default: all).
+        columns: Option<Vec<String>>,
+    },
+}
+
+impl TableJob {
+    /// Whether a parsed job file is a table job (it declares `[schema]`).
+    pub fn is_table_job(value: &toml::Value) -> bool {
+        value.get("schema").is_some()
+    }
+
+    /// Parses a table job from TOML.
+    ///
+    /// # Errors
+    /// The TOML error as text.
+    pub fn from_value(value: toml::Value) -> Result<TableJob, String> {
+        TableJob::deserialize(value).map_err(|e| e.to_string())
+    }
+}
+
+/// A compiled step.
+#[derive(Clone, Debug)]
+enum Plan {
+    Filter(Expr, String),
+    Compute(usize, Expr, String, String),
+    Dedup(Vec<usize>, u64),
+}
+
+/// A column projection for a sink: names and expressions over the output.
+#[derive(Clone, Debug)]
+struct Projection {
+    names: Vec<String>,
+    exprs: Option<Vec<Expr>>,
+}
+
+impl Projection {
+    fn new(columns: &Option<Vec<String>>, scope: &Scope) -> Result<Projection, String> {
+        let Some(items) = columns else {
+            return Ok(Projection {
+                names: scope.names.clone(),
+                exprs: None,
+            });
+        };
+        let mut names = Vec::new();
+        let mut exprs = Vec::new();
+        for item in items {
+            let (expr_text, name) = split_alias(item)?;
+            let (e, _) = compile(&expr_text, scope)?;
+            names.push(name);
+            exprs.push(e);
+        }
+        Ok(Projection {
+            names,
+            exprs: Some(exprs),
+        })
+    }
+
+    fn apply(&self, row: &[Value]) -> Result<Vec<Value>, String> {
+        match &self.exprs {
+            None => Ok(row.to_vec()),
+            Some(es) => es.iter().map(|e| e.eval(row)).collect(),
+        }
+    }
+}
+
+/// `expr [AS alias]` → (expr text, output name).
+fn split_alias(item: &str) -> Result<(String, String), String> {
+    let mut p = sqlparser::parser::Parser::new(&sqlparser::dialect::GenericDialect {})
+        .try_with_sql(item)
+        .map_err(|e| format!("`{item}`: {e}"))?;
+    match p.parse_select_item().map_err(|e| format!("`{item}`: {e}"))? {
+        sqlparser::ast::SelectItem::ExprWithAlias { expr, alias } => {
+            Ok((expr.to_string(), alias.value))
+        }
+        sqlparser::ast::SelectItem::UnnamedExpr(e) => {
+            let name = match &e {
+                sqlparser::ast::Expr::Identifier(id) => id.value.clone(),
+                other => other.to_string(),
+            };
+            Ok((e.to_string(), name))
+        }
+        other => Err(format!("`{item}`: unsupported column `{other}`")),
+    }
+}
+
+/// Everything a worker needs to build the job, compiled once.
+#[derive(Clone, Debug)]
+struct Compiled {
+    schema: Arc<Schema>,
+    event_time: String,
+    input_names: Vec<String>,
+    steps: Vec<Plan>,
+    window: Option<(Vec<usize>, AggPlan)>,
+    sinks: Vec<(TableSink, Projection, PathBuf)>,
+    output_names: Vec<String>,
+}
+
+fn compile_job(job: &TableJob, base: &Path) -> Result<Compiled, String> {
+    let schema = Arc::new(Schema::new(job.schema.columns.clone())?);
+    RowDecoder::new(schema.clone(), &job.schema.event_time, None)?;
+    let mut scope = Scope::new(schema.columns().iter().map(|c| (c.name.clone(), c.ty)));
+    let input_names = scope.names.clone();
+    let mut steps = Vec::new();
+    let columns_of = |names: &[String], scope: &Scope, what: &str| -> Result<Vec<usize>, String> {
+        names
+            .iter()
+            .map(|n| {
+                scope
+                    .index_of(n)
+                    .ok_or_else(|| format!("{what}: unknown column `{n}`"))
+            })
+            .collect()
+    };
+    for (i, step) in job.steps.iter().enumerate() {
+        let what = format!("steps.{i}");
+        steps.push(match step {
+            Step::Filter { expr } => {
+                let (e, t) = compile(expr, &scope).map_err(|e| format!("{what}: {e}"))?;
+                if !t.is_none_or(|t| t == ColumnType::Bool) {
+                    return Err(format!("{what}: a filter needs a bool condition: `{expr}`"));
+                }
+                Plan::Filter(e, format!("filter-{i}"))
+            }
+            Step::Compute { name, expr } => {
+                let (e, t) = compile(expr, &scope).map_err(|e| format!("{what}: {e}"))?;
+                let t = t.unwrap_or(ColumnType::String);
+                let at = match scope.index_of(name) {
+                    Some(j) => {
+                        scope.types[j] = t;
+                        j
+                    }
+                    None => {
+                        scope.push(name, t);
+                        scope.names.len() - 1
+                    }
+                };
+                Plan::Compute(at, e, format!("compute-{name}"), name.clone())
+            }
+            Step::Dedup { key, ttl } => {
+                Plan::Dedup(columns_of(key, &scope, &what)?, ttl.as_millis() as u64)
+            }
+        });
+    }
+    let event_time = scope
+        .index_of(&job.schema.event_time)
+        .expect("checked by RowDecoder::new");
+    let (window, out_scope) = match &job.window {
+        Some(w) => {
+            let size = w.size.as_millis() as u64;
+            match (w.kind, w.slide.map(|s| s.as_millis() as u64)) {
+                _ if size == 0 => return Err("window: `size` must be > 0".into()),
+                (TableWindowKind::Sliding, None) => {
+                    return Err("window: a sliding window needs `slide`".into())
+                }
+                (TableWindowKind::Sliding, Some(s)) if s == 0 || s > size => {
+                    return Err("window: need 0 < slide ≤ size".into())
+                }
+                _ => {}
+            }
+            let key = columns_of(&w.key, &scope, "window.key")?;
+            let plan = compile_select(&w.select, &scope, event_time)
+                .map_err(|e| format!("window.select: {e}"))?;
+            let mut out = Scope::new(key.iter().map(|&k| (scope.names[k].clone(), scope.types[k])));
+            out.push("window_start_ms", ColumnType::Timestamp);
+            out.push("window_end_ms", ColumnType::Timestamp);
+            for (n, t) in plan.outputs() {
+                if out.index_of(&n).is_some() {
+                    return Err(format!("window.select: `{n}` is also a key column"));
+                }
+                out.push(&n, t);
+            }
+            (Some((key, plan)), out)
+        }
+        None => (None, scope.clone()),
+    };
+    let mut sinks = Vec::new();
+    for (i, s) in job.sinks.iter().enumerate() {
+        let (columns, path) = match s {
+            TableSink::Jsonl { columns, path } | TableSink::Csv { columns, path } => (columns, path),
+        };
+        let p = Projection::new(columns, &out_scope).map_err(|e| format!("sinks.{i}: {e}"))?;
+        sinks.push((s.clone(), p, base.join(path)));
+    }
+    Ok(Compiled {
+        schema,
+        event_time: job.schema.event_time.clone(),
+        input_names,
+        steps,
+        window,
+        sinks,
+        output_names: out_scope.names.clone(),
+    })
+}
+
+/// A row as a JSON object line.
+fn json_line(names: &[String], row: &[Value]) -> String {
+    let mut out = Vec::with_capacity(16 * row.len());
+    out.push(b'{');
+    for (i, (n, v)) in names.iter().zip(row).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, n).expect("vec");
+        out.push(b':');
+        v.write_json(&mut out);
+    }
+    out.push(b'}');
+    String::from_utf8(out).expect("JSON is UTF-8")
+}
+
+/// A row as a CSV line (RFC 4180 quoting, null: empty).
+fn csv_line(row: &[Value]) -> String {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    w.write_record(row.iter().map(Value::to_text))
+        .expect("in-memory CSV");
+    let mut bytes = w.into_inner().expect("in-memory CSV");
+    bytes.pop();
+    String::from_utf8(bytes).expect("CSV of UTF-8 text")
+}
+
+fn csv_header(names: &[String]) -> String {
+    let row: Vec<Value> = names.iter().map(|n| Value::str(n)).collect();
+    csv_line(&row)
+}
+
+/// Runs a table job.
+///
+/// # Errors
+/// The job does not compile (unknown column, type error, bad SQL), a source
+/// or sink cannot be opened, a checkpoint cannot be restored, a worker failed.
+pub fn run(
+    job: &TableJob,
+    base: &Path,
+    cluster: &ClusterArgs,
+    restore: &RestoreFrom,
+) -> Result<JobSummary, Error> {
+    let compiled = compile_job(job, base).map_err(|reason| Error::JobFile {
+        path: job.name.clone(),
+        reason,
+    })?;
+    let mut options = JobOptions::new(job.name.clone()).cluster(cluster.clone());
+    if let Some(c) = &job.checkpoint {
+        let mut c = c.clone();
+        c.dir = base.join(&c.dir);
+        options = options.checkpoint(c);
+    }
+    options = options.restore(restore.clone());
+    if let Some(d) = &job.dead_letter {
+        options = options.dead_letter(base.join(d));
+    }
+    options.rate_limit = job.rate_limit;
+    let rows = Arc::new(AtomicU64::new(0));
+    let job = Arc::new(job.clone());
+    let base = base.to_path_buf();
+    let r = rows.clone();
+    let summary = api::execute(&options, move |env| {
+        build(env, &job, &compiled, &base, r.clone())
+    })?;
+    Ok(JobSummary {
+        events: summary.events,
+        rows: rows.load(Ordering::Relaxed),
+        late: summary.late,
+        dead_letters: summary.dead_letters,
+        kafka_delivered: 0,
+        kafka_transactions: 0,
+        clickhouse_rows: 0,
+        postgres_rows: 0,
+        database_retries: 0,
+        kafka_delivery_errors: 0,
+        alerts: [0; 3],
+        rules_published: 0,
+        webhook_retries: 0,
+        elapsed_seconds: summary.elapsed_seconds,
+        restored_from: summary.restored_from,
+    })
+}
+
+fn build(
+    env: &mut StreamEnv<'_>,
+    job: &TableJob,
+    c: &Compiled,
+    base: &Path,
+    rows: Arc<AtomicU64>,
+) -> Result<(), Error> {
+    let mut watermarks = WatermarkStrategy::for_bounded_out_of_orderness(job.watermark.out_of_orderness);
+    if let Some(idle) = job.watermark.idle_timeout {
+        watermarks = watermarks.with_idleness(idle);
+    }
+    let mut stream = match &job.source {
+        TableSource::File { paths, max_future } => {
+            let paths: Vec<PathBuf> = paths.iter().map(|p| base.join(p)).collect();
+            let (schema, et) = (c.schema.clone(), c.event_time.clone());
+            let max_future = max_future.map(|d| d.as_millis() as u64);
+            env.from_files_with("source", &paths, watermarks, move || {
+                RowDecoder::new(schema.clone(), &et, max_future).expect("checked when compiled")
+            })?
+        }
+    };
+    // Names of the row's columns as it passes each step (dead-letter raws).
+    let mut names = c.input_names.clone();
+    for step in &c.steps {
+        let n = Arc::new(names.clone());
+        stream = match step.clone() {
+            Plan::Filter(e, name) => stream
+                .try_map_raw(&name, move |row: Row| match e.holds(&row) {
+                    Ok(keep) => Ok(keep.then_some(row)),
+                    Err(reason) => Err((reason, json_line(&n, &row))),
+                })
+                .flat_map(|r| r),
+            Plan::Compute(at, e, name, column) => {
+                if at == names.len() {
+                    names.push(column);
+                }
+                stream.try_map_raw(&name, move |mut row: Row| match e.eval(&row) {
+                    Ok(v) => {
+                        if at == row.len() {
+                            row.push(v);
+                        } else {
+                            row[at] = v;
+                        }
+                        Ok(row)
+                    }
+                    Err(reason) => Err((reason, json_line(&n, &row))),
+                })
+            }
+            Plan::Dedup(key, ttl) => stream
+                .key_by(move |row: &Row| key.iter().map(|&k| row[k].clone()).collect::<Vec<Value>>())
+                .dedup("dedup", ttl),
+        };
+    }
+    let output = match &c.window {
+        None => stream,
+        Some((key, plan)) => {
+            let w = job.window.as_ref().expect("compiled window");
+            let lateness = w.allowed_lateness.map_or(0, |d| d.as_millis() as u64);
+            let p = plan.clone();
+            let key = key.clone();
+            let n = Arc::new(names.clone());
+            let keyed = stream
+                .try_map_raw("window-inputs", move |mut row: Row| match p.project(&mut row) {
+                    Ok(()) => Ok(row),
+                    Err(e) => Err((e, json_line(&n, &row))),
+                })
+                .key_by(move |row: &Row| key.iter().map(|&k| row[k].clone()).collect::<Vec<Value>>());
+            let agg = RowAggregate::new(plan);
+            let size = w.size.as_millis() as u64;
+            let out = match w.kind {
+                TableWindowKind::Tumbling => keyed
+                    .window(Tumbling::new(size))
+                    .allowed_lateness_ms(lateness)
+                    .aggregate("window", agg),
+                TableWindowKind::Sliding => {
+                    let slide = w.slide.expect("checked").as_millis() as u64;
+                    keyed
+                        .window(Sliding::new(size, slide))
+                        .allowed_lateness_ms(lateness)
+                        .aggregate("window", agg)
+                }
+            };
+            if let Some(path) = &job.late_output {
+                let names = c.input_names.clone();
+                let n = names.len();
+                out.late
+                    .map(move |row| json_line(&names, &row[..n.min(row.len())]))
+                    .sink_lines("late-output", base.join(path), None);
+            }
+            out.results.map(|r| {
+                let mut row = r.key;
+                row.push(Value::Timestamp(r.window.start_ms as i64));
+                row.push(Value::Timestamp(r.window.end_ms as i64));
+                row.extend(r.value);
+                row
+            })
+        }
+    };
+    let counted = output.inspect(move |_, _| {
+        rows.fetch_add(1, Ordering::Relaxed);
+    });
+    for (i, (sink, projection, path)) in c.sinks.iter().enumerate() {
+        let p = projection.clone();
+        let n = Arc::new(c.output_names.clone());
+        let projected = counted
+            .clone()
+            .try_map_raw(&format!("sink-{i}-columns"), move |row: Row| {
+                p.apply(&row).map_err(|e| (e, json_line(&n, &row)))
+            });
+        let names = projection.names.clone();
+        match sink {
+            TableSink::Jsonl { .. } => projected
+                .map(move |row: Row| json_line(&names, &row))
+                .sink_lines(&format!("sink-{i}"), path.clone(), None),
+            TableSink::Csv { .. } => projected
+                .map(|row: Row| csv_line(&row))
+                .sink_lines(&format!("sink-{i}"), path.clone(), Some(csv_header(&names))),
+        }
+    }
+    Ok(())
+}
