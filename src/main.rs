@@ -207,6 +207,9 @@ enum Command {
         /// Wait before the first restart; doubled after each (at most 30 s).
         #[arg(long, default_value = "1s")]
         restart_backoff: humantime::Duration,
+        /// Override a job setting in every process (as `run --set`).
+        #[arg(long = "set", value_parser = parse_kv)]
+        set: Vec<(String, String)>,
         /// Print help.
         #[arg(long, action = ArgAction::Help)]
         help: Option<bool>,
@@ -323,7 +326,8 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
                 reason,
             };
             if streamforge::table_job::TableJob::is_table_job(&value) {
-                let config = streamforge::table_job::TableJob::from_value(value).map_err(invalid)?;
+                let config =
+                    streamforge::table_job::TableJob::from_value(value).map_err(invalid)?;
                 let summary = streamforge::table_job::run(&config, &job_base(&job), &args, &from)?;
                 if let Some(id) = summary.restored_from {
                     println!("{} restored from checkpoint {id}", config.name);
@@ -442,11 +446,16 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
             restore,
             max_restarts,
             restart_backoff,
+            set,
             ..
         } => {
-            let config = JobConfig::load(&job)?;
+            let value = job::load_value(&job, &set)?;
+            let checkpointed = value.get("checkpoint").is_some();
             let exe = std::env::current_exe()?;
-            let base = vec!["run".to_string(), job.display().to_string()];
+            let mut base = vec!["run".to_string(), job.display().to_string()];
+            for (k, v) in &set {
+                base.extend(["--set".to_string(), format!("{k}={v}")]);
+            }
             let mut first = base.clone();
             match &restore {
                 Some(job::RestoreFrom::Path(p)) => {
@@ -460,13 +469,13 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
             let mut again = base;
             again.extend(["--restore".to_string(), "latest".to_string()]);
             let policy = streamforge::cluster::RestartPolicy {
-                max_restarts: if config.checkpoint.is_some() {
-                    max_restarts
-                } else {
-                    0
-                },
+                max_restarts: if checkpointed { max_restarts } else { 0 },
                 backoff: restart_backoff.into(),
-                checkpoint_dir: job::checkpoint_dir(&config, &job_base(&job)).ok(),
+                checkpoint_dir: value
+                    .get("checkpoint")
+                    .and_then(|c| c.get("dir"))
+                    .and_then(|d| d.as_str())
+                    .map(|d| job_base(&job).join(d)),
             };
             streamforge::cluster::supervise(&exe, &first, &again, &hostfile, workers, &policy)?;
         }
@@ -558,7 +567,8 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
                 reason,
             };
             let dir = if streamforge::table_job::TableJob::is_table_job(&value) {
-                let config = streamforge::table_job::TableJob::from_value(value).map_err(invalid)?;
+                let config =
+                    streamforge::table_job::TableJob::from_value(value).map_err(invalid)?;
                 let c = config.checkpoint.ok_or_else(|| {
                     streamforge::error::Error::Invalid("the job has no [checkpoint] section".into())
                 })?;

@@ -266,7 +266,10 @@ fn split_alias(item: &str) -> Result<(String, String), String> {
     let mut p = sqlparser::parser::Parser::new(&sqlparser::dialect::GenericDialect {})
         .try_with_sql(item)
         .map_err(|e| format!("`{item}`: {e}"))?;
-    match p.parse_select_item().map_err(|e| format!("`{item}`: {e}"))? {
+    match p
+        .parse_select_item()
+        .map_err(|e| format!("`{item}`: {e}"))?
+    {
         sqlparser::ast::SelectItem::ExprWithAlias { expr, alias } => {
             Ok((expr.to_string(), alias.value))
         }
@@ -358,7 +361,10 @@ fn compile_job(job: &TableJob, base: &Path) -> Result<Compiled, String> {
             let key = columns_of(&w.key, &scope, "window.key")?;
             let plan = compile_select(&w.select, &scope, event_time)
                 .map_err(|e| format!("window.select: {e}"))?;
-            let mut out = Scope::new(key.iter().map(|&k| (scope.names[k].clone(), scope.types[k])));
+            let mut out = Scope::new(
+                key.iter()
+                    .map(|&k| (scope.names[k].clone(), scope.types[k])),
+            );
             out.push("window_start_ms", ColumnType::Timestamp);
             out.push("window_end_ms", ColumnType::Timestamp);
             for (n, t) in plan.outputs() {
@@ -374,7 +380,9 @@ fn compile_job(job: &TableJob, base: &Path) -> Result<Compiled, String> {
     let mut sinks = Vec::new();
     for (i, s) in job.sinks.iter().enumerate() {
         let (columns, path) = match s {
-            TableSink::Jsonl { columns, path } | TableSink::Csv { columns, path } => (columns, path),
+            TableSink::Jsonl { columns, path } | TableSink::Csv { columns, path } => {
+                (columns, path)
+            }
         };
         let p = Projection::new(columns, &out_scope).map_err(|e| format!("sinks.{i}: {e}"))?;
         sinks.push((s.clone(), p, base.join(path)));
@@ -482,7 +490,8 @@ fn build(
     base: &Path,
     rows: Arc<AtomicU64>,
 ) -> Result<(), Error> {
-    let mut watermarks = WatermarkStrategy::for_bounded_out_of_orderness(job.watermark.out_of_orderness);
+    let mut watermarks =
+        WatermarkStrategy::for_bounded_out_of_orderness(job.watermark.out_of_orderness);
     if let Some(idle) = job.watermark.idle_timeout {
         watermarks = watermarks.with_idleness(idle);
     }
@@ -524,7 +533,9 @@ fn build(
                 })
             }
             Plan::Dedup(key, ttl) => stream
-                .key_by(move |row: &Row| key.iter().map(|&k| row[k].clone()).collect::<Vec<Value>>())
+                .key_by(move |row: &Row| {
+                    key.iter().map(|&k| row[k].clone()).collect::<Vec<Value>>()
+                })
                 .dedup("dedup", ttl),
         };
     }
@@ -537,11 +548,15 @@ fn build(
             let key = key.clone();
             let n = Arc::new(names.clone());
             let keyed = stream
-                .try_map_raw("window-inputs", move |mut row: Row| match p.project(&mut row) {
-                    Ok(()) => Ok(row),
-                    Err(e) => Err((e, json_line(&n, &row))),
+                .try_map_raw("window-inputs", move |mut row: Row| {
+                    match p.project(&mut row) {
+                        Ok(()) => Ok(row),
+                        Err(e) => Err((e, json_line(&n, &row))),
+                    }
                 })
-                .key_by(move |row: &Row| key.iter().map(|&k| row[k].clone()).collect::<Vec<Value>>());
+                .key_by(move |row: &Row| {
+                    key.iter().map(|&k| row[k].clone()).collect::<Vec<Value>>()
+                });
             let agg = RowAggregate::new(plan);
             let size = w.size.as_millis() as u64;
             let out = match w.kind {
@@ -589,9 +604,11 @@ fn build(
             TableSink::Jsonl { .. } => projected
                 .map(move |row: Row| json_line(&names, &row))
                 .sink_lines(&format!("sink-{i}"), path.clone(), None),
-            TableSink::Csv { .. } => projected
-                .map(|row: Row| csv_line(&row))
-                .sink_lines(&format!("sink-{i}"), path.clone(), Some(csv_header(&names))),
+            TableSink::Csv { .. } => projected.map(|row: Row| csv_line(&row)).sink_lines(
+                &format!("sink-{i}"),
+                path.clone(),
+                Some(csv_header(&names)),
+            ),
         }
     }
     Ok(())

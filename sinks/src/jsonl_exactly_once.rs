@@ -202,9 +202,15 @@ impl<'scope, D: ExchangeData + Serialize> SinkJsonlExactlyOnce<'scope, D>
         written: Option<Arc<AtomicU64>>,
         checkpoints: &mut CheckpointGraph<'scope>,
     ) -> Result<(), SinkError> {
-        sink_encoded_exactly_once(self, name, dir.into(), written, checkpoints, None, |d: &D| {
-            serde_json::to_vec(d).expect("serializable row")
-        })
+        sink_encoded_exactly_once(
+            self,
+            name,
+            dir.into(),
+            written,
+            checkpoints,
+            None,
+            |d: &D| serde_json::to_vec(d).expect("serializable row"),
+        )
     }
 }
 
@@ -236,9 +242,15 @@ impl<'scope> SinkLinesExactlyOnce<'scope> for Stream<'scope, Time, Vec<String>> 
         written: Option<Arc<AtomicU64>>,
         checkpoints: &mut CheckpointGraph<'scope>,
     ) -> Result<(), SinkError> {
-        sink_encoded_exactly_once(self, name, dir.into(), written, checkpoints, header, |l: &String| {
-            l.as_bytes().to_vec()
-        })
+        sink_encoded_exactly_once(
+            self,
+            name,
+            dir.into(),
+            written,
+            checkpoints,
+            header,
+            |l: &String| l.as_bytes().to_vec(),
+        )
     }
 }
 

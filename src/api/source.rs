@@ -409,12 +409,15 @@ impl<'s> StreamEnv<'s> {
                 return Err(SourceError::UnknownFormat(f.display().to_string()).into());
             }
         }
-        self.file_source(name, paths, watermarks, move |path, position| {
-            match FileFormat::from_path(path) {
+        self.file_source(
+            name,
+            paths,
+            watermarks,
+            move |path, position| match FileFormat::from_path(path) {
                 Some(FileFormat::Csv) => open_csv_at(path, decoder(), position),
                 _ => open_jsonl_at(path, decoder(), position),
-            }
-        })
+            },
+        )
     }
 
     /// A Kafka topic, one partition per topic partition, JSON message values

@@ -148,7 +148,8 @@ impl<'s, T: StreamData> DataStream<'s, T> {
         f: impl Fn(T) -> Result<U, (String, String)> + 'static,
     ) -> DataStream<'s, U> {
         let name = self.env.borrow_mut().claim(name);
-        let (ok, dead) = split_results(self.stream.clone(), &name, move |t, r| f(r).map(|u| (t, u)));
+        let (ok, dead) =
+            split_results(self.stream.clone(), &name, move |t, r| f(r).map(|u| (t, u)));
         self.env.borrow_mut().dead.push(dead);
         self.with(ok)
     }

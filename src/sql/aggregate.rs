@@ -6,7 +6,7 @@
 //! | `count(*)` | int | rows |
 //! | `count(x)` | int | non-null values |
 //! | `count(DISTINCT x)` | int | exact (a set per window) |
-//! | `approx_count_distinct(x)` | int | HyperLogLog, ~1.6 % standard error |
+//! | `approx_count_distinct(x)` | int | HyperLogLog: exact up to 512 distinct values, then ~1.6 % standard error |
 //! | `count_if(cond)` | int | rows where `cond` is TRUE |
 //! | `sum(x)` | type of `x` | ints exact (i128), decimals exact, floats in input order |
 //! | `avg(x)` | float (decimal for decimals) | |
