@@ -27,7 +27,7 @@
 //! expr = "service <> 'health'"
 //!
 //! [window]
-//! kind = "tumbling"             # tumbling | sliding | session
+//! kind = "tumbling"             # tumbling | sliding (hop: + slide) | session (gap)
 //! size = "60s"
 //! key = ["service"]
 //! select = ["count(*) AS cnt", "avg(duration_ms) AS avg_duration_ms"]
@@ -155,6 +155,9 @@ pub enum TableWindowKind {
     /// Windows of `size` every `slide` (HOP).
     #[serde(alias = "hop")]
     Sliding,
+    /// Sessions per key closed by a `gap` of inactivity; overlapping or
+    /// touching sessions merge.
+    Session,
 }
 
 /// A keyed window with SQL aggregates.
@@ -163,12 +166,15 @@ pub enum TableWindowKind {
 pub struct TableWindow {
     /// The kind.
     pub kind: TableWindowKind,
-    /// Window size.
-    #[serde(with = "humantime_serde")]
-    pub size: Duration,
+    /// Window size (tumbling, sliding).
+    #[serde(default, with = "humantime_serde")]
+    pub size: Option<Duration>,
     /// Slide of sliding windows.
     #[serde(default, with = "humantime_serde")]
     pub slide: Option<Duration>,
+    /// Gap of session windows.
+    #[serde(default, with = "humantime_serde")]
+    pub gap: Option<Duration>,
     /// Allowed lateness (default 0).
     #[serde(default, with = "humantime_serde")]
     pub allowed_lateness: Option<Duration>,
@@ -347,8 +353,19 @@ fn compile_job(job: &TableJob, base: &Path) -> Result<Compiled, String> {
         .expect("checked by RowDecoder::new");
     let (window, out_scope) = match &job.window {
         Some(w) => {
-            let size = w.size.as_millis() as u64;
-            match (w.kind, w.slide.map(|s| s.as_millis() as u64)) {
+            let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
+            let size = ms(w.size).unwrap_or(0);
+            match (w.kind, ms(w.slide)) {
+                (TableWindowKind::Session, _) if w.size.is_some() || w.slide.is_some() => {
+                    return Err("window: a session window has a `gap`, not a size or slide".into())
+                }
+                (TableWindowKind::Session, _) if ms(w.gap).unwrap_or(0) == 0 => {
+                    return Err("window: a session window needs a `gap` > 0".into())
+                }
+                (TableWindowKind::Session, _) => {}
+                _ if w.gap.is_some() => {
+                    return Err("window: only session windows have a `gap`".into())
+                }
                 _ if size == 0 => return Err("window: `size` must be > 0".into()),
                 (TableWindowKind::Sliding, None) => {
                     return Err("window: a sliding window needs `slide`".into())
@@ -558,8 +575,12 @@ fn build(
                     key.iter().map(|&k| row[k].clone()).collect::<Vec<Value>>()
                 });
             let agg = RowAggregate::new(plan);
-            let size = w.size.as_millis() as u64;
+            let size = w.size.map_or(0, |d| d.as_millis() as u64);
             let out = match w.kind {
+                TableWindowKind::Session => keyed
+                    .session_window(w.gap.expect("checked").as_millis() as u64)
+                    .allowed_lateness_ms(lateness)
+                    .aggregate("window", agg),
                 TableWindowKind::Tumbling => keyed
                     .window(Tumbling::new(size))
                     .allowed_lateness_ms(lateness)

@@ -599,3 +599,85 @@ fn bad_job_files_are_rejected_with_the_place_and_reason() {
         assert!(err.contains(reason), "{to}: {err}");
     }
 }
+
+/// Sessions per user (gap 5 s): with allowed lateness above the input's
+/// disorder no session can fire before all its records arrived, so the
+/// sessions are the connected components of `[e, e + gap)` per user. (The
+/// rules for records that meet fired sessions are tested against a model of
+/// delivery times in operators/tests/session_oracle.rs.)
+fn session_model(parts: &[Vec<Option<Ev>>], gap: u64) -> Vec<(String, u64, u64, u64, i64)> {
+    let mut by_user: BTreeMap<String, Vec<(u64, i64)>> = BTreeMap::new();
+    for e in parts.iter().flatten().flatten() {
+        by_user
+            .entry(e.user_id.clone())
+            .or_default()
+            .push((e.ts, e.duration_ms));
+    }
+    let mut rows = Vec::new();
+    for (user, mut es) in by_user {
+        es.sort();
+        let mut cur: Option<(u64, u64, u64, i64)> = None;
+        for (ts, d) in es {
+            cur = match cur {
+                Some((s, end, n, sum)) if ts <= end => Some((s, end.max(ts + gap), n + 1, sum + d)),
+                Some((s, end, n, sum)) => {
+                    rows.push((user.clone(), s, end, n, sum));
+                    Some((ts, ts + gap, 1, d))
+                }
+                None => Some((ts, ts + gap, 1, d)),
+            };
+        }
+        if let Some((s, end, n, sum)) = cur {
+            rows.push((user.clone(), s, end, n, sum));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+#[test]
+fn session_windows_in_a_job_file_match_the_model_at_1_2_4_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let parts = write_inputs(dir.path(), 3_000, 0.0);
+    let want = session_model(&parts, 5_000);
+    assert!(
+        want.iter().any(|r| r.3 > 2) && want.len() > 100,
+        "sessions must form and break"
+    );
+    for workers in [1, 2, 4] {
+        let out = dir.path().join(format!("sessions-{workers}.jsonl"));
+        let text = pipeline_job(dir.path(), &out.display().to_string());
+        let start = text.find("[[steps]]").unwrap();
+        let text = format!(
+            "{}[window]\nkind = \"session\"\ngap = \"5s\"\nallowed-lateness = \"3s\"\nkey = [\"user_id\"]\n\
+             select = [\"count(*) AS n\", \"sum(duration_ms) AS total\"]\n\n\
+             [[sinks]]\nkind = \"jsonl\"\npath = \"{}\"\n",
+            &text[..start],
+            out.display()
+        );
+        let job =
+            streamforge::table_job::TableJob::from_value(toml::from_str(&text).unwrap()).unwrap();
+        let args = streamforge::dataflow::launch::ClusterArgs {
+            workers,
+            ..Default::default()
+        };
+        let s = streamforge::table_job::run(&job, dir.path(), &args, &Default::default()).unwrap();
+        assert_eq!(s.late, 0);
+        let mut got: Vec<(String, u64, u64, u64, i64)> = std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["user_id"].as_str().unwrap().to_string(),
+                    v["window_start_ms"].as_u64().unwrap(),
+                    v["window_end_ms"].as_u64().unwrap(),
+                    v["n"].as_u64().unwrap(),
+                    v["total"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        got.sort();
+        assert_eq!(got, want, "at {workers} workers");
+    }
+}

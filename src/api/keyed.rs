@@ -13,7 +13,7 @@ use streamforge_dataflow::{EventTime, Time};
 use streamforge_operators::dedup::Dedup;
 use streamforge_operators::{
     AggregateFunction, KeyedProcess, KeyedProcessFunction, ProcessContext, ProcessSpec,
-    WindowAggregate, WindowAssigner, WindowResult, WindowSpec,
+    SessionSpec, SessionWindowAggregate, WindowAggregate, WindowAssigner, WindowResult, WindowSpec,
 };
 
 use super::env::Env;
@@ -30,6 +30,12 @@ pub struct KeyedStream<'s, K, T> {
 pub struct WindowedStream<'s, K, T, W> {
     keyed: KeyedStream<'s, K, T>,
     spec: WindowSpec<W>,
+}
+
+/// A keyed stream with session windows, waiting for its aggregate.
+pub struct SessionWindowedStream<'s, K, T> {
+    keyed: KeyedStream<'s, K, T>,
+    spec: SessionSpec,
 }
 
 /// What a window aggregate produces: one result per fired (window, key),
@@ -77,6 +83,43 @@ where
         WindowedStream {
             keyed: self,
             spec: WindowSpec::new(assigner),
+        }
+    }
+
+    /// Session windows per key: a record opens `[e, e + gap_ms)`, sessions
+    /// that overlap or touch merge (Flink's `EventTimeSessionWindows`); see
+    /// [`streamforge_operators::session_window`] for the exact rules, which
+    /// make the results identical at any parallelism.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// use streamforge::operators::Count;
+    /// let got = Arc::new(Mutex::new(Vec::new()));
+    /// let g = got.clone();
+    /// execute(&JobOptions::new("doc").workers(2), move |env| {
+    ///     // (user, event time): clicks 4 s apart form one session, then a pause.
+    ///     env.from_partitions("clicks", vec![vec![("a", 1_000), ("a", 5_000), ("b", 2_000), ("a", 30_000)]],
+    ///             WatermarkStrategy::for_bounded_out_of_orderness_ms(0), |c: &(&str, u64)| c.1)
+    ///         .map(|c| (c.0.to_string(), c.1))
+    ///         .key_by(|c| c.0.clone())
+    ///         .session_window(10_000)
+    ///         .aggregate("sessions", Count)
+    ///         .results
+    ///         .map(|r| (r.key, r.window.start_ms, r.window.end_ms, r.value))
+    ///         .sink_vec("rows", g.clone());
+    ///     Ok(())
+    /// }).unwrap();
+    /// let mut rows = got.lock().unwrap().clone();
+    /// rows.sort();
+    /// assert_eq!(rows, vec![("a".into(), 1_000, 15_000, 2), ("a".into(), 30_000, 40_000, 1),
+    ///                       ("b".into(), 2_000, 12_000, 1)]);
+    /// ```
+    pub fn session_window(self, gap_ms: u64) -> SessionWindowedStream<'s, K, T> {
+        SessionWindowedStream {
+            keyed: self,
+            spec: SessionSpec::with_gap(gap_ms),
         }
     }
 
@@ -203,21 +246,69 @@ where
                 None => input.window_aggregate(&name, self.spec, key, time, agg),
             }
         };
-        let counters = env.borrow().counters.clone();
-        let late = late
-            .inspect_batch(move |_, b| {
-                counters.late.fetch_add(b.len() as u64, Ordering::Relaxed);
-            })
-            .map(|(_, t, r)| (t, r));
-        let results = results.map(|r| (r.window.end_ms - 1, r));
-        WindowOutput {
-            results: DataStream::new(results, env.clone()),
-            late: DataStream::new(late, env),
-        }
+        window_output(env, results, late)
     }
 }
 
 /// The key of a keyed stream's element.
 pub(crate) fn key_of<K, T>(d: &(K, EventTime, T)) -> &K {
     &d.0
+}
+
+impl<'s, K, T> SessionWindowedStream<'s, K, T>
+where
+    K: StreamData + Hash + Eq + Clone + Serialize + DeserializeOwned,
+    T: StreamData,
+{
+    /// Sessions accept records until the watermark passes `end + ms`, and
+    /// fire once then.
+    pub fn allowed_lateness_ms(mut self, ms: u64) -> Self {
+        self.spec = self.spec.allowed_lateness_ms(ms);
+        self
+    }
+
+    /// Aggregates each session and key incrementally (accumulators of
+    /// merging sessions are merged). Results carry `end − 1` as event time.
+    /// Takes part in checkpoints.
+    pub fn aggregate<A>(self, name: &str, aggregate: A) -> WindowOutput<'s, K, A::Out, T>
+    where
+        A: AggregateFunction<T>,
+        A::Out: StreamData,
+    {
+        let env = self.keyed.env;
+        let name = env.borrow_mut().claim(name);
+        let input = self.keyed.stream;
+        let agg = OnValue(aggregate);
+        let key = key_of::<K, T>;
+        let time = |d: &(K, EventTime, T)| d.1;
+        let (results, late) = {
+            let mut inner = env.borrow_mut();
+            match inner.checkpoints.as_mut() {
+                Some(graph) => input
+                    .session_window_aggregate_checkpointed(&name, self.spec, key, time, agg, graph),
+                None => input.session_window_aggregate(&name, self.spec, key, time, agg),
+            }
+        };
+        window_output(env, results, late)
+    }
+}
+
+/// Window results at `end − 1`, and late records counted.
+#[allow(clippy::type_complexity)]
+fn window_output<'s, K: StreamData, O: StreamData, T: StreamData>(
+    env: Env<'s>,
+    results: Stream<'s, Time, Vec<WindowResult<K, O>>>,
+    late: Stream<'s, Time, Vec<(K, EventTime, T)>>,
+) -> WindowOutput<'s, K, O, T> {
+    let counters = env.borrow().counters.clone();
+    let late = late
+        .inspect_batch(move |_, b| {
+            counters.late.fetch_add(b.len() as u64, Ordering::Relaxed);
+        })
+        .map(|(_, t, r)| (t, r));
+    let results = results.map(|r| (r.window.end_ms - 1, r));
+    WindowOutput {
+        results: DataStream::new(results, env.clone()),
+        late: DataStream::new(late, env),
+    }
 }

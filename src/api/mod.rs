@@ -81,6 +81,6 @@ mod source;
 mod stream;
 
 pub use env::{execute, JobOptions, RunSummary, StreamEnv};
-pub use keyed::{KeyedStream, OnValue, WindowOutput, WindowedStream};
+pub use keyed::{KeyedStream, OnValue, SessionWindowedStream, WindowOutput, WindowedStream};
 pub use source::{GeneratorSource, WatermarkStrategy};
 pub use stream::{DataStream, StreamData, Timestamped};
