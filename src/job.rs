@@ -230,6 +230,8 @@ fn default_rows() -> usize {
 /// assert_eq!(v["sinks"][0]["path"].as_str(), Some("y.csv"));
 /// assert_eq!(v["source"]["paths"][0].as_str(), Some("in.jsonl"));
 /// assert!(streamforge::job::load_value(&job, &[("sinks.3.path".into(), "1".into())]).is_err());
+/// let v = streamforge::job::load_value(&job, &[("source.properties.\"bootstrap.servers\"".into(), "\"h:1\"".into())]).unwrap();
+/// assert_eq!(v["source"]["properties"]["bootstrap.servers"].as_str(), Some("h:1"));
 /// assert!(streamforge::job::load_value(&job, &[("name".into(), "not toml".into())]).is_err());
 /// # std::fs::remove_dir_all(&dir).unwrap();
 /// ```
@@ -245,7 +247,7 @@ pub fn load_value(path: &Path, sets: &[(String, String)]) -> Result<toml::Value,
             .map_err(|e| err(format!("--set {key}={raw}: not a TOML value: {e}")))?;
         let new = parsed.get("v").cloned().expect("parsed v");
         let mut at = &mut value;
-        let parts: Vec<&str> = key.split('.').collect();
+        let parts = split_key(key);
         for (i, part) in parts.iter().enumerate() {
             let last = i + 1 == parts.len();
             let missing = || err(format!("--set {key}: no `{part}` here"));
@@ -269,6 +271,21 @@ pub fn load_value(path: &Path, sets: &[(String, String)]) -> Result<toml::Value,
         *at = new;
     }
     Ok(value)
+}
+
+/// Splits a dotted key; segments in double quotes may contain dots
+/// (`source.properties."bootstrap.servers"`).
+fn split_key(key: &str) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut quoted = false;
+    for c in key.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            '.' if !quoted => parts.push(String::new()),
+            c => parts.last_mut().expect("one part").push(c),
+        }
+    }
+    parts
 }
 
 impl JobConfig {

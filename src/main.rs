@@ -72,6 +72,14 @@ impl Timely {
     }
 }
 
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum GenerateKind {
+    /// Trace spans (the main job's input).
+    Spans,
+    /// Orders (the orders pipeline's input).
+    Orders,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a job file (timely flags -w -n -p -h as in any timely program).
@@ -247,9 +255,15 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Write generated spans as JSON lines (ts, service, operator, duration_ms, is_error, user_id).
+    /// Write generated events as JSON lines: `spans` (ts, service, operator,
+    /// duration_ms, is_error, user_id) or `orders` (event_time, order_id,
+    /// user_id, amount, status, category, city; with duplicates, malformed,
+    /// incomplete and late events).
     Generate {
-        /// Number of spans.
+        /// What to generate.
+        #[arg(value_enum, default_value = "spans")]
+        kind: GenerateKind,
+        /// Number of spans or orders.
         #[arg(long, default_value_t = 1_000_000)]
         events: u64,
         /// Output file.
@@ -258,9 +272,9 @@ enum Command {
         /// RNG seed.
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        /// Event-time rate, spans per second.
-        #[arg(long, default_value_t = 1000.0)]
-        rate: f64,
+        /// Event-time rate per second (default: 1000 spans, 50 orders).
+        #[arg(long)]
+        rate: Option<f64>,
         /// Services.
         #[arg(long, default_value_t = 8)]
         services: usize,
@@ -271,9 +285,10 @@ enum Command {
         /// time) instead of one file.
         #[arg(long)]
         partitions: Option<usize>,
-        /// Distinct users (`user_id` u00000…).
-        #[arg(long, default_value_t = 1000)]
-        users: u64,
+        /// Distinct users (`user_id` u00000…; default: 1000 for spans, 2000
+        /// for orders).
+        #[arg(long)]
+        users: Option<u64>,
     },
 }
 
@@ -581,6 +596,41 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
             println!("savepoint {}", path.display());
         }
         Command::Generate {
+            kind: GenerateKind::Orders,
+            events,
+            out,
+            seed,
+            rate,
+            partitions,
+            users,
+            ..
+        } => {
+            let mut g = streamforge::sources::orders::OrdersConfig::with_events(events);
+            g.seed = seed;
+            g.events_per_second = rate.unwrap_or(g.events_per_second);
+            g.users = users.unwrap_or(g.users);
+            g.partitions = partitions.unwrap_or(1).max(1);
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            let paths: Vec<PathBuf> = match partitions {
+                None => vec![out.clone()],
+                Some(_) => {
+                    let stem = out.with_extension("");
+                    (0..g.partitions)
+                        .map(|p| PathBuf::from(format!("{}-{p}.jsonl", stem.display())))
+                        .collect()
+                }
+            };
+            for (p, path) in paths.iter().enumerate() {
+                let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+                let n = g.write_partition_jsonl(p, &mut w)?;
+                std::io::Write::flush(&mut w)?;
+                println!("wrote {n} order events to {}", path.display());
+            }
+        }
+        Command::Generate {
+            kind: GenerateKind::Spans,
             events,
             out,
             seed,
@@ -591,9 +641,9 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
             users,
         } => {
             let mut g = GeneratorConfig::with_events(events);
-            g.users = users;
+            g.users = users.unwrap_or(g.users);
             g.seed = seed;
-            g.events_per_second = rate;
+            g.events_per_second = rate.unwrap_or(g.events_per_second);
             g.services = services;
             g.operators_per_service = operators;
             if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {

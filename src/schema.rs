@@ -29,6 +29,7 @@ pub const AGG_KEY: &[&str] = &[
 /// let ddl = streamforge::schema::clickhouse_ddl("default");
 /// assert!(ddl[0].contains("ReplacingMergeTree"));
 /// assert!(ddl.iter().any(|s| s.contains("hourly_alarm_rules")));
+/// assert!(ddl.iter().any(|s| s.contains("orders_window_metrics") && s.contains("gmv_total Decimal(18, 2)")));
 /// ```
 pub fn clickhouse_ddl(database: &str) -> Vec<String> {
     vec![
@@ -69,6 +70,21 @@ ORDER BY (window_start_ms, windowSize, service, operator_name, operator_class)"
     version UInt64
 ) ENGINE = ReplacingMergeTree(version)
 ORDER BY (service, operator_name, operator_class, hour_of_day)"
+        ),
+        // The orders pipeline (examples/jobs/orders.toml): one row per sliding
+        // window; a replay writes a higher `version`, which replaces the row.
+        format!(
+            "CREATE TABLE IF NOT EXISTS `{database}`.orders_window_metrics (
+    event_window_start DateTime('UTC'),
+    event_window_end DateTime('UTC'),
+    window_start_ms UInt64,
+    order_cnt UInt64,
+    gmv_total Decimal(18, 2),
+    user_cnt UInt64,
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
+PARTITION BY toYYYYMMDD(event_window_start)
+ORDER BY window_start_ms"
         ),
     ]
 }

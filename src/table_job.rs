@@ -106,6 +106,38 @@ pub enum TableSource {
         #[serde(default, with = "humantime_serde")]
         max_future: Option<Duration>,
     },
+    /// A Kafka topic of JSON values, one partition per topic partition.
+    Kafka {
+        /// Topic.
+        topic: String,
+        /// Start position (default earliest).
+        #[serde(default)]
+        start: streamforge_sources::kafka::StartPosition,
+        /// Stop at the end offsets seen at start (a bounded replay).
+        #[serde(default)]
+        bounded: bool,
+        /// Consumer group for offset commits (lag monitoring only).
+        group_id: Option<String>,
+        /// Commit consumed offsets to `group-id` every 5 s.
+        #[serde(default)]
+        commit_offsets: bool,
+        /// librdkafka properties (`bootstrap.servers`, …; `${ENV}` allowed).
+        #[serde(default)]
+        properties: std::collections::BTreeMap<String, String>,
+        /// As for files.
+        #[serde(default, with = "humantime_serde")]
+        max_future: Option<Duration>,
+    },
+}
+
+impl TableSource {
+    fn max_future_ms(&self) -> Option<u64> {
+        match self {
+            TableSource::File { max_future, .. } | TableSource::Kafka { max_future, .. } => {
+                max_future.map(|d| d.as_millis() as u64)
+            }
+        }
+    }
 }
 
 /// The declared input schema.
@@ -205,6 +237,87 @@ pub enum TableSink {
         /// Output columns as SQL select items (default: all).
         columns: Option<Vec<String>>,
     },
+    /// A ClickHouse table over HTTP (`JSONEachRow`, so decimals arrive
+    /// exactly). With checkpoints rows are logged per checkpoint and
+    /// re-inserted after a restore (write-ahead): use a
+    /// `ReplacingMergeTree` keyed by the window and key, and read with
+    /// `FINAL`, for exactly-once results.
+    #[serde(rename = "clickhouse")]
+    ClickHouse {
+        /// Table (any name).
+        table: String,
+        /// HTTP address (default `http://127.0.0.1:8123`; `${ENV}` allowed).
+        url: Option<String>,
+        /// Database (default `default`).
+        database: Option<String>,
+        /// User (`${ENV}` allowed).
+        user: Option<String>,
+        /// Password (`${ENV}` allowed).
+        password: Option<String>,
+        /// Output columns as SQL select items, named as the table's columns
+        /// (default: all).
+        columns: Option<Vec<String>>,
+    },
+}
+
+impl TableSink {
+    fn columns(&self) -> &Option<Vec<String>> {
+        match self {
+            TableSink::Jsonl { columns, .. }
+            | TableSink::Csv { columns, .. }
+            | TableSink::ClickHouse { columns, .. } => columns,
+        }
+    }
+
+    /// The ClickHouse sink's config.
+    fn clickhouse_config(&self) -> Option<streamforge_sinks::clickhouse::ClickHouseSinkConfig> {
+        let TableSink::ClickHouse {
+            table,
+            url,
+            database,
+            user,
+            password,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let mut t = toml::Table::new();
+        t.insert("table".into(), table.clone().into());
+        for (k, v) in [("url", url), ("database", database), ("user", user), ("password", password)] {
+            if let Some(v) = v {
+                t.insert(k.into(), v.clone().into());
+            }
+        }
+        Some(
+            streamforge_sinks::clickhouse::ClickHouseSinkConfig::deserialize(toml::Value::Table(t))
+                .expect("every field is valid"),
+        )
+    }
+}
+
+/// Checks that a ClickHouse table has the sink's columns.
+fn check_clickhouse(
+    config: &streamforge_sinks::clickhouse::ClickHouseSinkConfig,
+    columns: &[String],
+) -> Result<(), Error> {
+    let client = streamforge_sinks::clickhouse::ClickHouse::new(config, Default::default())?;
+    let have: Vec<String> = client
+        .select_json(&format!(
+            "DESCRIBE TABLE `{}`.`{}` FORMAT JSONEachRow",
+            config.database, config.table
+        ))?
+        .into_iter()
+        .filter_map(|v| Some(v.get("name")?.as_str()?.to_string()))
+        .collect();
+    let missing: Vec<&String> = columns.iter().filter(|c| !have.contains(c)).collect();
+    if !missing.is_empty() {
+        return Err(Error::Invalid(format!(
+            "clickhouse sink {}.{}: the table has no column(s) {missing:?} (it has {have:?})",
+            config.database, config.table
+        )));
+    }
+    Ok(())
 }
 
 impl TableJob {
@@ -287,6 +400,15 @@ fn split_alias(item: &str) -> Result<(String, String), String> {
             Ok((e.to_string(), name))
         }
         other => Err(format!("`{item}`: unsupported column `{other}`")),
+    }
+}
+
+impl Compiled {
+    /// A decoder factory for the source's partitions.
+    fn decoder(&self, source: &TableSource) -> impl Fn() -> RowDecoder + 'static {
+        let (schema, et) = (self.schema.clone(), self.event_time.clone());
+        let max_future = source.max_future_ms();
+        move || RowDecoder::new(schema.clone(), &et, max_future).expect("checked when compiled")
     }
 }
 
@@ -396,13 +518,12 @@ fn compile_job(job: &TableJob, base: &Path) -> Result<Compiled, String> {
     };
     let mut sinks = Vec::new();
     for (i, s) in job.sinks.iter().enumerate() {
-        let (columns, path) = match s {
-            TableSink::Jsonl { columns, path } | TableSink::Csv { columns, path } => {
-                (columns, path)
-            }
+        let path = match s {
+            TableSink::Jsonl { path, .. } | TableSink::Csv { path, .. } => base.join(path),
+            TableSink::ClickHouse { .. } => PathBuf::new(),
         };
-        let p = Projection::new(columns, &out_scope).map_err(|e| format!("sinks.{i}: {e}"))?;
-        sinks.push((s.clone(), p, base.join(path)));
+        let p = Projection::new(s.columns(), &out_scope).map_err(|e| format!("sinks.{i}: {e}"))?;
+        sinks.push((s.clone(), p, path));
     }
     Ok(Compiled {
         schema,
@@ -463,6 +584,11 @@ pub fn run(
         path: job.name.clone(),
         reason,
     })?;
+    for (sink, projection, _) in &compiled.sinks {
+        if let Some(c) = sink.clickhouse_config() {
+            check_clickhouse(&c, &projection.names)?;
+        }
+    }
     let mut options = JobOptions::new(job.name.clone()).cluster(cluster.clone());
     if let Some(c) = &job.checkpoint {
         let mut c = c.clone();
@@ -513,13 +639,31 @@ fn build(
         watermarks = watermarks.with_idleness(idle);
     }
     let mut stream = match &job.source {
-        TableSource::File { paths, max_future } => {
+        TableSource::File { paths, .. } => {
             let paths: Vec<PathBuf> = paths.iter().map(|p| base.join(p)).collect();
-            let (schema, et) = (c.schema.clone(), c.event_time.clone());
-            let max_future = max_future.map(|d| d.as_millis() as u64);
-            env.from_files_with("source", &paths, watermarks, move || {
-                RowDecoder::new(schema.clone(), &et, max_future).expect("checked when compiled")
-            })?
+            env.from_files_with("source", &paths, watermarks, c.decoder(&job.source))?
+        }
+        TableSource::Kafka {
+            topic,
+            start,
+            bounded,
+            group_id,
+            commit_offsets,
+            properties,
+            ..
+        } => {
+            let config = streamforge_sources::KafkaSourceConfig {
+                topic: topic.clone(),
+                format: None,
+                csv_columns: None,
+                start: start.clone(),
+                bounded: *bounded,
+                group_id: group_id.clone(),
+                commit_offsets: *commit_offsets,
+                properties: properties.clone(),
+                mapping: None,
+            };
+            env.from_kafka_with("source", &config, watermarks, c.decoder(&job.source))?
         }
     };
     // Names of the row's columns as it passes each step (dead-letter raws).
@@ -625,11 +769,25 @@ fn build(
             TableSink::Jsonl { .. } => projected
                 .map(move |row: Row| json_line(&names, &row))
                 .sink_lines(&format!("sink-{i}"), path.clone(), None),
-            TableSink::Csv { .. } => projected.map(|row: Row| csv_line(&row)).sink_lines(
-                &format!("sink-{i}"),
-                path.clone(),
-                Some(csv_header(&names)),
-            ),
+            TableSink::Csv { .. } => projected
+                .map(|row: Row| csv_line(&row))
+                .sink_lines(&format!("sink-{i}"), path.clone(), Some(csv_header(&names))),
+            TableSink::ClickHouse { .. } => {
+                let config = sink.clickhouse_config().expect("a clickhouse sink");
+                let client = streamforge_sinks::clickhouse::ClickHouse::new(&config, Default::default())?;
+                let limits = streamforge_sinks::batched::BatchLimits {
+                    rows: config.batch_rows,
+                    bytes: config.batch_bytes,
+                    interval: config.batch_interval,
+                };
+                projected.map(move |row: Row| json_line(&names, &row)).sink_commit(
+                    &format!("sink-{i}"),
+                    client,
+                    |l: &String| l.as_bytes().to_vec(),
+                    Vec::len,
+                    limits,
+                )
+            }
         }
     }
     Ok(())

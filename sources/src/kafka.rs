@@ -95,8 +95,9 @@ pub struct KafkaSourceConfig {
     /// `sasl.*`, …). Values may name environment variables as `${NAME}`.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
-    /// Field mapping of values.
-    pub mapping: SpanMapping,
+    /// Field mapping of values (span jobs; table jobs declare a schema).
+    #[serde(default)]
+    pub mapping: Option<SpanMapping>,
 }
 
 /// Replaces every `${NAME}` in `value` with the environment variable `NAME`
@@ -143,14 +144,18 @@ impl KafkaSourceConfig {
     }
 
     fn decoder(&self) -> Result<ValueDecoder, SourceError> {
+        let mapping = self
+            .mapping
+            .as_ref()
+            .ok_or_else(|| self.err("a span source needs a [source.mapping]"))?;
         match self.format.unwrap_or(FileFormat::Jsonl) {
-            FileFormat::Jsonl => ValueDecoder::json(&self.mapping),
+            FileFormat::Jsonl => ValueDecoder::json(mapping),
             FileFormat::Csv => {
                 let cols = self
                     .csv_columns
                     .as_ref()
                     .ok_or_else(|| self.err("format csv needs csv-columns"))?;
-                ValueDecoder::csv(&self.mapping, cols)
+                ValueDecoder::csv(mapping, cols)
             }
         }
         .map_err(|e| self.err(e))

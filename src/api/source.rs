@@ -448,6 +448,33 @@ impl<'s> StreamEnv<'s> {
         }))
     }
 
+    /// A Kafka topic read through decoders from `decoder()` (one per
+    /// partition), e.g. a [`RowDecoder`](streamforge_sources::row::RowDecoder)
+    /// over a declared schema; otherwise as [`StreamEnv::from_kafka`].
+    ///
+    /// # Errors
+    /// The broker cannot be reached or the topic does not exist.
+    pub fn from_kafka_with<T, D, F>(
+        &mut self,
+        name: &str,
+        config: &KafkaSourceConfig,
+        watermarks: WatermarkStrategy,
+        decoder: F,
+    ) -> Result<DataStream<'s, T>, Error>
+    where
+        T: StreamData,
+        D: RecordDecoder<T>,
+        F: Fn() -> D + 'static,
+    {
+        let n = config.partition_count()?;
+        let config = config.clone();
+        Ok(self.source(name, n, watermarks, move |i, position| {
+            config
+                .open_with(i, position, decoder())
+                .unwrap_or_else(|e| panic!("{e}"))
+        }))
+    }
+
     /// In-memory partitions (tests, examples): partition `i` yields
     /// `partitions[i]` in order; `event_time` gives each record's time.
     pub fn from_partitions<T, F>(

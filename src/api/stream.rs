@@ -18,6 +18,8 @@ use timely::dataflow::operators::Inspect;
 use timely::dataflow::Stream;
 
 use streamforge_dataflow::{DeadLetter, EventTime, Time};
+use streamforge_sinks::batched::{BatchLimits, SinkBatched};
+use streamforge_sinks::write_ahead::{CommitTarget, SinkWriteAhead};
 use streamforge_sinks::{SinkJsonl, SinkJsonlExactlyOnce, SinkLines, SinkLinesExactlyOnce};
 
 use super::env::Env;
@@ -271,6 +273,34 @@ impl<'s, T: StreamData> DataStream<'s, T> {
         };
         if let Err(e) = result {
             env.fail(e);
+        }
+    }
+
+    /// Commits every record, encoded by `encode`, into `target` (a
+    /// database table, …: any [`CommitTarget`]). With checkpoints the
+    /// records of each checkpoint are logged with it and committed when it
+    /// completes, and re-committed after a restore (write-ahead; exactly-once
+    /// for targets that commit idempotently or record markers). Without,
+    /// records are committed in batches of `limits` (`size` measures a
+    /// record for `limits.bytes`).
+    pub fn sink_commit<C: CommitTarget>(
+        self,
+        name: &str,
+        target: C,
+        encode: impl Fn(&T) -> C::Record + 'static,
+        size: impl Fn(&C::Record) -> usize + 'static,
+        limits: BatchLimits,
+    ) {
+        let name = self.env.borrow_mut().claim(name);
+        let rows = self.count_written().map(|(_, r)| r);
+        let mut env = self.env.borrow_mut();
+        match env.checkpoints.as_mut() {
+            Some(graph) => {
+                if let Err(e) = rows.sink_write_ahead(&name, target, encode, graph) {
+                    env.fail(e);
+                }
+            }
+            None => rows.sink_batched(&name, target, encode, size, limits),
         }
     }
 
