@@ -623,7 +623,8 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
                 }
             };
             for (p, path) in paths.iter().enumerate() {
-                let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+                let mut w =
+                    std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
                 let n = g.write_partition_jsonl(p, &mut w)?;
                 std::io::Write::flush(&mut w)?;
                 println!("wrote {n} order events to {}", path.display());

@@ -284,7 +284,12 @@ impl TableSink {
         };
         let mut t = toml::Table::new();
         t.insert("table".into(), table.clone().into());
-        for (k, v) in [("url", url), ("database", database), ("user", user), ("password", password)] {
+        for (k, v) in [
+            ("url", url),
+            ("database", database),
+            ("user", user),
+            ("password", password),
+        ] {
             if let Some(v) = v {
                 t.insert(k.into(), v.clone().into());
             }
@@ -769,24 +774,29 @@ fn build(
             TableSink::Jsonl { .. } => projected
                 .map(move |row: Row| json_line(&names, &row))
                 .sink_lines(&format!("sink-{i}"), path.clone(), None),
-            TableSink::Csv { .. } => projected
-                .map(|row: Row| csv_line(&row))
-                .sink_lines(&format!("sink-{i}"), path.clone(), Some(csv_header(&names))),
+            TableSink::Csv { .. } => projected.map(|row: Row| csv_line(&row)).sink_lines(
+                &format!("sink-{i}"),
+                path.clone(),
+                Some(csv_header(&names)),
+            ),
             TableSink::ClickHouse { .. } => {
                 let config = sink.clickhouse_config().expect("a clickhouse sink");
-                let client = streamforge_sinks::clickhouse::ClickHouse::new(&config, Default::default())?;
+                let client =
+                    streamforge_sinks::clickhouse::ClickHouse::new(&config, Default::default())?;
                 let limits = streamforge_sinks::batched::BatchLimits {
                     rows: config.batch_rows,
                     bytes: config.batch_bytes,
                     interval: config.batch_interval,
                 };
-                projected.map(move |row: Row| json_line(&names, &row)).sink_commit(
-                    &format!("sink-{i}"),
-                    client,
-                    |l: &String| l.as_bytes().to_vec(),
-                    Vec::len,
-                    limits,
-                )
+                projected
+                    .map(move |row: Row| json_line(&names, &row))
+                    .sink_commit(
+                        &format!("sink-{i}"),
+                        client,
+                        |l: &String| l.as_bytes().to_vec(),
+                        Vec::len,
+                        limits,
+                    )
             }
         }
     }

@@ -86,10 +86,13 @@ impl OrdersConfig {
     pub fn write_partition_jsonl(&self, p: usize, out: &mut impl Write) -> std::io::Result<u64> {
         const STATUS: [&str; 3] = ["paid", "paid", "created"];
         const CATEGORY: [&str; 5] = ["books", "electronics", "grocery", "fashion", "home"];
-        const CITY: [&str; 6] = ["beijing", "shanghai", "shenzhen", "hangzhou", "chengdu", "wuhan"];
+        const CITY: [&str; 6] = [
+            "beijing", "shanghai", "shenzhen", "hangzhou", "chengdu", "wuhan",
+        ];
         let parts = self.partitions.max(1) as u64;
         let count = self.events / parts + u64::from((p as u64) < self.events % parts);
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ (p as u64 + 1).wrapping_mul(0x9E37_79B9));
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(self.seed ^ (p as u64 + 1).wrapping_mul(0x9E37_79B9));
         let mut t = self.start_ms as f64;
         let mut lines = 0;
         let mut pending: Vec<(u64, String)> = Vec::new();
@@ -125,7 +128,11 @@ impl OrdersConfig {
                     1 => line.replacen(&format!(r#""order_id":"{order_id}","#), "", 1),
                     2 => line.replacen(&format!(r#""event_time":{ts},"#), "", 1),
                     3 => line.replacen(&format!(r#""amount":{amount}"#), r#""amount":"abc""#, 1),
-                    _ => line.replacen(&format!(r#""amount":{amount}"#), &format!(r#""amount":-{amount}"#), 1),
+                    _ => line.replacen(
+                        &format!(r#""amount":{amount}"#),
+                        &format!(r#""amount":-{amount}"#),
+                        1,
+                    ),
                 };
             }
             if rng.gen_bool(self.duplicate_ratio) {
@@ -134,7 +141,11 @@ impl OrdersConfig {
                 let again = if rng.gen_bool(0.5) {
                     line.clone()
                 } else {
-                    line.replacen(&format!(r#""event_time":{ts}"#), &format!(r#""event_time":{}"#, ts + 500), 1)
+                    line.replacen(
+                        &format!(r#""event_time":{ts}"#),
+                        &format!(r#""event_time":{}"#, ts + 500),
+                        1,
+                    )
                 };
                 pending.push((t as u64 + rng.gen_range(0..2_000), again));
             }
