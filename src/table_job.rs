@@ -91,6 +91,9 @@ pub struct TableJob {
     pub checkpoint: Option<CheckpointConfig>,
     /// Read at most this many records per second per worker.
     pub rate_limit: Option<u64>,
+    /// Write only the windows overlapping `[from, to)` (ms; set by
+    /// `streamforge replay`).
+    pub replay_range: Option<(u64, u64)>,
 }
 
 /// Sources of table jobs.
@@ -749,13 +752,18 @@ fn build(
                     .map(move |row| json_line(&names, &row[..n.min(row.len())]))
                     .sink_lines("late-output", base.join(path), None);
             }
-            out.results.map(|r| {
-                let mut row = r.key;
-                row.push(Value::Timestamp(r.window.start_ms as i64));
-                row.push(Value::Timestamp(r.window.end_ms as i64));
-                row.extend(r.value);
-                row
-            })
+            let range = job.replay_range;
+            out.results
+                .filter(move |r| {
+                    range.is_none_or(|(from, to)| r.window.end_ms > from && r.window.start_ms < to)
+                })
+                .map(|r| {
+                    let mut row = r.key;
+                    row.push(Value::Timestamp(r.window.start_ms as i64));
+                    row.push(Value::Timestamp(r.window.end_ms as i64));
+                    row.extend(r.value);
+                    row
+                })
         }
     };
     let counted = output.inspect(move |_, _| {
@@ -801,4 +809,153 @@ fn build(
         }
     }
     Ok(())
+}
+
+/// What [`replay_value`] changes in a job to re-run the time range
+/// `[from_ms, to_ms)`.
+#[derive(Clone, Debug)]
+pub struct Replay {
+    /// Start of the range (ms, inclusive).
+    pub from_ms: u64,
+    /// End of the range (ms, exclusive).
+    pub to_ms: u64,
+    /// Files to read instead of the job's source (e.g. the repaired
+    /// anomaly log: the `raw` values, corrected).
+    pub inputs: Option<Vec<String>>,
+    /// The version written to every `… AS version` sink column (default:
+    /// now in ms), so the replayed rows replace the earlier ones in a
+    /// `ReplacingMergeTree(version)`.
+    pub version: u64,
+}
+
+/// Turns a table job into its bounded replay over `[from, to)` (the seed's
+/// 回溯), as TOML:
+///
+/// * the source is bounded (a Kafka source reads to the end offsets seen at
+///   start; `inputs` replace it with files);
+/// * only records with event times in `[from − size − dedup ttl, to + size)`
+///   are read: every window that overlaps the range is complete, and the
+///   dedup sees the earlier repeats of an order;
+/// * the watermark allows the whole range as disorder, so no record is late:
+///   the rows are those of data that arrived on time;
+/// * only windows overlapping `[from, to)` are written, with `version`
+///   in place of any `… AS version` column;
+/// * no checkpoints; dead letters go to `<dead-letter>-replay-<version>`.
+///
+/// # Errors
+/// The job has no window or is not a table job.
+///
+/// # Examples
+/// ```
+/// use streamforge::table_job::{replay_value, Replay, TableJob};
+/// let job: toml::Value = toml::from_str(r#"
+/// name = "j"
+/// [source]
+/// kind = "file"
+/// paths = ["in.jsonl"]
+/// [schema]
+/// event-time = "ts"
+/// columns = [{ name = "ts", type = "timestamp" }]
+/// [window]
+/// kind = "tumbling"
+/// size = "1m"
+/// select = ["count(*) AS n"]
+/// [[sinks]]
+/// kind = "jsonl"
+/// path = "out.jsonl"
+/// columns = ["window_start_ms", "n", "0 AS version"]
+/// "#).unwrap();
+/// let r = Replay { from_ms: 600_000, to_ms: 900_000, inputs: None, version: 7 };
+/// let v = replay_value(job, &r).unwrap();
+/// assert_eq!(v["steps"][0]["expr"].as_str(),
+///            Some("ts >= 540000 AND ts < 960000"));
+/// assert_eq!(v["sinks"][0]["columns"][2].as_str(), Some("7 AS version"));
+/// assert!(TableJob::from_value(v).is_ok());
+/// ```
+pub fn replay_value(mut value: toml::Value, r: &Replay) -> Result<toml::Value, String> {
+    let job = TableJob::from_value(value.clone())?;
+    let w = job
+        .window
+        .as_ref()
+        .ok_or("replay needs a job with a window")?;
+    let reach = w.size.or(w.gap).map_or(0, |d| d.as_millis() as u64)
+        + w.allowed_lateness.map_or(0, |d| d.as_millis() as u64);
+    let ttl: u64 = job
+        .steps
+        .iter()
+        .map(|s| match s {
+            Step::Dedup { ttl, .. } => ttl.as_millis() as u64,
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0);
+    let (lo, hi) = (r.from_ms.saturating_sub(reach + ttl), r.to_ms + reach);
+    let t = value.as_table_mut().ok_or("a job is a table")?;
+    let et = &job.schema.event_time;
+    let mut filter = toml::Table::new();
+    filter.insert("kind".into(), "filter".into());
+    filter.insert(
+        "expr".into(),
+        format!("{et} >= {lo} AND {et} < {hi}").into(),
+    );
+    let mut steps = vec![toml::Value::Table(filter)];
+    if let Some(toml::Value::Array(old)) = t.remove("steps") {
+        steps.extend(old);
+    }
+    t.insert("steps".into(), toml::Value::Array(steps));
+    match (&r.inputs, &job.source) {
+        (Some(paths), _) => {
+            let mut s = toml::Table::new();
+            s.insert("kind".into(), "file".into());
+            s.insert(
+                "paths".into(),
+                toml::Value::Array(paths.iter().map(|p| p.clone().into()).collect()),
+            );
+            t.insert("source".into(), toml::Value::Table(s));
+        }
+        (None, TableSource::Kafka { .. }) => {
+            if let Some(toml::Value::Table(s)) = t.get_mut("source") {
+                s.insert("bounded".into(), true.into());
+                s.insert("start".into(), "earliest".into());
+            }
+        }
+        (None, TableSource::File { .. }) => {}
+    }
+    let disorder = format!("{}ms", hi - lo);
+    let mut wm = toml::Table::new();
+    wm.insert("out-of-orderness".into(), disorder.into());
+    t.insert("watermark".into(), toml::Value::Table(wm));
+    t.remove("checkpoint");
+    t.remove("late-output");
+    if let Some(toml::Value::String(d)) = t.get("dead-letter").cloned() {
+        t.insert(
+            "dead-letter".into(),
+            format!("{d}-replay-{}", r.version).into(),
+        );
+    }
+    if let Some(toml::Value::Array(sinks)) = t.get_mut("sinks") {
+        for sink in sinks.iter_mut() {
+            let Some(s) = sink.as_table_mut() else {
+                continue;
+            };
+            let Some(toml::Value::Array(cols)) = s.get_mut("columns") else {
+                continue;
+            };
+            for c in cols.iter_mut() {
+                if let Some(text) = c.as_str() {
+                    if let Ok((_, name)) = split_alias(text) {
+                        if name == "version" {
+                            *c = format!("{} AS version", r.version).into();
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Only windows overlapping [from, to): a filter on the output rows.
+    t.insert(
+        "replay-range".into(),
+        toml::Value::Array(vec![(r.from_ms as i64).into(), (r.to_ms as i64).into()]),
+    );
+    Ok(value)
 }
