@@ -91,8 +91,8 @@ impl<K, D: Serialize + DeserializeOwned + 'static> KeyedProcessFunction<K, D> fo
         if self.duplicate(s.kept_ms, e) {
             return;
         }
-        let encoded = bincode::serialize(&record).unwrap_or_default();
-        s.candidates.push((e, encoded, record));
+        // The encoding breaks ties on event time; computed when needed.
+        s.candidates.push((e, Vec::new(), record));
         // Decided once the watermark is past the record's event time.
         ctx.register_timer(e.max(ctx.current_ms) + 1);
     }
@@ -108,8 +108,13 @@ impl<K, D: Serialize + DeserializeOwned + 'static> KeyedProcessFunction<K, D> fo
         // A timer at T decides at T − 1: the watermark has just passed it.
         let decided = now.saturating_sub(1);
         self.expire(s, decided);
-        s.candidates
-            .sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        if s.candidates.len() > 1 {
+            for c in s.candidates.iter_mut().filter(|c| c.1.is_empty()) {
+                c.1 = bincode::serialize(&c.2).unwrap_or_default();
+            }
+            s.candidates
+                .sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        }
         let due = s.candidates.partition_point(|c| c.0 < now);
         for (e, _, record) in s.candidates.drain(..due) {
             if !self.duplicate(s.kept_ms, e) {

@@ -36,7 +36,9 @@
 //!   including timers registered while doing so; a savepoint keeps them.
 
 use std::cmp::Ordering as CmpOrdering;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use hashbrown::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -567,12 +569,17 @@ impl<K: Eq + Clone + Serialize, S: Serialize> KeyedStore<K, S> {
 
     fn insert_timer(&mut self, t: u64, h: u64, k: &K, ttl: bool) {
         let kb = bincode::serialize(k).expect("key serializes");
-        if self.timers.insert((t, h, kb.clone(), ttl)) {
-            self.timer_keys
-                .entry(kb)
-                .or_insert_with(|| (k.clone(), 0))
-                .1 += 1;
+        let timer = (t, h, kb, ttl);
+        if self.timers.contains(&timer) {
+            return;
         }
+        match self.timer_keys.get_mut(&timer.2) {
+            Some(entry) => entry.1 += 1,
+            None => {
+                self.timer_keys.insert(timer.2.clone(), (k.clone(), 1));
+            }
+        }
+        self.timers.insert(timer);
     }
 
     /// Takes the first timer: (time, key hash, key, is a TTL timer).
