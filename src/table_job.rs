@@ -334,6 +334,15 @@ impl TableJob {
         value.get("schema").is_some()
     }
 
+    /// Compiles the job without running it: columns, SQL, window and sink
+    /// settings (paths relative to `base`).
+    ///
+    /// # Errors
+    /// The first problem, with its place (`steps.0: …`).
+    pub fn validate(&self, base: &Path) -> Result<(), String> {
+        compile_job(self, base).map(|_| ())
+    }
+
     /// Parses a table job from TOML.
     ///
     /// # Errors

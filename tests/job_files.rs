@@ -12,11 +12,19 @@ fn example_job_files_parse() {
         if path.extension().is_some_and(|e| e == "toml")
             && !path.file_name().unwrap().to_string_lossy().starts_with('.')
         {
-            JobConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            let value = streamforge::job::load_value(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+            if streamforge::table_job::TableJob::is_table_job(&value) {
+                let job = streamforge::table_job::TableJob::from_value(value)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                job.validate(&dir)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            } else {
+                JobConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            }
             n += 1;
         }
     }
-    assert!(n >= 4, "{n} job files");
+    assert!(n >= 9, "{n} job files");
 }
 
 #[test]
