@@ -100,9 +100,10 @@ where
     /// let g = got.clone();
     /// execute(&JobOptions::new("doc").workers(2), move |env| {
     ///     // (user, event time): clicks 4 s apart form one session, then a pause.
-    ///     env.from_partitions("clicks", vec![vec![("a", 1_000), ("a", 5_000), ("b", 2_000), ("a", 30_000)]],
-    ///             WatermarkStrategy::for_bounded_out_of_orderness_ms(0), |c: &(&str, u64)| c.1)
-    ///         .map(|c| (c.0.to_string(), c.1))
+    ///     let clicks = [("a", 1_000), ("a", 5_000), ("b", 2_000), ("a", 30_000)]
+    ///         .map(|(u, t)| (u.to_string(), t as u64)).to_vec();
+    ///     env.from_partitions("clicks", vec![clicks],
+    ///             WatermarkStrategy::for_bounded_out_of_orderness_ms(0), |c: &(String, u64)| c.1)
     ///         .key_by(|c| c.0.clone())
     ///         .session_window(10_000)
     ///         .aggregate("sessions", Count)

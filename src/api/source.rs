@@ -385,7 +385,7 @@ impl<'s> StreamEnv<'s> {
     ///     let s = schema.clone();
     ///     env.from_files_with("rows", &[d.join("*.jsonl")], WatermarkStrategy::for_bounded_out_of_orderness_ms(0),
     ///                         move || RowDecoder::new(s.clone(), "ts", None).unwrap())?
-    ///         .sink_vec("rows", g.clone());
+    ///         .sink_vec("out", g.clone());
     ///     Ok(())
     /// }).unwrap();
     /// assert_eq!(*got.lock().unwrap(), vec![vec![Value::Timestamp(5), Value::Int(2)]]);

@@ -356,7 +356,7 @@ impl DataStream<'_, String> {
     /// let out = std::env::temp_dir().join(format!("sf-api-lines-{}.csv", std::process::id()));
     /// let o = out.clone();
     /// execute(&JobOptions::new("doc"), move |env| {
-    ///     env.from_partitions("nums", vec![vec![2u64, 1]], WatermarkStrategy::for_bounded_out_of_orderness_ms(0), |n: &u64| *n)
+    ///     env.from_partitions("nums", vec![vec![1u64, 2]], WatermarkStrategy::for_bounded_out_of_orderness_ms(0), |n: &u64| *n)
     ///         .map(|n| format!("{n},{}", n * 10))
     ///         .sink_lines("csv", o.clone(), Some("n,tens".into()));
     ///     Ok(())
