@@ -1059,6 +1059,38 @@ mod tests {
         }
     }
 
+    /// Table jobs route keys (`Vec<Value>`) by this hash: pinned, so a
+    /// change of `Value`'s `Hash` fails here before it moves keys away from
+    /// their checkpointed key groups.
+    #[test]
+    fn row_key_hashes_are_pinned() {
+        let key = vec![
+            Value::str("cart"),
+            Value::Int(-7),
+            Value::Decimal(Decimal::from_str_exact("1.50").unwrap()),
+            Value::Timestamp(1_674_950_400_000),
+            Value::Bool(true),
+            Value::Null,
+        ];
+        let got = streamforge_dataflow::stable_hash(&key);
+        let same = vec![
+            Value::str("cart"),
+            Value::Int(-7),
+            Value::Decimal(Decimal::from_str_exact("1.5").unwrap()),
+            Value::Timestamp(1_674_950_400_000),
+            Value::Bool(true),
+            Value::Null,
+        ];
+        assert_eq!(
+            streamforge_dataflow::stable_hash(&same),
+            got,
+            "1.50 and 1.5 are one key"
+        );
+        assert_eq!(got, PINNED_KEY_HASH, "{got}");
+    }
+
+    const PINNED_KEY_HASH: u64 = 11_890_800_166_736_721_102;
+
     proptest! {
         /// Random bytes, truncated records, huge numbers, non-UTF-8: the
         /// decoder never panics, and what it accepts is a full valid row.
