@@ -269,6 +269,29 @@ impl<'s> StreamEnv<'s> {
     /// # Errors
     /// A pattern matches no file, or a file cannot be opened (checked when
     /// the job is built).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    /// struct Click { ts: u64, user: String }
+    /// let dir = std::env::temp_dir().join(format!("sf-jsonl-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// std::fs::write(dir.join("c.jsonl"),
+    ///     "{\"ts\": 5, \"user\": \"a\"}\n{\"ts\": \"x\", \"user\": \"b\"}\n").unwrap();
+    /// let got = Arc::new(Mutex::new(Vec::new()));
+    /// let (g, d) = (got.clone(), dir.clone());
+    /// let summary = execute(&JobOptions::new("doc"), move |env| {
+    ///     env.from_jsonl("clicks", &[d.join("*.jsonl")],
+    ///             WatermarkStrategy::for_bounded_out_of_orderness_ms(0), |c: &Click| c.ts)?
+    ///         .sink_vec("out", g.clone());
+    ///     Ok(())
+    /// }).unwrap();
+    /// assert_eq!(*got.lock().unwrap(), vec![Click { ts: 5, user: "a".into() }]);
+    /// assert_eq!(summary.dead_letters, 1, "a string where ts is a number");
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
     pub fn from_jsonl<T, F>(
         &mut self,
         name: &str,

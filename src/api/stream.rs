@@ -70,18 +70,63 @@ impl<'s, T: StreamData> DataStream<'s, T> {
     }
 
     /// Applies `f` to every record; the event time is kept.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// let got = Arc::new(Mutex::new(Vec::new()));
+    /// let g = got.clone();
+    /// execute(&JobOptions::new("doc"), move |env| {
+    ///     let nums = env.from_partitions("nums", vec![vec![1u64, 2, 3]],
+    ///         WatermarkStrategy::for_bounded_out_of_orderness_ms(0), |n: &u64| *n);
+    ///     nums.map(|n| n * 10).sink_vec("out", g.clone());
+    ///     Ok(())
+    /// }).unwrap();
+    /// assert_eq!(*got.lock().unwrap(), vec![10, 20, 30]);
+    /// ```
     pub fn map<U: StreamData>(self, f: impl Fn(T) -> U + 'static) -> DataStream<'s, U> {
         let s = self.stream.clone().map(move |(t, r)| (t, f(r)));
         self.with(s)
     }
 
     /// Keeps the records for which `f` holds.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// let got = Arc::new(Mutex::new(Vec::new()));
+    /// let g = got.clone();
+    /// execute(&JobOptions::new("doc"), move |env| {
+    ///     let nums = env.from_partitions("nums", vec![vec![1u64, 2, 3]],
+    ///         WatermarkStrategy::for_bounded_out_of_orderness_ms(0), |n: &u64| *n);
+    ///     nums.filter(|n| n % 2 == 1).sink_vec("odd", g.clone());
+    ///     Ok(())
+    /// }).unwrap();
+    /// assert_eq!(*got.lock().unwrap(), vec![1, 3]);
+    /// ```
     pub fn filter(self, f: impl Fn(&T) -> bool + 'static) -> DataStream<'s, T> {
         let s = self.stream.clone().filter(move |(_, r)| f(r));
         self.with(s)
     }
 
     /// Replaces every record by the records `f` returns, at its event time.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// let got = Arc::new(Mutex::new(Vec::new()));
+    /// let g = got.clone();
+    /// execute(&JobOptions::new("doc"), move |env| {
+    ///     let nums = env.from_partitions("nums", vec![vec![1u64, 2, 3]],
+    ///         WatermarkStrategy::for_bounded_out_of_orderness_ms(0), |n: &u64| *n);
+    ///     nums.flat_map(|n| std::iter::repeat(n).take(n as usize)).sink_vec("out", g.clone());
+    ///     Ok(())
+    /// }).unwrap();
+    /// assert_eq!(*got.lock().unwrap(), vec![1, 2, 2, 3, 3, 3]);
+    /// ```
     pub fn flat_map<U: StreamData, I: IntoIterator<Item = U>>(
         self,
         f: impl Fn(T) -> I + 'static,
@@ -226,6 +271,24 @@ impl<'s, T: StreamData> DataStream<'s, T> {
     }
 
     /// Merges streams of the same type (Flink's `union`).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// let got = Arc::new(Mutex::new(Vec::new()));
+    /// let g = got.clone();
+    /// execute(&JobOptions::new("doc"), move |env| {
+    ///     let nums = env.from_partitions("nums", vec![vec![1u64, 2, 3]],
+    ///         WatermarkStrategy::for_bounded_out_of_orderness_ms(0), |n: &u64| *n);
+    ///     let tens = nums.clone().map(|n| n * 10);
+    ///     nums.union([tens]).sink_vec("all", g.clone());
+    ///     Ok(())
+    /// }).unwrap();
+    /// let mut all = got.lock().unwrap().clone();
+    /// all.sort();
+    /// assert_eq!(all, vec![1, 2, 3, 10, 20, 30]);
+    /// ```
     pub fn union(self, others: impl IntoIterator<Item = DataStream<'s, T>>) -> DataStream<'s, T> {
         let scope = self.env.borrow().scope;
         let all = std::iter::once(self.stream.clone()).chain(others.into_iter().map(|s| s.stream));
@@ -259,6 +322,21 @@ impl<'s, T: StreamData> DataStream<'s, T> {
     /// Writes every record as a JSON line to `path` (from worker 0; lines of
     /// one timestamp sorted). With checkpoints `path` is a directory of
     /// parts committed per checkpoint (exactly-once).
+    ///
+    /// # Examples
+    /// ```
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// let out = std::env::temp_dir().join(format!("sf-api-jsonl-{}.jsonl", std::process::id()));
+    /// let o = out.clone();
+    /// execute(&JobOptions::new("doc"), move |env| {
+    ///     env.from_partitions("pairs", vec![vec![(1u64, "a".to_string())]],
+    ///             WatermarkStrategy::for_bounded_out_of_orderness_ms(0), |p: &(u64, String)| p.0)
+    ///         .sink_jsonl("out", o.clone());
+    ///     Ok(())
+    /// }).unwrap();
+    /// assert_eq!(std::fs::read_to_string(&out).unwrap(), "[1,\"a\"]\n");
+    /// # std::fs::remove_file(&out).unwrap();
+    /// ```
     pub fn sink_jsonl(self, name: &str, path: impl Into<PathBuf>)
     where
         T: Serialize,
