@@ -79,6 +79,30 @@ where
     /// Windows of `assigner` ([`Tumbling`](streamforge_operators::Tumbling),
     /// [`Sliding`](streamforge_operators::Sliding)) per key, no allowed
     /// lateness until [`WindowedStream::allowed_lateness_ms`].
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// use streamforge::operators::{Count, Tumbling};
+    /// let got = Arc::new(Mutex::new(Vec::new()));
+    /// let g = got.clone();
+    /// execute(&JobOptions::new("doc").workers(2), move |env| {
+    ///     // (key, event time): 10 s tumbling windows per key.
+    ///     env.from_partitions("in", vec![vec![(1u32, 1_000u64), (1, 9_000), (2, 3_000), (1, 12_000)]],
+    ///             WatermarkStrategy::for_bounded_out_of_orderness_ms(0), |r: &(u32, u64)| r.1)
+    ///         .key_by(|r| r.0)
+    ///         .window(Tumbling::new(10_000))
+    ///         .aggregate("count", Count)
+    ///         .results
+    ///         .map(|r| (r.key, r.window.start_ms, r.value))
+    ///         .sink_vec("rows", g.clone());
+    ///     Ok(())
+    /// }).unwrap();
+    /// let mut rows = got.lock().unwrap().clone();
+    /// rows.sort();
+    /// assert_eq!(rows, vec![(1, 0, 2), (1, 10_000, 1), (2, 0, 1)]);
+    /// ```
     pub fn window<W: WindowAssigner>(self, assigner: W) -> WindowedStream<'s, K, T, W> {
         WindowedStream {
             keyed: self,
@@ -218,6 +242,35 @@ where
     /// Windows accept records until the watermark passes `end + ms`; each
     /// window fires once, with its final value, at `end + ms` (see
     /// docs/ARCHITECTURE.md, "Lateness and window firing").
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// use streamforge::operators::{Count, Tumbling};
+    /// let counts = |lateness: u64| {
+    ///     let got = Arc::new(Mutex::new(Vec::new()));
+    ///     let g = got.clone();
+    ///     let summary = execute(&JobOptions::new("doc"), move |env| {
+    ///         // 9 000 arrives after the watermark reached 12 000: 3 s late for [0, 10 000).
+    ///         env.from_partitions("in", vec![vec![1_000u64, 12_000, 9_000, 30_000]],
+    ///                 WatermarkStrategy::for_bounded_out_of_orderness_ms(0), |t: &u64| *t)
+    ///             .key_by(|_| ())
+    ///             .window(Tumbling::new(10_000))
+    ///             .allowed_lateness_ms(lateness)
+    ///             .aggregate("count", Count)
+    ///             .results
+    ///             .map(|r| (r.window.start_ms, r.value))
+    ///             .sink_vec("rows", g.clone());
+    ///         Ok(())
+    ///     }).unwrap();
+    ///     let mut rows = got.lock().unwrap().clone();
+    ///     rows.sort();
+    ///     (rows, summary.late)
+    /// };
+    /// assert_eq!(counts(0), (vec![(0, 1), (10_000, 1), (30_000, 1)], 1));
+    /// assert_eq!(counts(5_000), (vec![(0, 2), (10_000, 1), (30_000, 1)], 0));
+    /// ```
     pub fn allowed_lateness_ms(mut self, ms: u64) -> Self {
         self.spec.allowed_lateness_ms = ms;
         self

@@ -384,6 +384,22 @@ impl<'s, T: StreamData> DataStream<'s, T> {
 
     /// Appends every record to `out` (tests and examples; in this process,
     /// at-least-once after a restore).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// let got = Arc::new(Mutex::new(Vec::new()));
+    /// let g = got.clone();
+    /// let summary = execute(&JobOptions::new("doc"), move |env| {
+    ///     env.from_partitions("in", vec![vec!["a".to_string(), "b".to_string()]],
+    ///             WatermarkStrategy::default(), |_| 0)
+    ///         .sink_vec("out", g.clone());
+    ///     Ok(())
+    /// }).unwrap();
+    /// assert_eq!(*got.lock().unwrap(), vec!["a".to_string(), "b".to_string()]);
+    /// assert_eq!(summary.written, 2);
+    /// ```
     pub fn sink_vec(self, name: &str, out: Arc<Mutex<Vec<T>>>) {
         let name = self.env.borrow_mut().claim(name);
         let counters = self.env.borrow().counters.clone();
