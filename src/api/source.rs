@@ -315,6 +315,28 @@ impl<'s> StreamEnv<'s> {
     ///
     /// # Errors
     /// As [`StreamEnv::from_jsonl`].
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    /// struct Flight { ts: u64, carrier: String, delay: i32 }
+    /// let dir = std::env::temp_dir().join(format!("sf-csv-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// std::fs::write(dir.join("f.csv"), "carrier,delay,ts\nUA,5,100\nAA,NaN,200\n").unwrap();
+    /// let got = Arc::new(Mutex::new(Vec::new()));
+    /// let (g, d) = (got.clone(), dir.clone());
+    /// let summary = execute(&JobOptions::new("doc"), move |env| {
+    ///     env.from_csv("flights", &[d.join("f.csv")],
+    ///             WatermarkStrategy::for_bounded_out_of_orderness_ms(0), |f: &Flight| f.ts)?
+    ///         .sink_vec("out", g.clone());
+    ///     Ok(())
+    /// }).unwrap();
+    /// assert_eq!(*got.lock().unwrap(), vec![Flight { ts: 100, carrier: "UA".into(), delay: 5 }]);
+    /// assert_eq!(summary.dead_letters, 1, "NaN is not an i32");
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
     pub fn from_csv<T, F>(
         &mut self,
         name: &str,
@@ -529,6 +551,25 @@ impl<'s> StreamEnv<'s> {
 
     /// A generated source (see [`GeneratorSource`]); `event_time` gives each
     /// record's time.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use streamforge::api::{execute, GeneratorSource, JobOptions, WatermarkStrategy};
+    /// let sum = Arc::new(AtomicU64::new(0));
+    /// let s = sum.clone();
+    /// let summary = execute(&JobOptions::new("doc").workers(2), move |env| {
+    ///     let s = s.clone();
+    ///     // 2 partitions of 100 records: (partition, index) → a value at 10 ms steps.
+    ///     let g = GeneratorSource { partitions: 2, per_partition: 100, f: |p: usize, i: u64| (p as u64, i * 10) };
+    ///     env.from_generator("gen", g, WatermarkStrategy::for_bounded_out_of_orderness_ms(0), |r: &(u64, u64)| r.1)
+    ///         .sink_fn("sum", move |_, r| { s.fetch_add(r.1, Ordering::Relaxed); });
+    ///     Ok(())
+    /// }).unwrap();
+    /// assert_eq!(summary.events, 200);
+    /// assert_eq!(sum.load(Ordering::Relaxed), 2 * (0..100).map(|i| i * 10).sum::<u64>());
+    /// ```
     pub fn from_generator<T, G, F>(
         &mut self,
         name: &str,
