@@ -378,27 +378,22 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
                 path: job.display().to_string(),
                 reason,
             };
-            if streamforge::table_job::TableJob::is_table_job(&value) {
+            let (name, summary) = if streamforge::table_job::TableJob::is_table_job(&value) {
                 let config =
                     streamforge::table_job::TableJob::from_value(value).map_err(invalid)?;
                 let summary = streamforge::table_job::run(&config, &job_base(&job), &args, &from)?;
-                if let Some(id) = summary.restored_from {
-                    println!("{} restored from checkpoint {id}", config.name);
-                }
-                println!(
-                    "{} process {}/{}: {summary}",
-                    config.name, args.process, args.processes
-                );
-                return Ok(());
-            }
-            let config = JobConfig::from_value(value).map_err(invalid)?;
-            let summary = job::run_from(&config, &job_base(&job), &args, &from)?;
+                (config.name, summary)
+            } else {
+                let config = JobConfig::from_value(value).map_err(invalid)?;
+                let summary = job::run_from(&config, &job_base(&job), &args, &from)?;
+                (config.name, summary)
+            };
             if let Some(id) = summary.restored_from {
-                println!("{} restored from checkpoint {id}", config.name);
+                println!("{name} restored from checkpoint {id}");
             }
             println!(
-                "{} process {}/{}: {summary}",
-                config.name, args.process, args.processes
+                "{name} process {}/{}: {summary}",
+                args.process, args.processes
             );
         }
         Command::Bench {

@@ -60,7 +60,7 @@ use crate::api::{self, JobOptions, StreamEnv, WatermarkStrategy};
 use crate::error::Error;
 use crate::job::{CheckpointConfig, JobSummary, RestoreFrom, WatermarkConfig};
 use crate::sql::aggregate::{compile_select, AggPlan, RowAggregate};
-use crate::sql::expr::{compile, Expr, Scope};
+use crate::sql::expr::{compile, compile_ast, parse_select_item, Expr, Scope};
 
 /// A job file over a declared schema.
 #[derive(Clone, Debug, Deserialize)]
@@ -378,8 +378,8 @@ impl Projection {
         let mut names = Vec::new();
         let mut exprs = Vec::new();
         for item in items {
-            let (expr_text, name) = split_alias(item)?;
-            let (e, _) = compile(&expr_text, scope)?;
+            let (expr, name) = parse_select_item(item).map_err(|e| format!("`{item}`: {e}"))?;
+            let (e, _) = compile_ast(&expr, scope).map_err(|m| format!("`{expr}`: {m}"))?;
             names.push(name);
             exprs.push(e);
         }
@@ -387,36 +387,6 @@ impl Projection {
             names,
             exprs: Some(exprs),
         })
-    }
-
-    fn apply(&self, row: &[Value]) -> Result<Vec<Value>, String> {
-        match &self.exprs {
-            None => Ok(row.to_vec()),
-            Some(es) => es.iter().map(|e| e.eval(row)).collect(),
-        }
-    }
-}
-
-/// `expr [AS alias]` → (expr text, output name).
-fn split_alias(item: &str) -> Result<(String, String), String> {
-    let mut p = sqlparser::parser::Parser::new(&sqlparser::dialect::GenericDialect {})
-        .try_with_sql(item)
-        .map_err(|e| format!("`{item}`: {e}"))?;
-    match p
-        .parse_select_item()
-        .map_err(|e| format!("`{item}`: {e}"))?
-    {
-        sqlparser::ast::SelectItem::ExprWithAlias { expr, alias } => {
-            Ok((expr.to_string(), alias.value))
-        }
-        sqlparser::ast::SelectItem::UnnamedExpr(e) => {
-            let name = match &e {
-                sqlparser::ast::Expr::Identifier(id) => id.value.clone(),
-                other => other.to_string(),
-            };
-            Ok((e.to_string(), name))
-        }
-        other => Err(format!("`{item}`: unsupported column `{other}`")),
     }
 }
 
@@ -725,16 +695,20 @@ fn build(
             let p = plan.clone();
             let key = key.clone();
             let n = Arc::new(names.clone());
-            let keyed = stream
-                .try_map_raw("window-inputs", move |mut row: Row| {
+            // Arguments that are not plain columns, appended before the window.
+            let with_inputs = if p.inputs.is_empty() {
+                stream
+            } else {
+                stream.try_map_raw("window-inputs", move |mut row: Row| {
                     match p.project(&mut row) {
                         Ok(()) => Ok(row),
                         Err(e) => Err((e, json_line(&n, &row))),
                     }
                 })
-                .key_by(move |row: &Row| {
-                    key.iter().map(|&k| row[k].clone()).collect::<Vec<Value>>()
-                });
+            };
+            let keyed = with_inputs.key_by(move |row: &Row| {
+                key.iter().map(|&k| row[k].clone()).collect::<Vec<Value>>()
+            });
             let agg = RowAggregate::new(plan);
             let size = w.size.map_or(0, |d| d.as_millis() as u64);
             let out = match w.kind {
@@ -775,17 +749,20 @@ fn build(
                 })
         }
     };
-    let counted = output.inspect(move |_, _| {
-        rows.fetch_add(1, Ordering::Relaxed);
-    });
+    let counted = output.count_into(rows);
     for (i, (sink, projection, path)) in c.sinks.iter().enumerate() {
-        let p = projection.clone();
-        let n = Arc::new(c.output_names.clone());
-        let projected = counted
-            .clone()
-            .try_map_raw(&format!("sink-{i}-columns"), move |row: Row| {
-                p.apply(&row).map_err(|e| (e, json_line(&n, &row)))
-            });
+        let projected = match projection.exprs.clone() {
+            None => counted.clone(),
+            Some(exprs) => {
+                let n = Arc::new(c.output_names.clone());
+                counted
+                    .clone()
+                    .try_map_raw(&format!("sink-{i}-columns"), move |row: Row| {
+                        let out: Result<Row, String> = exprs.iter().map(|e| e.eval(&row)).collect();
+                        out.map_err(|e| (e, json_line(&n, &row)))
+                    })
+            }
+        };
         let names = projection.names.clone();
         match sink {
             TableSink::Jsonl { .. } => projected
@@ -952,7 +929,7 @@ pub fn replay_value(mut value: toml::Value, r: &Replay) -> Result<toml::Value, S
             };
             for c in cols.iter_mut() {
                 if let Some(text) = c.as_str() {
-                    if let Ok((_, name)) = split_alias(text) {
+                    if let Ok((_, name)) = parse_select_item(text) {
                         if name == "version" {
                             *c = format!("{} AS version", r.version).into();
                         }

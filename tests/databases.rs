@@ -40,14 +40,6 @@ fn postgres_url() -> String {
     })
 }
 
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("sf_{name}_{}_{nanos}", std::process::id())
-}
-
 fn clickhouse(db: &str) -> ClickHouse {
     let config: ClickHouseSinkConfig = toml::from_str(&format!(
         "url = {:?}\ndatabase = {db:?}\ntable = \"flink_operator_agg_result\"",
@@ -161,7 +153,7 @@ fn database_rows(name: &str) -> (Vec<OperatorAggRow>, Vec<OperatorAggRow>) {
 fn trainticket_rows_in_clickhouse_and_postgres_equal_the_jsonl_rows() {
     let _servers = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let name = fresh_tables(&unique("rows"));
+    let name = fresh_tables(&common::unique("rows"));
     let s = run(dir.path(), &job_toml(&name, "", true), 2);
     assert!(s.rows > 40_000, "{s:?}");
     assert_eq!(s.clickhouse_rows, s.rows);
@@ -193,7 +185,7 @@ fn script(name: &str, arg: &str) {
 fn a_30_second_outage_of_both_databases_loses_and_duplicates_nothing() {
     let _servers = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let name = fresh_tables(&unique("outage"));
+    let name = fresh_tables(&common::unique("outage"));
     // ~16 s of input at 10k spans/s per worker.
     let toml = job_toml(
         &name,
@@ -243,7 +235,7 @@ fn a_30_second_outage_of_both_databases_loses_and_duplicates_nothing() {
 fn schema_mismatches_are_clear_errors_before_the_job_starts() {
     let _servers = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let name = unique("schema");
+    let name = common::unique("schema");
     let ch = clickhouse(&name);
     ch.query(&format!("CREATE DATABASE {name}")).unwrap();
     ch.query(&format!(
@@ -295,7 +287,7 @@ fn schema_mismatches_are_clear_errors_before_the_job_starts() {
 fn kill_9_ten_times_then_the_tables_equal_the_committed_rows() {
     let _servers = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let name = fresh_tables(&unique("kill"));
+    let name = fresh_tables(&common::unique("kill"));
     let toml = job_toml(
         &name,
         "rate-limit = 10000\n[checkpoint]\ndir = \"ckpt\"\ninterval = \"100ms\"",
@@ -332,7 +324,7 @@ fn kill_9_ten_times_then_the_tables_equal_the_committed_rows() {
 fn a_crash_between_manifest_and_commit_is_recommitted_on_restore() {
     let _servers = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let name = fresh_tables(&unique("recommit"));
+    let name = fresh_tables(&common::unique("recommit"));
     let toml = job_toml(
         &name,
         "rate-limit = 20000\n[checkpoint]\ndir = \"ckpt\"\ninterval = \"200ms\"",

@@ -262,14 +262,6 @@ fn env_or_panic(var: &str, script: &str) -> String {
     })
 }
 
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("sf_{name}_{}_{nanos}", std::process::id())
-}
-
 fn clickhouse(url: &str, db: &str) -> streamforge::sinks::clickhouse::ClickHouse {
     let config: streamforge::sinks::clickhouse::ClickHouseSinkConfig = toml::from_str(&format!(
         "url = {url:?}\ndatabase = {db:?}\ntable = \"orders_window_metrics\""
@@ -304,7 +296,7 @@ fn kafka_to_clickhouse_killed_10_times_equals_the_failure_free_run() {
         .status()
         .unwrap();
     assert!(status.success());
-    let topic = unique("orders_stream");
+    let topic = common::unique("orders_stream");
     let status = Command::new(BIN)
         .args([
             "produce",
@@ -320,7 +312,7 @@ fn kafka_to_clickhouse_killed_10_times_equals_the_failure_free_run() {
         .status()
         .unwrap();
     assert!(status.success());
-    let dbs = [unique("orders_ref"), unique("orders_kill")];
+    let dbs = [common::unique("orders_ref"), common::unique("orders_kill")];
     for db in &dbs {
         let ch = clickhouse(&url, db);
         ch.query(&format!("CREATE DATABASE {db}")).unwrap();

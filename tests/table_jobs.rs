@@ -103,6 +103,11 @@ fn deliveries(parts: &[Vec<Option<Ev>>], bound_ms: u64) -> Vec<(Ev, u64)> {
     out
 }
 
+/// Lines the model rejects.
+fn dead_lines(parts: &[Vec<Option<Ev>>]) -> usize {
+    parts.iter().flatten().filter(|e| e.is_none()).count()
+}
+
 struct Model {
     /// CSV lines without the header, sorted.
     rows: Vec<String>,
@@ -146,7 +151,7 @@ fn tumble_model(parts: &[Vec<Option<Ev>>]) -> Model {
     Model {
         rows,
         late,
-        dead: parts.iter().flatten().filter(|e| e.is_none()).count(),
+        dead: dead_lines(parts),
     }
 }
 
@@ -177,7 +182,7 @@ fn hop_model(parts: &[Vec<Option<Ev>>]) -> Model {
     Model {
         rows,
         late,
-        dead: parts.iter().flatten().filter(|e| e.is_none()).count(),
+        dead: dead_lines(parts),
     }
 }
 

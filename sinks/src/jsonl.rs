@@ -59,8 +59,8 @@ impl<'scope, D: ExchangeData + Serialize> SinkJsonl<'scope, D> for Stream<'scope
         path: impl Into<PathBuf>,
         written: Option<Arc<AtomicU64>>,
     ) -> Result<(), SinkError> {
-        sink_encoded(self, name, path.into(), written, None, |d: &D| {
-            serde_json::to_vec(d).expect("serializable row")
+        sink_encoded(self, name, path.into(), written, None, |d: D| {
+            serde_json::to_vec(&d).expect("serializable row")
         })
     }
 }
@@ -104,9 +104,7 @@ impl<'scope> SinkLines<'scope> for Stream<'scope, Time, Vec<String>> {
         header: Option<String>,
         written: Option<Arc<AtomicU64>>,
     ) -> Result<(), SinkError> {
-        sink_encoded(self, name, path.into(), written, header, |l: &String| {
-            l.as_bytes().to_vec()
-        })
+        sink_encoded(self, name, path.into(), written, header, String::into_bytes)
     }
 }
 
@@ -118,7 +116,7 @@ fn sink_encoded<D: ExchangeData>(
     path: PathBuf,
     written: Option<Arc<AtomicU64>>,
     header: Option<String>,
-    encode: impl Fn(&D) -> Vec<u8> + 'static,
+    encode: impl Fn(D) -> Vec<u8> + 'static,
 ) -> Result<(), SinkError> {
     let shown = path.display().to_string();
     let mut out = if stream.scope().index() == 0 {
@@ -151,7 +149,7 @@ fn sink_encoded<D: ExchangeData>(
         input.for_each_time(|cap, data| {
             let lines = pending.entry(*cap.time()).or_default();
             for d in data.flat_map(|d| d.drain(..)) {
-                lines.push(encode(&d));
+                lines.push(encode(d));
             }
         });
         let Some(out) = out.as_mut() else { return };

@@ -209,7 +209,7 @@ impl<'scope, D: ExchangeData + Serialize> SinkJsonlExactlyOnce<'scope, D>
             written,
             checkpoints,
             None,
-            |d: &D| serde_json::to_vec(d).expect("serializable row"),
+            |d: D| serde_json::to_vec(&d).expect("serializable row"),
         )
     }
 }
@@ -249,7 +249,7 @@ impl<'scope> SinkLinesExactlyOnce<'scope> for Stream<'scope, Time, Vec<String>> 
             written,
             checkpoints,
             header,
-            |l: &String| l.as_bytes().to_vec(),
+            String::into_bytes,
         )
     }
 }
@@ -261,7 +261,7 @@ fn sink_encoded_exactly_once<'scope, D: ExchangeData>(
     written: Option<Arc<AtomicU64>>,
     checkpoints: &mut CheckpointGraph<'scope>,
     header: Option<String>,
-    encode: impl Fn(&D) -> Vec<u8> + 'static,
+    encode: impl Fn(D) -> Vec<u8> + 'static,
 ) -> Result<(), SinkError> {
     let ctx = checkpoints.context().clone();
     let scope = stream.scope();
@@ -335,7 +335,7 @@ fn sink_encoded_exactly_once<'scope, D: ExchangeData>(
             data.for_each_time(|cap, batches| {
                 let lines = pending.entry(*cap.time()).or_default();
                 for d in batches.flat_map(|d| d.drain(..)) {
-                    lines.push(encode(&d));
+                    lines.push(encode(d));
                 }
             });
             let frontier = &frontiers[0];

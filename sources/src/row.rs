@@ -790,7 +790,7 @@ impl<'de> Visitor<'de> for ObjectSeed<'_> {
 
 impl RecordDecoder<Row> for RowDecoder {
     fn decode(&mut self, bytes: &[u8]) -> Result<(EventTime, Row), String> {
-        let schema = self.schema.clone();
+        let schema = &*self.schema;
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let raw = ObjectSeed {
             by_field: &schema.by_field,
@@ -829,7 +829,7 @@ impl CsvDecoder<Row> for RowDecoder {
     }
 
     fn decode_record(&mut self, record: &csv::ByteRecord) -> Result<(EventTime, Row), String> {
-        let schema = self.schema.clone();
+        let schema = &*self.schema;
         let mut row = Vec::with_capacity(self.csv_fields.len());
         for (i, f) in self.csv_fields.iter().enumerate() {
             row.push(match f.and_then(|f| record.get(f)) {

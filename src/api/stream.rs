@@ -310,6 +310,17 @@ impl<'s, T: StreamData> DataStream<'s, T> {
         }
     }
 
+    /// Adds the number of records passing by to `counter` (per batch).
+    pub(crate) fn count_into(
+        self,
+        counter: Arc<std::sync::atomic::AtomicU64>,
+    ) -> DataStream<'s, T> {
+        let s = self.stream.clone().inspect_batch(move |_, b| {
+            counter.fetch_add(b.len() as u64, Ordering::Relaxed);
+        });
+        self.with(s)
+    }
+
     fn count_written(&self) -> Stream<'s, Time, Vec<Timestamped<T>>> {
         let counters = self.env.borrow().counters.clone();
         self.stream.clone().inspect_batch(move |_, b| {

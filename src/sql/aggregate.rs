@@ -25,13 +25,11 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 use sqlparser::ast::{self, DuplicateTreatment, FunctionArg, FunctionArgExpr, FunctionArguments};
-use sqlparser::dialect::GenericDialect;
-use sqlparser::parser::Parser;
 use streamforge_operators::hll::DistinctSketch;
 use streamforge_operators::{AggregateFunction, QuantileSketch};
 use streamforge_sources::row::{ColumnType, Decimal, Row, Value};
 
-use super::expr::{compare, compile_ast, plain_args, to_f64, Expr, Scope};
+use super::expr::{compare, compile_ast, parse_select_item, plain_args, to_f64, Expr, Scope};
 
 /// Aggregate kinds.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -161,21 +159,7 @@ pub fn compile_select(
 }
 
 fn compile_item(item: &str, scope: &Scope, inputs: &mut Vec<Expr>) -> Result<AggCall, String> {
-    let mut p = Parser::new(&GenericDialect {})
-        .try_with_sql(item)
-        .map_err(|e| e.to_string())?;
-    let select = p.parse_select_item().map_err(|e| e.to_string())?;
-    if p.peek_token().token != sqlparser::tokenizer::Token::EOF {
-        return Err(format!("unexpected `{}`", p.peek_token()));
-    }
-    let (expr, name) = match select {
-        ast::SelectItem::UnnamedExpr(e) => {
-            let n = e.to_string();
-            (e, n)
-        }
-        ast::SelectItem::ExprWithAlias { expr, alias } => (expr, alias.value),
-        other => return Err(format!("unsupported select item `{other}`")),
-    };
+    let (expr, name) = parse_select_item(item)?;
     let ast::Expr::Function(f) = &expr else {
         return Err("a window's select items are aggregate calls, e.g. `count(*) AS cnt`".into());
     };

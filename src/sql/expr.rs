@@ -166,6 +166,32 @@ pub fn parse(sql: &str) -> Result<ast::Expr, String> {
     Ok(e)
 }
 
+/// Parses one select item, `expr [AS alias]`, into the expression and its
+/// output name: the alias, else a column's name, else the expression's text.
+///
+/// # Errors
+/// sqlparser's message, trailing text, or a wildcard item.
+pub fn parse_select_item(item: &str) -> Result<(ast::Expr, String), String> {
+    let mut p = Parser::new(&GenericDialect {})
+        .try_with_sql(item)
+        .map_err(|e| e.to_string())?;
+    let select = p.parse_select_item().map_err(|e| e.to_string())?;
+    if p.peek_token().token != sqlparser::tokenizer::Token::EOF {
+        return Err(format!("unexpected `{}`", p.peek_token()));
+    }
+    match select {
+        ast::SelectItem::ExprWithAlias { expr, alias } => Ok((expr, alias.value)),
+        ast::SelectItem::UnnamedExpr(e) => {
+            let name = match &e {
+                ast::Expr::Identifier(id) => id.value.clone(),
+                other => other.to_string(),
+            };
+            Ok((e, name))
+        }
+        other => Err(format!("unsupported select item `{other}`")),
+    }
+}
+
 /// Parses and compiles `sql` against `scope`; the type is `None` for a
 /// constant `NULL`.
 ///
@@ -488,7 +514,6 @@ fn want_bool(t: Option<ColumnType>, what: &str) -> Result<(), String> {
 
 /// The common type of two branches (CASE, COALESCE).
 fn result_type(a: Option<ColumnType>, b: Option<ColumnType>) -> Result<Option<ColumnType>, String> {
-    use ColumnType as T;
     Ok(match (a, b) {
         (None, t) | (t, None) => t,
         (Some(a), Some(b)) if a == b => Some(a),
@@ -497,7 +522,6 @@ fn result_type(a: Option<ColumnType>, b: Option<ColumnType>) -> Result<Option<Co
             return Err(format!("branches of types {a} and {b} do not mix"));
         }
     })
-    .map(|t: Option<T>| t)
 }
 
 /// Promotion: int → decimal → float.

@@ -31,6 +31,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A name no other test or run uses (`sf_<name>_<pid>_<nanos>`), for
+/// databases, schemas and topics.
+pub fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("sf_{name}_{}_{nanos}", std::process::id())
+}
+
 /// Writes a hostfile for `n` local processes.
 pub fn hostfile(dir: &Path, n: usize) -> PathBuf {
     let path = dir.join("hostfile");
