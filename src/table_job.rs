@@ -352,6 +352,59 @@ impl TableJob {
     }
 }
 
+/// One operation of a fused run of row steps.
+#[derive(Clone, Debug)]
+enum RowOp {
+    Filter(Expr, String),
+    Compute(usize, Expr, String),
+    /// The window's aggregate arguments that are not plain columns.
+    Inputs(AggPlan),
+}
+
+/// Runs `ops` — each with the column names of its input row, for the raw
+/// text of a dead letter — as one operator (none when `ops` is empty).
+fn apply_ops<'s>(
+    stream: crate::api::DataStream<'s, Row>,
+    ops: Vec<(RowOp, Arc<Vec<String>>)>,
+) -> crate::api::DataStream<'s, Row> {
+    if ops.is_empty() {
+        return stream;
+    }
+    let name = match &ops[0].0 {
+        RowOp::Filter(..) => "filter",
+        RowOp::Compute(..) => "compute",
+        RowOp::Inputs(_) => "window-inputs",
+    };
+    stream.try_filter_map_raw(name, move |mut row: Row| {
+        for (op, names) in &ops {
+            let failed = match op {
+                RowOp::Filter(e, step) => match e.holds(&row) {
+                    Ok(true) => continue,
+                    Ok(false) => return Ok(None),
+                    Err(reason) => format!("{step}: {reason}"),
+                },
+                RowOp::Compute(at, e, step) => match e.eval(&row) {
+                    Ok(v) => {
+                        if *at == row.len() {
+                            row.push(v);
+                        } else {
+                            row[*at] = v;
+                        }
+                        continue;
+                    }
+                    Err(reason) => format!("{step}: {reason}"),
+                },
+                RowOp::Inputs(p) => match p.project(&mut row) {
+                    Ok(()) => continue,
+                    Err(reason) => reason,
+                },
+            };
+            return Err((failed, json_line(names, &row)));
+        }
+        Ok(Some(row))
+    })
+}
+
 /// A compiled step.
 #[derive(Clone, Debug)]
 enum Plan {
@@ -395,7 +448,18 @@ impl Compiled {
     fn decoder(&self, source: &TableSource) -> impl Fn() -> RowDecoder + 'static {
         let (schema, et) = (self.schema.clone(), self.event_time.clone());
         let max_future = source.max_future_ms();
-        move || RowDecoder::new(schema.clone(), &et, max_future).expect("checked when compiled")
+        let width = self.input_names.len();
+        let added = self
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Plan::Compute(at, ..) if *at >= width))
+            .count();
+        let spare = added + self.window.as_ref().map_or(0, |(_, p)| p.inputs.len());
+        move || {
+            RowDecoder::new(schema.clone(), &et, max_future)
+                .expect("checked when compiled")
+                .with_spare_columns(spare)
+        }
     }
 }
 
@@ -435,7 +499,7 @@ fn compile_job(job: &TableJob, base: &Path) -> Result<Compiled, String> {
                 if !t.is_none_or(|t| t == ColumnType::Bool) {
                     return Err(format!("{what}: a filter needs a bool condition: `{expr}`"));
                 }
-                Plan::Filter(e, format!("filter-{i}"))
+                Plan::Filter(e, format!("{what} (filter)"))
             }
             Step::Compute { name, expr } => {
                 let (e, t) = compile(expr, &scope).map_err(|e| format!("{what}: {e}"))?;
@@ -450,7 +514,7 @@ fn compile_job(job: &TableJob, base: &Path) -> Result<Compiled, String> {
                         scope.names.len() - 1
                     }
                 };
-                Plan::Compute(at, e, format!("compute-{name}"), name.clone())
+                Plan::Compute(at, e, format!("{what} (compute {name})"), name.clone())
             }
             Step::Dedup { key, ttl } => {
                 Plan::Dedup(columns_of(key, &scope, &what)?, ttl.as_millis() as u64)
@@ -653,59 +717,39 @@ fn build(
             env.from_kafka_with("source", &config, watermarks, c.decoder(&job.source))?
         }
     };
-    // Names of the row's columns as it passes each step (dead-letter raws).
+    // Consecutive filters and computed columns (and the window's computed
+    // arguments) run as one operator: one pass over each batch.
     let mut names = c.input_names.clone();
+    let mut run: Vec<(RowOp, Arc<Vec<String>>)> = Vec::new();
     for step in &c.steps {
         let n = Arc::new(names.clone());
-        stream = match step.clone() {
-            Plan::Filter(e, name) => stream
-                .try_map_raw(&name, move |row: Row| match e.holds(&row) {
-                    Ok(keep) => Ok(keep.then_some(row)),
-                    Err(reason) => Err((reason, json_line(&n, &row))),
-                })
-                .flat_map(|r| r),
-            Plan::Compute(at, e, name, column) => {
+        match step.clone() {
+            Plan::Filter(e, step) => run.push((RowOp::Filter(e, step), n)),
+            Plan::Compute(at, e, step, column) => {
                 if at == names.len() {
                     names.push(column);
                 }
-                stream.try_map_raw(&name, move |mut row: Row| match e.eval(&row) {
-                    Ok(v) => {
-                        if at == row.len() {
-                            row.push(v);
-                        } else {
-                            row[at] = v;
-                        }
-                        Ok(row)
-                    }
-                    Err(reason) => Err((reason, json_line(&n, &row))),
-                })
+                run.push((RowOp::Compute(at, e, step), n));
             }
-            Plan::Dedup(key, ttl) => stream
-                .key_by(move |row: &Row| {
-                    key.iter().map(|&k| row[k].clone()).collect::<Vec<Value>>()
-                })
-                .dedup("dedup", ttl),
-        };
+            Plan::Dedup(key, ttl) => {
+                stream = apply_ops(stream, std::mem::take(&mut run))
+                    .key_by(move |row: &Row| {
+                        key.iter().map(|&k| row[k].clone()).collect::<Vec<Value>>()
+                    })
+                    .dedup("dedup", ttl);
+            }
+        }
     }
     let output = match &c.window {
-        None => stream,
+        None => apply_ops(stream, run),
         Some((key, plan)) => {
             let w = job.window.as_ref().expect("compiled window");
             let lateness = w.allowed_lateness.map_or(0, |d| d.as_millis() as u64);
-            let p = plan.clone();
             let key = key.clone();
-            let n = Arc::new(names.clone());
-            // Arguments that are not plain columns, appended before the window.
-            let with_inputs = if p.inputs.is_empty() {
-                stream
-            } else {
-                stream.try_map_raw("window-inputs", move |mut row: Row| {
-                    match p.project(&mut row) {
-                        Ok(()) => Ok(row),
-                        Err(e) => Err((e, json_line(&n, &row))),
-                    }
-                })
-            };
+            if !plan.inputs.is_empty() {
+                run.push((RowOp::Inputs(plan.clone()), Arc::new(names.clone())));
+            }
+            let with_inputs = apply_ops(stream, run);
             let keyed = with_inputs.key_by(move |row: &Row| {
                 key.iter().map(|&k| row[k].clone()).collect::<Vec<Value>>()
             });

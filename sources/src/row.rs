@@ -194,7 +194,12 @@ impl Value {
 
 impl PartialEq for Value {
     fn eq(&self, other: &Value) -> bool {
-        self.cmp(other) == Ordering::Equal
+        match (self, other) {
+            // Interned strings (the decoder's) compare by pointer first.
+            (Value::Str(a), Value::Str(b)) => Arc::ptr_eq(a, b) || a == b,
+            (Value::Int(a), Value::Int(b)) | (Value::Timestamp(a), Value::Timestamp(b)) => a == b,
+            _ => self.cmp(other) == Ordering::Equal,
+        }
     }
 }
 
@@ -213,6 +218,7 @@ impl Ord for Value {
             (Value::Int(a), Value::Int(b)) | (Value::Timestamp(a), Value::Timestamp(b)) => a.cmp(b),
             (Value::Float(a), Value::Float(b)) => a.total_cmp(b),
             (Value::Decimal(a), Value::Decimal(b)) => a.cmp(b),
+            (Value::Str(a), Value::Str(b)) if Arc::ptr_eq(a, b) => Ordering::Equal,
             (Value::Str(a), Value::Str(b)) => a.cmp(b),
             _ => self.rank().cmp(&other.rank()),
         }
@@ -455,7 +461,7 @@ impl Schema {
     }
 
     /// Parses the JSON text of field `i` (a raw JSON value).
-    fn parse_json(&self, i: usize, raw: &str) -> Result<Value, String> {
+    fn parse_json(&self, i: usize, raw: &str, strings: &mut StrCache) -> Result<Value, String> {
         let c = &self.columns[i];
         if raw == "null" {
             return self.null(i);
@@ -480,7 +486,7 @@ impl Schema {
                     let s: String = serde_json::from_str(raw).map_err(|e| e.to_string())?;
                     Value::Str(Arc::from(s))
                 } else {
-                    Value::str(body)
+                    strings.intern(body)
                 }
             }
             ColumnType::Bool => match raw {
@@ -571,13 +577,13 @@ impl Schema {
     }
 
     /// Parses the CSV text of field `i` (empty: null).
-    fn parse_text(&self, i: usize, text: &str) -> Result<Value, String> {
+    fn parse_text(&self, i: usize, text: &str, strings: &mut StrCache) -> Result<Value, String> {
         let c = &self.columns[i];
         if text.is_empty() && c.ty != ColumnType::String {
             return self.missing(i);
         }
         let v = match c.ty {
-            ColumnType::String => Value::str(text),
+            ColumnType::String => strings.intern(text),
             ColumnType::Bool => match text {
                 "true" => Value::Bool(true),
                 "false" => Value::Bool(false),
@@ -685,6 +691,45 @@ pub struct RowDecoder {
     max_seen: Option<EventTime>,
     /// CSV header position of each column (None: not in the header).
     csv_fields: Vec<Option<usize>>,
+    /// Interned values of each column (used by string columns).
+    strings: Vec<StrCache>,
+    /// Room reserved in each row for the columns later steps add.
+    spare: usize,
+}
+
+/// Interns the values of one string column, so that repeated values (a
+/// service, an operator, a city) share one allocation. It holds at most
+/// [`StrCache::MAX`] values and stops interning a column whose values
+/// rarely repeat (under one hit in four lookups once full).
+#[derive(Clone, Debug, Default)]
+struct StrCache {
+    set: hashbrown::HashSet<Arc<str>>,
+    lookups: u64,
+    hits: u64,
+    off: bool,
+}
+
+impl StrCache {
+    const MAX: usize = 1 << 12;
+
+    fn intern(&mut self, s: &str) -> Value {
+        if self.off {
+            return Value::str(s);
+        }
+        self.lookups += 1;
+        if let Some(a) = self.set.get(s) {
+            self.hits += 1;
+            return Value::Str(a.clone());
+        }
+        let a: Arc<str> = Arc::from(s);
+        if self.set.len() < Self::MAX {
+            self.set.insert(a.clone());
+        } else if self.hits * 4 < self.lookups {
+            self.off = true;
+            self.set = Default::default();
+        }
+        Value::Str(a)
+    }
 }
 
 impl RowDecoder {
@@ -715,7 +760,16 @@ impl RowDecoder {
             max_future_ms,
             max_seen: None,
             csv_fields: vec![None; n],
+            strings: vec![StrCache::default(); n],
+            spare: 0,
         })
+    }
+
+    /// Reserves room for `n` more columns in every row (the columns that
+    /// later steps append), so they are added without a reallocation.
+    pub fn with_spare_columns(mut self, n: usize) -> RowDecoder {
+        self.spare = n;
+        self
     }
 
     fn finish(&mut self, row: Row) -> Result<(EventTime, Row), String> {
@@ -737,8 +791,9 @@ impl RowDecoder {
     }
 }
 
-/// Finds the column of a JSON key.
-struct KeySeed<'a>(&'a HashMap<String, usize>);
+/// Finds the column of a JSON key: a scan of the field names for small
+/// schemas (cheaper than hashing the key), the map otherwise.
+struct KeySeed<'a>(&'a Schema);
 
 impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
     type Value = Option<usize>;
@@ -753,55 +808,73 @@ impl Visitor<'_> for KeySeed<'_> {
         f.write_str("a field name")
     }
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Option<usize>, E> {
-        Ok(self.0.get(v).copied())
+        Ok(if self.0.columns.len() <= 16 {
+            self.0.columns.iter().position(|c| c.field() == v)
+        } else {
+            self.0.by_field.get(v).copied()
+        })
     }
 }
 
-/// Collects the raw values of the schema's fields of one JSON object.
-struct ObjectSeed<'a> {
-    by_field: &'a HashMap<String, usize>,
+/// Collects the raw values of the schema's fields of one JSON object into
+/// `slots` (one per column).
+struct ObjectSeed<'a, 'de> {
+    schema: &'a Schema,
+    slots: &'a mut [Option<&'de RawValue>],
 }
 
-impl<'de> DeserializeSeed<'de> for ObjectSeed<'_> {
-    type Value = Vec<Option<&'de RawValue>>;
+impl<'de> DeserializeSeed<'de> for ObjectSeed<'_, 'de> {
+    type Value = ();
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for ObjectSeed<'_> {
-    type Value = Vec<Option<&'de RawValue>>;
+impl<'de> Visitor<'de> for ObjectSeed<'_, 'de> {
+    type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut slots = vec![None; self.by_field.len()];
-        while let Some(k) = map.next_key_seed(KeySeed(self.by_field))? {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(k) = map.next_key_seed(KeySeed(self.schema))? {
             match k {
-                Some(i) => slots[i] = Some(map.next_value::<&'de RawValue>()?),
+                Some(i) => self.slots[i] = Some(map.next_value::<&'de RawValue>()?),
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
-        Ok(slots)
+        Ok(())
     }
 }
 
 impl RecordDecoder<Row> for RowDecoder {
     fn decode(&mut self, bytes: &[u8]) -> Result<(EventTime, Row), String> {
         let schema = &*self.schema;
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        let raw = ObjectSeed {
-            by_field: &schema.by_field,
+        // UTF-8 is checked once per record, not per string by the parser.
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| format!("malformed JSON: invalid UTF-8: {e}"))?;
+        let n = schema.columns.len();
+        let mut on_stack: [Option<&RawValue>; 16] = [None; 16];
+        let mut on_heap = Vec::new();
+        let raw: &mut [Option<&RawValue>] = if n <= 16 {
+            &mut on_stack[..n]
+        } else {
+            on_heap.resize(n, None);
+            &mut on_heap
+        };
+        let mut de = serde_json::Deserializer::from_str(text);
+        ObjectSeed {
+            schema,
+            slots: &mut *raw,
         }
         .deserialize(&mut de)
-        .and_then(|r| de.end().map(|()| r))
+        .and_then(|()| de.end())
         .map_err(|e| format!("malformed JSON: {e}"))?;
-        let mut row = Vec::with_capacity(raw.len());
-        for (i, r) in raw.into_iter().enumerate() {
+        let mut row = Vec::with_capacity(n + self.spare);
+        for (i, r) in raw.iter().enumerate() {
             row.push(match r {
-                Some(r) => schema.parse_json(i, r.get())?,
+                Some(r) => schema.parse_json(i, r.get(), &mut self.strings[i])?,
                 None => schema.missing(i)?,
             });
         }
@@ -830,14 +903,14 @@ impl CsvDecoder<Row> for RowDecoder {
 
     fn decode_record(&mut self, record: &csv::ByteRecord) -> Result<(EventTime, Row), String> {
         let schema = &*self.schema;
-        let mut row = Vec::with_capacity(self.csv_fields.len());
+        let mut row = Vec::with_capacity(self.csv_fields.len() + self.spare);
         for (i, f) in self.csv_fields.iter().enumerate() {
             row.push(match f.and_then(|f| record.get(f)) {
                 Some(bytes) => {
                     let text = std::str::from_utf8(bytes).map_err(|_| {
                         format!("column `{}`: invalid UTF-8", schema.columns[i].name)
                     })?;
-                    schema.parse_text(i, text)?
+                    schema.parse_text(i, text, &mut self.strings[i])?
                 }
                 None => schema.missing(i)?,
             });

@@ -179,9 +179,15 @@ impl<'s, T: StreamData> DataStream<'s, T> {
         T: Serialize,
     {
         let name = self.env.borrow_mut().claim(name);
-        let (ok, dead) = split_results(self.stream.clone(), &name, move |t, r| {
-            let raw = serde_json::to_string(&r).unwrap_or_default();
-            f(r).map(|u| (t, u)).map_err(|e| (e.to_string(), raw))
+        // The record is encoded for the dead letter only when `f` fails.
+        let (ok, dead) = split_results(self.stream.clone(), &name, move |t, r: T| {
+            let kept = r.clone();
+            f(r).map(|u| Some((t, u))).map_err(|e| {
+                (
+                    e.to_string(),
+                    serde_json::to_string(&kept).unwrap_or_default(),
+                )
+            })
         });
         self.env.borrow_mut().dead.push(dead);
         self.with(ok)
@@ -195,8 +201,24 @@ impl<'s, T: StreamData> DataStream<'s, T> {
         f: impl Fn(T) -> Result<U, (String, String)> + 'static,
     ) -> DataStream<'s, U> {
         let name = self.env.borrow_mut().claim(name);
-        let (ok, dead) =
-            split_results(self.stream.clone(), &name, move |t, r| f(r).map(|u| (t, u)));
+        let (ok, dead) = split_results(self.stream.clone(), &name, move |t, r| {
+            f(r).map(|u| Some((t, u)))
+        });
+        self.env.borrow_mut().dead.push(dead);
+        self.with(ok)
+    }
+
+    /// As [`DataStream::try_map_raw`], with `Ok(None)` dropping the record
+    /// (a filter and a map in one operator).
+    pub(crate) fn try_filter_map_raw<U: StreamData>(
+        self,
+        name: &str,
+        f: impl Fn(T) -> Result<Option<U>, (String, String)> + 'static,
+    ) -> DataStream<'s, U> {
+        let name = self.env.borrow_mut().claim(name);
+        let (ok, dead) = split_results(self.stream.clone(), &name, move |t, r| {
+            f(r).map(|u| u.map(|u| (t, u)))
+        });
         self.env.borrow_mut().dead.push(dead);
         self.with(ok)
     }
@@ -489,7 +511,7 @@ impl DataStream<'_, String> {
 fn split_results<'s, T: 'static, U: 'static>(
     stream: Stream<'s, Time, Vec<Timestamped<T>>>,
     name: &str,
-    f: impl Fn(EventTime, T) -> Result<Timestamped<U>, (String, String)> + 'static,
+    f: impl Fn(EventTime, T) -> Result<Option<Timestamped<U>>, (String, String)> + 'static,
 ) -> (
     Stream<'s, Time, Vec<Timestamped<U>>>,
     Stream<'s, Time, Vec<DeadLetter>>,
@@ -512,7 +534,8 @@ fn split_results<'s, T: 'static, U: 'static>(
                 for batch in data {
                     for (t, r) in batch.drain(..) {
                         match f(t, r) {
-                            Ok(u) => oks.push(u),
+                            Ok(Some(u)) => oks.push(u),
+                            Ok(None) => {}
                             Err((reason, raw)) => deads.push(DeadLetter {
                                 source: source.clone(),
                                 position: t,

@@ -86,7 +86,7 @@ pub enum Cmp {
 }
 
 /// Scalar functions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Func {
     /// `lower(s)`
     Lower,
@@ -100,6 +100,13 @@ pub enum Func {
     Coalesce,
     /// `concat(a, b, …)` (strings; NULL if any is NULL, as `||`)
     Concat,
+    /// `date_format(ts, 'yyyy-MM-dd HH:mm:ss')` (Flink's; the pattern in
+    /// Java `SimpleDateFormat` letters, compiled to a chrono format; UTC)
+    DateFormat(DatePattern),
+    /// `k8s_workload(pod)`: a Kubernetes pod name without its ReplicaSet
+    /// hash and pod suffix (`ts-order-service-6d4b8c7f9-x2x4z` →
+    /// `ts-order-service`), as the span mapping's `k8s-pod` transform
+    K8sWorkload,
 }
 
 /// A compiled, type-checked expression.
@@ -415,6 +422,34 @@ pub fn compile_ast(e: &ast::Expr, scope: &Scope) -> Result<(Expr, Option<ColumnT
                     }
                     (Func::Coalesce, ty)
                 }
+                "date_format" => {
+                    let pattern = match args.get(1) {
+                        Some(ast::Expr::Value(v)) => match &v.value {
+                            ast::Value::SingleQuotedString(p) => p.clone(),
+                            _ => String::new(),
+                        },
+                        _ => String::new(),
+                    };
+                    if ts.len() != 2
+                        || !ts[0].is_none_or(|t| t == T::Timestamp || t == T::Int)
+                        || pattern.is_empty()
+                    {
+                        return Err(
+                            "date_format() takes a timestamp and a pattern literal such as \
+                             'yyyy-MM-dd HH:mm:ss'"
+                                .into(),
+                        );
+                    }
+                    xs.truncate(1);
+                    (
+                        Func::DateFormat(DatePattern::new(&pattern)?),
+                        Some(T::String),
+                    )
+                }
+                "k8s_workload" => {
+                    one(&|t| t == T::String, "string")?;
+                    (Func::K8sWorkload, Some(T::String))
+                }
                 "concat" => {
                     if ts.iter().any(|t| !t.is_none_or(|t| t == T::String)) {
                         return Err("concat() takes strings (CAST others)".into());
@@ -461,6 +496,15 @@ fn column(name: &str, scope: &Scope) -> Result<(Expr, Option<ColumnType>), Strin
 fn literal(v: &ast::Value) -> Result<(Expr, Option<ColumnType>), String> {
     use ColumnType as T;
     Ok(match v {
+        // As in Flink SQL: a number with an exponent is a DOUBLE, one with a
+        // point a DECIMAL, other numbers integers.
+        ast::Value::Number(n, _) if n.contains(['e', 'E']) => {
+            let f: f64 = n.parse().map_err(|_| format!("bad number {n}"))?;
+            if !f.is_finite() {
+                return Err(format!("number {n} does not fit a double"));
+            }
+            (Expr::Literal(Value::Float(f)), Some(T::Float))
+        }
         ast::Value::Number(n, _) => {
             if let Ok(i) = n.parse::<i64>() {
                 (Expr::Literal(Value::Int(i)), Some(T::Int))
@@ -656,6 +700,106 @@ fn like(s: &str, p: &[LikeToken]) -> bool {
             }
         }
     }
+}
+
+/// A `date_format` pattern, parsed once.
+#[derive(Clone, Debug)]
+pub struct DatePattern {
+    /// The pattern as written.
+    text: Arc<str>,
+    items: Arc<[chrono::format::Item<'static>]>,
+}
+
+impl DatePattern {
+    fn new(java: &str) -> Result<DatePattern, String> {
+        let items = chrono::format::StrftimeItems::new(&java_date_pattern(java)?)
+            .parse_to_owned()
+            .map_err(|e| format!("date_format: {e}"))?;
+        Ok(DatePattern {
+            text: java.into(),
+            items: items.into(),
+        })
+    }
+}
+
+impl PartialEq for DatePattern {
+    fn eq(&self, other: &DatePattern) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for DatePattern {}
+
+/// `k8s_workload(pod)`, memoised per thread: pods are few and repeat on
+/// every record, so the stripped name is shared, not allocated each time.
+fn k8s_workload(pod: Arc<str>) -> Value {
+    use std::cell::RefCell;
+    thread_local! {
+        static SEEN: RefCell<hashbrown::HashMap<Arc<str>, Value>> = RefCell::default();
+    }
+    SEEN.with_borrow_mut(|seen| {
+        if let Some(v) = seen.get(&*pod) {
+            return v.clone();
+        }
+        let w = streamforge_sources::mapping::strip_pod_suffix(&pod);
+        let v = if w.len() == pod.len() {
+            Value::Str(pod.clone())
+        } else {
+            Value::str(w)
+        };
+        if seen.len() < 1 << 14 {
+            seen.insert(pod, v.clone());
+        }
+        v
+    })
+}
+
+/// A Java `SimpleDateFormat` pattern (the letters Flink's `DATE_FORMAT`
+/// takes: `yyyy yy MM dd HH mm ss SSS`, text in single quotes) as a chrono
+/// format string.
+fn java_date_pattern(p: &str) -> Result<String, String> {
+    let chars: Vec<char> = p.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let mut n = 1;
+        while i + n < chars.len() && chars[i + n] == c {
+            n += 1;
+        }
+        match (c, n) {
+            ('\'', _) => {
+                let close = chars[i + 1..]
+                    .iter()
+                    .position(|&x| x == '\'')
+                    .ok_or("date_format: unclosed quote in the pattern")?;
+                for &x in &chars[i + 1..i + 1 + close] {
+                    if x == '%' {
+                        out.push('%');
+                    }
+                    out.push(x);
+                }
+                i += close + 2;
+                continue;
+            }
+            ('y', 4) => out.push_str("%Y"),
+            ('y', 2) => out.push_str("%y"),
+            ('M', 2) => out.push_str("%m"),
+            ('d', 2) => out.push_str("%d"),
+            ('H', 2) => out.push_str("%H"),
+            ('m', 2) => out.push_str("%M"),
+            ('s', 2) => out.push_str("%S"),
+            ('S', 3) => out.push_str("%3f"),
+            (c, _) if c.is_ascii_alphabetic() => return Err(format!(
+                "date_format: pattern letters `{}` are not supported (yyyy yy MM dd HH mm ss SSS)",
+                String::from_iter(std::iter::repeat_n(c, n))
+            )),
+            ('%', _) => out.push_str(&"%%".repeat(n)),
+            (c, _) => out.extend(std::iter::repeat_n(c, n)),
+        }
+        i += n;
+    }
+    Ok(out)
 }
 
 /// A number as a decimal (ints exactly).
@@ -935,7 +1079,7 @@ impl Expr {
                 for a in args {
                     vs.push(a.eval(row)?);
                 }
-                call(*f, vs)?
+                call(f, vs)?
             }
         })
     }
@@ -949,12 +1093,12 @@ impl Expr {
     }
 }
 
-fn call(f: Func, mut vs: Vec<Value>) -> Result<Value, String> {
+fn call(f: &Func, mut vs: Vec<Value>) -> Result<Value, String> {
     Ok(match f {
         Func::Coalesce => vs.into_iter().find(|v| !v.is_null()).unwrap_or(Value::Null),
         _ if vs.iter().any(Value::is_null) => Value::Null,
         Func::Lower | Func::Upper => match vs.pop() {
-            Some(Value::Str(s)) => Value::str(&if f == Func::Lower {
+            Some(Value::Str(s)) => Value::str(&if *f == Func::Lower {
                 s.to_lowercase()
             } else {
                 s.to_uppercase()
@@ -970,6 +1114,18 @@ fn call(f: Func, mut vs: Vec<Value>) -> Result<Value, String> {
             Some(Value::Float(x)) => Value::Float(x.abs()),
             Some(Value::Decimal(d)) => Value::Decimal(d.abs()),
             v => return Err(format!("abs of {v:?}")),
+        },
+        Func::DateFormat(pattern) => match vs.pop() {
+            Some(Value::Timestamp(ms) | Value::Int(ms)) => {
+                let t = chrono::DateTime::from_timestamp_millis(ms)
+                    .ok_or_else(|| format!("date_format: {ms} ms is out of range"))?;
+                Value::str(&t.format_with_items(pattern.items.iter()).to_string())
+            }
+            v => return Err(format!("date_format of {v:?}")),
+        },
+        Func::K8sWorkload => match vs.pop() {
+            Some(Value::Str(s)) => k8s_workload(s),
+            v => return Err(format!("k8s_workload of {v:?}")),
         },
         Func::Concat => {
             let mut s = String::new();
@@ -1049,6 +1205,22 @@ mod tests {
             ("ts - 1000", Value::Timestamp(59_000)),
             ("ts >= 60000", Value::Bool(true)),
             ("abs(-2.5)", dec("2.5")),
+            // As in Flink: an exponent makes a DOUBLE literal, a point a DECIMAL.
+            ("i / 2e0", Value::Float(3.5)),
+            ("i / 2.0", dec("3.5")),
+            (
+                "date_format(ts + 1675079400123, 'yyyy-MM-dd HH:mm:ss.SSS')",
+                Value::str("2023-01-30 11:51:00.123"),
+            ),
+            (
+                "date_format(ts, 'yy/MM/dd ''T''HH')",
+                Value::str("70/01/01 T00"),
+            ),
+            (
+                "k8s_workload('ts-order-service-6d4b8c7f9-x2x4z')",
+                Value::str("ts-order-service"),
+            ),
+            ("k8s_workload('redis-cart-0')", Value::str("redis-cart-0")),
         ];
         for (sql, want) in cases {
             assert_eq!(eval(sql).unwrap(), want, "{sql}");
@@ -1064,7 +1236,18 @@ mod tests {
         assert!(eval("CAST(s AS INT)").unwrap_err().contains("cannot CAST"));
         assert!(eval("f / 0").unwrap_err().contains("division by zero"));
         for bad in [
-            "s + 1", "i > 'x'", "NOT i", "sum(i)", "nope(i)", "x > 1", "i >", "i > 1 2",
+            "s + 1",
+            "i > 'x'",
+            "NOT i",
+            "sum(i)",
+            "nope(i)",
+            "x > 1",
+            "i >",
+            "i > 1 2",
+            "date_format(ts, 'YYYY')",
+            "date_format(ts, s)",
+            "date_format(s, 'yyyy')",
+            "1e999",
         ] {
             assert!(compile(bad, &scope()).is_err(), "{bad}");
         }
