@@ -41,7 +41,7 @@ use streamforge_sources::{
 };
 
 use crate::alerting::join::AlertCounters;
-use crate::alerting::{AlertSinkConfig, AlertingConfig, RuleUpdate, RulesConfig};
+use crate::alerting::{AlertSinkConfig, AlertingConfig, RulesConfig};
 use crate::error::Error;
 use crate::main_job::{metrics_aggregate, to_row};
 
@@ -432,8 +432,8 @@ struct Plan {
     postgres: BTreeMap<String, PreparedPostgres>,
     /// Checked ClickHouse sinks by `database.table`.
     clickhouse: BTreeMap<String, ClickHouse>,
-    /// Rules read from a rule file (worker 0 sends them).
-    rule_file: Arc<Vec<RuleUpdate>>,
+    /// The checked `[alerting]` section.
+    alerting: Option<crate::alerting::Alerting>,
 }
 
 impl Plan {
@@ -457,31 +457,6 @@ impl Plan {
                 }
             }
         }
-        if let Some(a) = &job.alerting {
-            let generated = matches!(a.rules, RulesConfig::Generated(_));
-            if !generated && (a.publish.jsonl.is_some() || a.publish.kafka.is_some()) {
-                return Err(Error::Invalid(
-                    "[alerting.publish] needs rules of kind \"generated\"".into(),
-                ));
-            }
-            if let RulesConfig::Kafka(k) = &a.rules {
-                crate::alerting::rule_source::open_rule_topic(k)?;
-            }
-            let topics = a
-                .sinks
-                .iter()
-                .filter_map(|s| match s {
-                    AlertSinkConfig::Kafka(k) => Some(k),
-                    _ => None,
-                })
-                .chain(a.publish.kafka.iter());
-            for k in topics {
-                match k.create_partitions {
-                    Some(n) => crate::produce::ensure_topic(&k.properties, &k.topic, n)?,
-                    None => crate::produce::check_topic(&k.properties, &k.topic)?,
-                }
-            }
-        }
         let w = &job.window;
         if w.size.is_zero() {
             return Err(Error::Invalid("window size must be > 0".into()));
@@ -494,20 +469,19 @@ impl Plan {
                 return Err(Error::Invalid("need 0 < slide ≤ size".into()));
             }
         }
-        let mut plan = Plan {
+        let plan = Plan {
             job: job.clone(),
             input,
             base: base.to_path_buf(),
             checkpoints: None,
             postgres: BTreeMap::new(),
             clickhouse: BTreeMap::new(),
-            rule_file: Arc::default(),
+            alerting: job
+                .alerting
+                .as_ref()
+                .map(|a| crate::alerting::Alerting::prepare(a, base))
+                .transpose()?,
         };
-        if let Some(RulesConfig::File { path }) = job.alerting.as_ref().map(|a| &a.rules) {
-            plan.rule_file = Arc::new(crate::alerting::rule_source::read_rule_file(
-                &plan.resolve(path),
-            )?);
-        }
         Ok(plan)
     }
 
@@ -716,12 +690,8 @@ impl Plan {
             })
             .collect();
         paths.extend(self.job.late_output.iter().map(|p| self.resolve(p)));
-        if let Some(a) = &self.job.alerting {
-            paths.extend(a.publish.jsonl.iter().map(|p| self.resolve(p)));
-            paths.extend(a.sinks.iter().filter_map(|s| match s {
-                AlertSinkConfig::Jsonl { path } => Some(self.resolve(path)),
-                _ => None,
-            }));
+        if let Some(a) = &self.alerting {
+            paths.extend(a.output_files());
         }
         paths.extend(self.job.dead_letter.iter().map(|p| self.resolve(p)));
         for path in paths {
@@ -840,253 +810,24 @@ impl Plan {
         e
     }
 
-    /// The alerting part of the job (`[alerting]`): rules, the alert join,
-    /// alert sinks and rule outputs; exactly-once outputs with `graph`.
+    /// The alerting part of the job (`[alerting]`), if any.
     fn alerting<'s>(
         &self,
         scope: Scope<'s, Time>,
         rows: &timely::dataflow::Stream<'s, Time, Vec<crate::main_job::OperatorAggRow>>,
         counters: &Arc<JobCounters>,
-        mut graph: Option<&mut CheckpointGraph<'s>>,
-    ) -> Result<(), Error> {
-        use crate::alerting::{AlertJoin, PublishHourly, ThresholdHistory};
-        use differential_dataflow::AsCollection;
-        use streamforge_dataflow::time::TimeSummary;
-        use timely::dataflow::operators::feedback::{ConnectLoop, Feedback};
-        use timely::dataflow::operators::vec::Broadcast;
-
-        let Some(cfg) = &self.job.alerting else {
-            return Ok(());
-        };
-        let first_epoch = self.checkpoints.as_ref().map_or(0, |c| c.first_epoch());
-        let rules = match &cfg.rules {
-            RulesConfig::Generated(settings) => {
-                let (handle, feedback) = scope.feedback::<Vec<RuleUpdate>>(TimeSummary {
-                    epoch: 0,
-                    event_ms: 1,
-                });
-                let (history, names) = rows.clone().threshold_history(
-                    "threshold-history",
-                    settings.analysis_days,
-                    feedback,
-                    graph.as_deref_mut(),
-                );
-                let min = settings.min_samples.max(1);
-                let s = settings.clone();
-                let thresholds = history
-                    .as_collection()
-                    .reduce_named(
-                        "thresholds",
-                        move |group: &crate::alerting::history::HistoryKey,
-                              input: &[(&crate::thresholds::Sample, isize)],
-                              output: &mut Vec<([u64; 14], isize)>| {
-                            let samples: Vec<crate::thresholds::Sample> = input
-                                .iter()
-                                .flat_map(|(s, d)| std::iter::repeat_n(**s, (*d).max(0) as usize))
-                                .collect();
-                            if samples.len() >= min {
-                                let f = s.hour_factor(group.0);
-                                let t = crate::thresholds::GroupThresholds::of(&samples, f);
-                                output.push((t.encode(), 1));
-                            }
-                        },
-                    )
-                    .inner;
-                let c = counters.clone();
-                let published = thresholds
-                    .publish_hourly(
-                        "rule-publisher",
-                        settings.clone(),
-                        names,
-                        graph.as_deref_mut(),
-                    )
-                    .inspect_batch(move |_, b| {
-                        c.rules_published_total
-                            .fetch_add(b.len() as u64, Ordering::Relaxed);
-                    });
-                published.clone().connect_loop(handle);
-                self.rule_outputs(&published, counters, graph.as_deref_mut())?;
-                published.broadcast()
-            }
-            RulesConfig::File { .. } => {
-                crate::alerting::rule_source::rule_stream(scope, &self.rule_file, first_epoch)
-                    .broadcast()
-            }
-            RulesConfig::Kafka(k) => {
-                let c = counters.alerts.clone();
-                let done = move || c.rows_done.load(Ordering::Relaxed);
-                crate::alerting::rule_source::kafka_rule_stream(scope, k, done)?.broadcast()
-            }
-        };
-        let alerts = rows.clone().alert_join(
-            "alert-join",
-            rules,
-            cfg.convergence.as_millis() as u64,
-            counters.alerts.clone(),
-            graph.as_deref_mut(),
-        );
-        let alerts = match counters.latency.clone() {
-            Some(l) => {
-                let size_ms = self.job.window.size.as_millis() as u64;
-                alerts.inspect_batch(move |_, b| {
-                    l.record_alerts(b.iter().map(|a| a.window_start_ms + size_ms))
-                })
-            }
-            None => alerts,
-        };
-        let alerts = if self.job.metrics.is_some() {
-            let c = counters.clone();
-            alerts.inspect_batch(move |_, batch| {
-                let mut recent = c.recent_alerts.lock().expect("alerts lock");
-                for a in batch.iter().rev().take(crate::metrics::RECENT_ALERTS).rev() {
-                    recent.push_back(serde_json::to_string(a).expect("alert serializes"));
-                }
-                while recent.len() > crate::metrics::RECENT_ALERTS {
-                    recent.pop_front();
-                }
-            })
-        } else {
-            alerts
-        };
-        for sink in &cfg.sinks {
-            match (sink, graph.as_deref_mut()) {
-                (AlertSinkConfig::Jsonl { path }, Some(g)) => alerts
-                    .clone()
-                    .sink_jsonl_exactly_once("alerts-jsonl", self.resolve(path), None, g)?,
-                (AlertSinkConfig::Jsonl { path }, None) => {
-                    alerts
-                        .clone()
-                        .sink_jsonl("alerts-jsonl", self.resolve(path), None)?
-                }
-                (AlertSinkConfig::Kafka(k), Some(g)) if k.transactional_id.is_some() => {
-                    let base = streamforge_sources::kafka::client_config(&k.properties)?;
-                    alerts.clone().sink_kafka_exactly_once(
-                        "alerts-kafka",
-                        k,
-                        base,
-                        counters.kafka_sink.clone(),
-                        g,
-                    )?
-                }
-                (AlertSinkConfig::Kafka(k), _) => {
-                    let base = streamforge_sources::kafka::client_config(&k.properties)?;
-                    alerts.clone().sink_kafka(
-                        "alerts-kafka",
-                        k,
-                        base,
-                        counters.kafka_sink.clone(),
-                    )?
-                }
-                (AlertSinkConfig::Webhook(w), g) => {
-                    let target =
-                        streamforge_sinks::webhook::Webhook::new(w, counters.webhook.clone())?;
-                    let encode = |a: &crate::alerts::Alert| {
-                        serde_json::to_string(a).expect("alert serializes")
-                    };
-                    match g {
-                        Some(g) => {
-                            alerts
-                                .clone()
-                                .sink_write_ahead("alerts-webhook", target, encode, g)?
-                        }
-                        None => {
-                            let limits = BatchLimits {
-                                rows: w.batch_rows,
-                                bytes: usize::MAX,
-                                interval: w.batch_interval,
-                            };
-                            alerts.clone().sink_batched(
-                                "alerts-webhook",
-                                target,
-                                encode,
-                                String::len,
-                                limits,
-                            )
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Where the hourly publisher's rule updates go besides the rule stream.
-    fn rule_outputs<'s>(
-        &self,
-        published: &timely::dataflow::Stream<'s, Time, Vec<RuleUpdate>>,
-        counters: &Arc<JobCounters>,
         graph: Option<&mut CheckpointGraph<'s>>,
     ) -> Result<(), Error> {
-        let Some(cfg) = &self.job.alerting else {
+        let Some(a) = &self.alerting else {
             return Ok(());
         };
-        let encode = |u: &RuleUpdate| u.kafka_record();
-        match graph {
-            Some(g) => {
-                if let Some(p) = &cfg.publish.jsonl {
-                    published.clone().sink_jsonl_exactly_once(
-                        "rules-jsonl",
-                        self.resolve(p),
-                        None,
-                        g,
-                    )?;
-                }
-                if let Some(k) = &cfg.publish.kafka {
-                    let base = streamforge_sources::kafka::client_config(&k.properties)?;
-                    let fresh = g.context().restore.is_none();
-                    let index = published.scope().index();
-                    if k.transactional_id.is_some() {
-                        let target = streamforge_sinks::kafka_exactly_once::KafkaTransactions::new(
-                            k,
-                            base,
-                            counters.kafka_sink.clone(),
-                            index,
-                            fresh,
-                        )?;
-                        published
-                            .clone()
-                            .sink_write_ahead("rules-kafka", target, encode, g)?;
-                    } else {
-                        let target = streamforge_sinks::kafka::KafkaPlain::new(
-                            k,
-                            base,
-                            counters.kafka_sink.clone(),
-                        )?;
-                        published
-                            .clone()
-                            .sink_write_ahead("rules-kafka", target, encode, g)?;
-                    }
-                }
-            }
-            None => {
-                if let Some(p) = &cfg.publish.jsonl {
-                    published
-                        .clone()
-                        .sink_jsonl("rules-jsonl", self.resolve(p), None)?;
-                }
-                if let Some(k) = &cfg.publish.kafka {
-                    let base = streamforge_sources::kafka::client_config(&k.properties)?;
-                    let target = streamforge_sinks::kafka::KafkaPlain::new(
-                        k,
-                        base,
-                        counters.kafka_sink.clone(),
-                    )?;
-                    let limits = BatchLimits {
-                        rows: 10_000,
-                        bytes: usize::MAX,
-                        interval: Duration::from_millis(200),
-                    };
-                    published.clone().sink_batched(
-                        "rules-kafka",
-                        target,
-                        encode,
-                        |r: &(Vec<u8>, Vec<u8>)| r.0.len() + r.1.len(),
-                        limits,
-                    );
-                }
-            }
-        }
-        Ok(())
+        let on = crate::alerting::wiring::Wiring {
+            counters,
+            window_size_ms: self.job.window.size.as_millis() as u64,
+            status_page: self.job.metrics.is_some(),
+            first_epoch: self.checkpoints.as_ref().map_or(0, |c| c.first_epoch()),
+        };
+        a.build(scope, rows, &on, graph)
     }
 
     /// Sinks other than JSONL files (the same with or without checkpoints).

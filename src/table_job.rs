@@ -94,6 +94,11 @@ pub struct TableJob {
     /// Write only the windows overlapping `[from, to)` (ms; set by
     /// `streamforge replay`).
     pub replay_range: Option<(u64, u64)>,
+    /// Hourly thresholds, broadcast rules and alerts, as in the span-mapping
+    /// job, over the rows of the **first sink**: its `columns` must give the
+    /// columns of `flink_operator_agg_result` (see
+    /// `examples/jobs/operator-metrics.toml`).
+    pub alerting: Option<crate::alerting::AlertingConfig>,
 }
 
 /// Sources of table jobs.
@@ -576,6 +581,24 @@ fn compile_job(job: &TableJob, base: &Path) -> Result<Compiled, String> {
         let p = Projection::new(s.columns(), &out_scope).map_err(|e| format!("sinks.{i}: {e}"))?;
         sinks.push((s.clone(), p, path));
     }
+    if job.alerting.is_some() {
+        let names = sinks
+            .first()
+            .map(|(_, p, _)| p.names.clone())
+            .unwrap_or_default();
+        let missing: Vec<&str> = crate::main_job::AGG_COLUMNS
+            .iter()
+            .copied()
+            .filter(|c| !names.iter().any(|n| n == c))
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "alerting: the first sink's columns must give those of \
+                 flink_operator_agg_result; missing: {}",
+                missing.join(", ")
+            ));
+        }
+    }
     Ok(Compiled {
         schema,
         event_time: job.schema.event_time.clone(),
@@ -651,12 +674,26 @@ pub fn run(
         options = options.dead_letter(base.join(d));
     }
     options.rate_limit = job.rate_limit;
+    let alerting = job
+        .alerting
+        .as_ref()
+        .map(|a| crate::alerting::Alerting::prepare(a, base))
+        .transpose()?;
+    let counters = Arc::new(crate::job::JobCounters::default());
     let rows = Arc::new(AtomicU64::new(0));
     let job = Arc::new(job.clone());
     let base = base.to_path_buf();
-    let r = rows.clone();
+    let (r, c) = (rows.clone(), counters.clone());
     let summary = api::execute(&options, move |env| {
-        build(env, &job, &compiled, &base, r.clone())
+        build(
+            env,
+            &job,
+            &compiled,
+            &base,
+            r.clone(),
+            alerting.as_ref(),
+            &c,
+        )
     })?;
     Ok(JobSummary {
         events: summary.events,
@@ -669,9 +706,9 @@ pub fn run(
         postgres_rows: 0,
         database_retries: 0,
         kafka_delivery_errors: 0,
-        alerts: [0; 3],
-        rules_published: 0,
-        webhook_retries: 0,
+        alerts: std::array::from_fn(|i| counters.alerts.alerts_total[i].load(Ordering::Relaxed)),
+        rules_published: counters.rules_published_total.load(Ordering::Relaxed),
+        webhook_retries: counters.webhook.retries_total.load(Ordering::Relaxed),
         elapsed_seconds: summary.elapsed_seconds,
         restored_from: summary.restored_from,
     })
@@ -683,6 +720,8 @@ fn build(
     c: &Compiled,
     base: &Path,
     rows: Arc<AtomicU64>,
+    alerting: Option<&crate::alerting::Alerting>,
+    counters: &Arc<crate::job::JobCounters>,
 ) -> Result<(), Error> {
     let mut watermarks =
         WatermarkStrategy::for_bounded_out_of_orderness(job.watermark.out_of_orderness);
@@ -807,6 +846,35 @@ fn build(
                     })
             }
         };
+        if let (0, Some(a)) = (i, alerting) {
+            let names = projection.names.clone();
+            let window_size_ms = job
+                .window
+                .as_ref()
+                .and_then(|w| w.size)
+                .map_or(0, |d| d.as_millis() as u64);
+            let counters = counters.clone();
+            projected
+                .clone()
+                .try_map_raw("alerting-rows", move |row: Row| {
+                    let line = json_line(&names, &row);
+                    serde_json::from_str::<crate::main_job::OperatorAggRow>(&line).map_err(|e| {
+                        (
+                            format!("alerting: not a flink_operator_agg_result row: {e}"),
+                            line,
+                        )
+                    })
+                })
+                .build_timely(|scope, rows, graph| {
+                    let on = crate::alerting::wiring::Wiring {
+                        counters: &counters,
+                        window_size_ms,
+                        status_page: false,
+                        first_epoch: graph.as_ref().map_or(0, |g| g.context().first_epoch()),
+                    };
+                    a.build(scope, &rows, &on, graph)
+                });
+        }
         let names = projection.names.clone();
         match sink {
             TableSink::Jsonl { .. } => projected

@@ -218,8 +218,8 @@ fn summary(stdout: &str) -> BTreeMap<String, u64> {
         .split_whitespace()
         .collect();
     words
-        .chunks(2)
-        .filter_map(|kv| Some((kv[0].to_string(), kv.get(1)?.parse().ok()?)))
+        .windows(2)
+        .filter_map(|kv| Some((kv[0].to_string(), kv[1].parse().ok()?)))
         .collect()
 }
 
@@ -784,5 +784,83 @@ fn the_main_job_as_a_job_file_writes_the_typed_jobs_rows_byte_for_byte() {
             sorted_lines(&dir.path().join(format!("gen-typed-{w}.jsonl"))),
             "w{w}"
         );
+    }
+}
+
+/// The main job with alerting, as a job file over a schema, raises the same
+/// rules and alerts from the same rows as the span-mapping job, on both real
+/// TrainTicket days at 2 workers, and again under checkpoints (exactly-once
+/// sinks) at 1 worker.
+#[test]
+fn the_main_job_file_with_alerting_publishes_the_same_rules_and_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let days: Vec<String> = ["2023-01-29", "2023-01-30"]
+        .iter()
+        .map(|day| {
+            common::shared_data()
+                .join(format!("nezha/trainticket/spans_{day}.csv.gz"))
+                .display()
+                .to_string()
+        })
+        .collect();
+    let args = |tag: &str, extra: &[&str]| {
+        let mut a = vec![
+            "--set".to_string(),
+            format!("source.paths={days:?}"),
+            "--set".into(),
+            format!("sinks.0.path='{d}/{tag}-rows'"),
+            "--set".into(),
+            format!("alerting.publish.jsonl='{d}/{tag}-rules'"),
+            "--set".into(),
+            format!("alerting.sinks.0.path='{d}/{tag}-alerts'"),
+            "--set".into(),
+            format!("late-output='{d}/{tag}-late.jsonl'"),
+            "--set".into(),
+            format!("dead-letter='{d}/{tag}-dead.jsonl'"),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let typed = run_job(
+        &example("trainticket-alerts.toml"),
+        &args("typed", &["-w", "2"]),
+    );
+    let schema = run_job(
+        &example("operator-metrics-alerts.toml"),
+        &args("schema", &["-w", "2"]),
+    );
+    let ckpt = format!("checkpoint={{ dir = '{d}/ckpt', interval = '200ms' }}");
+    let checkpointed = run_job(
+        &example("operator-metrics-alerts.toml"),
+        &args("ckpt", &["--set", &ckpt]),
+    );
+    // `… rules published N  alerts LOW a MID b HIGH c`: the counts line up
+    // in pairs after the word `rules`.
+    assert!(
+        typed["published"] > 1_000 && typed["LOW"] > 100,
+        "{typed:?}"
+    );
+    for s in [&schema, &checkpointed] {
+        for k in [
+            "events",
+            "rows",
+            "late",
+            "dead-lettered",
+            "published",
+            "LOW",
+            "MID",
+            "HIGH",
+        ] {
+            assert_eq!(s.get(k), typed.get(k), "{k}: {s:?} vs {typed:?}");
+        }
+    }
+    for part in ["rows", "rules", "alerts"] {
+        let want = common::committed_lines(&dir.path().join(format!("typed-{part}")));
+        assert!(want.len() > 100, "{part}: {}", want.len());
+        for tag in ["schema", "ckpt"] {
+            let got = common::committed_lines(&dir.path().join(format!("{tag}-{part}")));
+            assert_eq!(got, want, "{tag} {part}");
+        }
     }
 }

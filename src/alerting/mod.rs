@@ -26,6 +26,8 @@ pub mod history;
 pub mod join;
 pub mod publisher;
 pub mod rule_source;
+pub mod wiring;
+pub use wiring::Alerting;
 
 use std::path::PathBuf;
 use std::time::Duration;

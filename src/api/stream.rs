@@ -415,6 +415,26 @@ impl<'s, T: StreamData> DataStream<'s, T> {
         }
     }
 
+    /// Hands the records (without their event times), the scope and the
+    /// job's checkpoint graph to `f`, which builds timely operators on them
+    /// (the alerting of the main job); an error fails the job.
+    pub(crate) fn build_timely(
+        self,
+        f: impl FnOnce(
+            timely::dataflow::Scope<'s, Time>,
+            Stream<'s, Time, Vec<T>>,
+            Option<&mut streamforge_dataflow::checkpoint::CheckpointGraph<'s>>,
+        ) -> Result<(), crate::error::Error>,
+    ) {
+        let records = self.stream.clone().map(|(_, r)| r);
+        let scope = records.scope();
+        let mut env = self.env.borrow_mut();
+        let graph = env.checkpoints.as_mut();
+        if let Err(e) = f(scope, records, graph) {
+            env.fail(e);
+        }
+    }
+
     /// Appends every record to `out` (tests and examples; in this process,
     /// at-least-once after a restore).
     ///

@@ -790,10 +790,12 @@ fn java_date_pattern(p: &str) -> Result<String, String> {
             ('m', 2) => out.push_str("%M"),
             ('s', 2) => out.push_str("%S"),
             ('S', 3) => out.push_str("%3f"),
-            (c, _) if c.is_ascii_alphabetic() => return Err(format!(
+            (c, _) if c.is_ascii_alphabetic() => {
+                return Err(format!(
                 "date_format: pattern letters `{}` are not supported (yyyy yy MM dd HH mm ss SSS)",
                 String::from_iter(std::iter::repeat_n(c, n))
-            )),
+            ))
+            }
             ('%', _) => out.push_str(&"%%".repeat(n)),
             (c, _) => out.extend(std::iter::repeat_n(c, n)),
         }
