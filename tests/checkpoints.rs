@@ -153,7 +153,7 @@ fn kill_9_twenty_times_then_output_equals_the_failure_free_run() {
         0..300,
         &[1, 2],
     );
-    assert_eq!(report.kills, 20);
+    assert_eq!(report.restored.len(), 20, "every restart restored");
     assert!(
         report.last_output.contains("restored from checkpoint"),
         "{}",
@@ -176,12 +176,26 @@ fn rescale_through_savepoints_2_to_1_and_1_to_2() {
         if let Some(p) = &restore {
             cmd.arg("--restore").arg(p);
         }
+        // The savepoint this leg restores, by the id its manifest records.
+        let want = restore.as_ref().map(|p| {
+            let m = std::fs::read_to_string(p.join("MANIFEST.json")).unwrap();
+            serde_json::from_str::<serde_json::Value>(&m).unwrap()["id"]
+                .as_u64()
+                .unwrap()
+        });
         if leg == 2 {
             let out = cmd.output().unwrap();
             assert!(out.status.success(), "{out:?}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(common::restored_id(&stderr), want, "leg {leg}: {stderr}");
             break;
         }
-        let mut child = cmd.stdout(Stdio::null()).spawn().unwrap();
+        let log = f.dir.path().join(format!("rescale-leg-{leg}.stderr"));
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(1_500));
         let out = Command::new(exe)
             .arg("savepoint")
@@ -195,6 +209,8 @@ fn rescale_through_savepoints_2_to_1_and_1_to_2() {
             child.wait().unwrap().success(),
             "the job should stop cleanly"
         );
+        let stderr = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(common::restored_id(&stderr), want, "leg {leg}: {stderr}");
         // The savepoint holds open windows (it did not drain): the windows part
         // of some worker is larger than an empty snapshot.
         let manifest = std::fs::read_to_string(path.join("MANIFEST.json")).unwrap();
@@ -274,6 +290,7 @@ fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(used < newest_id, "restored {used}, newest was {newest_id}");
+    assert_eq!(common::restored_id(&stderr), Some(used), "{stderr}");
     assert_output(&f, "restore past a corrupt checkpoint");
 }
 
@@ -389,5 +406,21 @@ fn cluster_restarts_after_kill_9_of_one_process_twenty_times() {
     let stderr = std::fs::read_to_string(&log_path).unwrap();
     assert!(status.success(), "{stderr}");
     assert_eq!(restarts(), 20, "{stderr}");
+    // Every restart restored both processes (no fresh start) from one
+    // checkpoint, never older than the previous restart's. (Two restarts can
+    // name the same one: a checkpoint completed between the wait and the
+    // kill counts as the progress the next kill waits for.)
+    let ids: Vec<u64> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
+        .filter(|v| v["event"] == "restored")
+        .map(|v| v["checkpoint"].as_u64().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] <= w[1]), "{ids:?}");
+    assert_eq!(ids.len(), 2 * 20, "two processes × 20 restarts: {ids:?}");
+    for id in &ids {
+        let n = ids.iter().filter(|i| *i == id).count();
+        assert!(n % 2 == 0, "both processes restore {id}: {ids:?}");
+    }
     assert_output(&f, "2-process cluster after 20 kills");
 }

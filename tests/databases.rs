@@ -179,8 +179,8 @@ fn script(name: &str, arg: &str) {
 }
 
 /// With checkpoints, both servers stopped for 30 s mid-run: the job waits
-/// (retrying with backoff), resumes, and the tables end equal to the
-/// committed JSONL rows, each row once.
+/// (retrying with backoff), resumes, and the tables and the committed JSONL
+/// rows end equal to a failure-free run's, each row once.
 #[test]
 fn a_30_second_outage_of_both_databases_loses_and_duplicates_nothing() {
     let _servers = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
@@ -209,21 +209,28 @@ fn a_30_second_outage_of_both_databases_loses_and_duplicates_nothing() {
     script("postgres.sh", "stop");
     let down = Instant::now();
     std::thread::sleep(Duration::from_secs(30));
+    // ~16 s of input: a job that did not wait for its sinks would be done.
+    let waited = !job.is_finished();
+    let elapsed = started.elapsed();
     script("clickhouse.sh", "start");
     script("postgres.sh", "start");
-    let outage = down.elapsed();
     let s = job.join().unwrap();
-    let total = started.elapsed();
     assert!(s.database_retries > 0, "the sinks saw the outage: {s:?}");
     assert!(
-        total > outage,
-        "the job waited for the databases ({total:?} vs outage {outage:?})"
+        waited,
+        "the job was still waiting for the databases {elapsed:?} after it started, {:?} into the outage",
+        down.elapsed()
     );
-    let want = jsonl_rows(&dir.path().join("rows"));
+    let want = failure_free_rows(&name);
     assert_eq!(want.len() as u64, s.rows);
+    assert_rows_eq(
+        &jsonl_rows(&dir.path().join("rows")),
+        &want,
+        "committed jsonl vs failure-free after the outage",
+    );
     let (ch, pg) = database_rows(&name);
-    assert_rows_eq(&ch, &want, "clickhouse vs jsonl after the outage");
-    assert_rows_eq(&pg, &want, "postgres vs jsonl after the outage");
+    assert_rows_eq(&ch, &want, "clickhouse vs failure-free after the outage");
+    assert_rows_eq(&pg, &want, "postgres vs failure-free after the outage");
     // PostgreSQL: each checkpoint committed once (the marker table agrees).
     assert_eq!(
         s.postgres_rows, s.rows,
@@ -279,10 +286,23 @@ fn schema_mismatches_are_clear_errors_before_the_job_starts() {
     assert!(err.contains("windowSize"), "{err}");
 }
 
+/// The rows of a failure-free run of the job of `job_toml` (no checkpoints,
+/// no kills, its JSONL sink only), at 2 workers.
+fn failure_free_rows(name: &str) -> Vec<OperatorAggRow> {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = job_toml(name, "", false);
+    let end = toml
+        .find("[[sinks]]\nkind = \"postgres\"")
+        .expect("the postgres sink");
+    run(dir.path(), &toml[..end], 2);
+    jsonl_rows(&dir.path().join("rows"))
+}
+
 /// With checkpoints, `kill -9` ten times at random moments (restarts with 1
-/// or 2 workers, so writers are taken over across rescaling): the tables end
-/// equal to the committed JSONL rows — the write-ahead log re-commits what a
-/// crash interrupted, PostgreSQL's marker skips what was already committed.
+/// or 2 workers, so writers are taken over across rescaling): the tables and
+/// the committed JSONL rows end equal to a failure-free run's rows — the
+/// write-ahead log re-commits what a crash interrupted, PostgreSQL's marker
+/// skips what was already committed.
 #[test]
 fn kill_9_ten_times_then_the_tables_equal_the_committed_rows() {
     let _servers = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
@@ -301,11 +321,17 @@ fn kill_9_ten_times_then_the_tables_equal_the_committed_rows() {
         "{}",
         report.last_output
     );
-    let want = jsonl_rows(&dir.path().join("rows"));
+    assert_eq!(report.restored.len(), 10, "every restarted run restored");
+    let want = failure_free_rows(&name);
     assert!(want.len() > 40_000, "{}", want.len());
+    assert_rows_eq(
+        &jsonl_rows(&dir.path().join("rows")),
+        &want,
+        "committed jsonl vs failure-free after 10 kills",
+    );
     let (ch, pg) = database_rows(&name);
-    assert_rows_eq(&ch, &want, "clickhouse vs committed jsonl after 10 kills");
-    assert_rows_eq(&pg, &want, "postgres vs committed jsonl after 10 kills");
+    assert_rows_eq(&ch, &want, "clickhouse vs failure-free after 10 kills");
+    assert_rows_eq(&pg, &want, "postgres vs failure-free after 10 kills");
     // Every writer's marker is at a real checkpoint of this run.
     let markers = postgres::select_json(
         &postgres_url(),
@@ -356,16 +382,17 @@ fn a_crash_between_manifest_and_commit_is_recommitted_on_restore() {
         stderr.contains("re-committing"),
         "the restore re-committed: {stderr}"
     );
-    let want = jsonl_rows(&dir.path().join("rows"));
+    assert!(
+        common::restored_id(&stderr).is_some(),
+        "the second run restored: {stderr}"
+    );
+    let want = failure_free_rows(&name);
+    assert_rows_eq(
+        &jsonl_rows(&dir.path().join("rows")),
+        &want,
+        "committed jsonl vs failure-free after the re-commit",
+    );
     let (ch, pg) = database_rows(&name);
-    assert_rows_eq(
-        &ch,
-        &want,
-        "clickhouse vs committed jsonl after the re-commit",
-    );
-    assert_rows_eq(
-        &pg,
-        &want,
-        "postgres vs committed jsonl after the re-commit",
-    );
+    assert_rows_eq(&ch, &want, "clickhouse vs failure-free after the re-commit");
+    assert_rows_eq(&pg, &want, "postgres vs failure-free after the re-commit");
 }

@@ -7,8 +7,8 @@ mod common;
 use std::path::Path;
 
 use common::{
-    assert_rows_eq, hostfile, model, read_rows, run_cluster, shared_data, Item, GENERATED_MAPPING,
-    NEZHA_MAPPING,
+    assert_rows_eq, assert_rows_match_model, hostfile, model, read_rows, run_cluster, shared_data,
+    Item, GENERATED_MAPPING, NEZHA_MAPPING,
 };
 use streamforge::dataflow::launch::ClusterArgs;
 use streamforge::job::{self, JobConfig};
@@ -128,7 +128,7 @@ fn file_job_matches_model_with_late_and_dead_letters_at_1_2_4_workers() {
             "row count at -w {workers}"
         );
         let rows = read_rows(&dir.path().join(&out).join("rows.jsonl"));
-        assert_rows_eq(&rows, &expected.rows, &format!("rows at -w {workers}"));
+        assert_rows_match_model(&rows, &expected, &format!("rows at -w {workers}"));
         let dead = std::fs::read_to_string(dir.path().join(&out).join("dead.jsonl")).unwrap();
         assert_eq!(dead.lines().count() as u64, expected.dead);
         let first: serde_json::Value = serde_json::from_str(dead.lines().next().unwrap()).unwrap();
@@ -158,9 +158,9 @@ fn two_process_cluster_matches_model() {
         2,
         2,
     );
-    assert_rows_eq(
+    assert_rows_match_model(
         &read_rows(&dir.path().join("cluster/rows.jsonl")),
-        &expected.rows,
+        &expected,
         "2 processes",
     );
     let late = std::fs::read_to_string(dir.path().join("cluster/late.jsonl")).unwrap();
@@ -373,7 +373,7 @@ path = "{out}"
     assert!(expected.late > 0);
     for (rows, late) in &outputs {
         assert_eq!(*late, expected.late);
-        assert_rows_eq(rows, &expected.rows, "generator job");
+        assert_rows_match_model(rows, &expected, "generator job");
     }
     assert_eq!(outputs[0].0.first().unwrap().window_size, 22);
 }

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use streamforge::main_job::{format_utc, OperatorAggRow};
-use streamforge::operators::QuantileSketch;
 
 /// `../shared/data` next to the repository (or `$STREAMFORGE_SHARED_DATA`).
 /// Panics with instructions when it is missing: the tests need the real data.
@@ -61,9 +60,39 @@ pub enum Item {
 
 /// What the main job must produce for the given partitions (each in read order).
 pub struct Expected {
+    /// Rows in `sort_rows` order; `p95_duration` is the exact 95th
+    /// percentile (the value at rank ⌈0.95·(n − 1)⌉ of the sorted durations).
     pub rows: Vec<OperatorAggRow>,
+    /// Per row, the exact values at the ranks ⌊0.95·(n − 1)⌋ and
+    /// ⌈0.95·(n − 1)⌉, between which the 95th percentile lies.
+    pub p95: Vec<(f64, f64)>,
     pub late: u64,
     pub dead: u64,
+}
+
+/// The relative error of the main job's p95 (DDSketch, documented 1 %).
+pub const P95_RELATIVE_ERROR: f64 = 0.01;
+
+/// Asserts `got` (sorted) equals the model's rows: every column exactly,
+/// except `p95_duration`, which must lie within the sketch's documented
+/// relative error of the exact 95th percentile — checked against exact
+/// quantiles, not against another sketch.
+pub fn assert_rows_match_model(got: &[OperatorAggRow], want: &Expected, what: &str) {
+    assert_eq!(got.len(), want.rows.len(), "{what}: row count");
+    for (i, ((g, w), (lo, hi))) in got.iter().zip(&want.rows).zip(&want.p95).enumerate() {
+        let (a, b) = (
+            lo * (1.0 - P95_RELATIVE_ERROR),
+            hi * (1.0 + P95_RELATIVE_ERROR),
+        );
+        assert!(
+            g.p95_duration >= a - 1e-9 && g.p95_duration <= b + 1e-9,
+            "{what}: row {i}: p95 {} outside [{a}, {b}] (exact {lo}..{hi}): {g:?}",
+            g.p95_duration
+        );
+        let mut g = g.clone();
+        g.p95_duration = w.p95_duration;
+        assert_eq!(&g, w, "{what}: first difference at row {i}");
+    }
 }
 
 /// The sequential model of the main job with tumbling windows of `size_ms`, no
@@ -75,7 +104,7 @@ pub fn model(partitions: &[Vec<Item>], size_ms: u64, bound_ms: u64) -> Expected 
         err: u64,
         sum: i64,
         max: i64,
-        sketch: Option<QuantileSketch>,
+        durations_ms: Vec<f64>,
     }
     let mut acc: BTreeMap<(u64, String, String, String), Acc> = BTreeMap::new();
     let (mut late, mut dead) = (0, 0);
@@ -98,16 +127,25 @@ pub fn model(partitions: &[Vec<Item>], size_ms: u64, bound_ms: u64) -> Expected 
                 a.n += 1;
                 a.err += u64::from(*is_err);
                 a.sum += d;
-                a.sketch
-                    .get_or_insert_with(QuantileSketch::default)
-                    .add(*d as f64 / 1e3);
+                a.durations_ms.push(*d as f64 / 1e3);
             }
             max_seen = Some(max_seen.map_or(*e, |m| m.max(*e)));
         }
     }
+    let mut p95 = Vec::new();
     let rows = acc
         .into_iter()
-        .map(|((start, s, o, c), a)| OperatorAggRow {
+        .map(|((start, s, o, c), mut a)| {
+            a.durations_ms.sort_by(f64::total_cmp);
+            let rank = 0.95 * (a.durations_ms.len() - 1) as f64;
+            let (lo, hi) = (
+                a.durations_ms[rank.floor() as usize],
+                a.durations_ms[rank.ceil() as usize],
+            );
+            p95.push((lo, hi));
+            (start, s, o, c, a, hi)
+        })
+        .map(|(start, s, o, c, a, exact)| OperatorAggRow {
             window_start: format_utc(start),
             window_start_ms: start,
             window_size: size_ms / 1000,
@@ -116,14 +154,19 @@ pub fn model(partitions: &[Vec<Item>], size_ms: u64, bound_ms: u64) -> Expected 
             operator_class: c,
             avg_duration: a.sum as f64 / a.n as f64 / 1e3,
             max_duration: a.max as f64 / 1e3,
-            p95_duration: a.sketch.unwrap().quantile(0.95).unwrap(),
+            p95_duration: exact,
             error_rate: a.err as f64 / a.n as f64,
             total_count: a.n,
             error_count: a.err,
             success_count: a.n - a.err,
         })
         .collect();
-    Expected { rows, late, dead }
+    Expected {
+        rows,
+        p95,
+        late,
+        dead,
+    }
 }
 
 /// Reads a JSONL file of rows, sorted by (window, service, operator).
@@ -207,6 +250,23 @@ pub struct KillReport {
     pub runs: usize,
     /// The final run's stdout and stderr.
     pub last_output: String,
+    /// The checkpoint each restored run named in its machine-readable
+    /// `{"event":"restored",…}` line, in order (each one the newest complete
+    /// checkpoint when that run started).
+    pub restored: Vec<u64>,
+}
+
+/// The checkpoint id of a run's machine-readable restore line on stderr,
+/// `{"event":"restored","job":…,"checkpoint":ID}` (None: a fresh start).
+pub fn restored_id(stderr: &str) -> Option<u64> {
+    let ids: Vec<u64> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
+        .filter(|v| v["event"] == "restored")
+        .map(|v| v["checkpoint"].as_u64().expect("a checkpoint id"))
+        .collect();
+    assert!(ids.len() <= 1, "one restore line per run: {stderr}");
+    ids.first().copied()
 }
 
 /// Runs `streamforge run JOB` and kills it with SIGKILL `kills` times, each
@@ -230,6 +290,28 @@ pub fn kill_loop(
         streamforge::dataflow::checkpoint_store::CheckpointStore::open(checkpoints, usize::MAX)
             .unwrap();
     let mut runs = 0;
+    let mut restored = Vec::new();
+    // A restored run must name the checkpoint it resumed from, and that
+    // must be the newest complete one: a run that ignored `--restore`
+    // (a fresh start) fails here.
+    let mut check_restore = |k: usize, before: Option<u64>, stderr: &str| {
+        if k == 0 {
+            assert_eq!(restored_id(stderr), None, "the first run starts fresh");
+            return;
+        }
+        let want = before.expect("a complete checkpoint before every restore");
+        assert_eq!(
+            restored_id(stderr),
+            Some(want),
+            "run {} must restore checkpoint {want}: {stderr}",
+            k + 1
+        );
+        if let Some(&last) = restored.last() {
+            assert!(want > last, "restores go forward: {last} then {want}");
+        }
+        restored.push(want);
+    };
+    let logs = tempfile::tempdir().unwrap();
     for k in 0..=kills {
         runs += 1;
         let w = workers[rng.gen_range(0..workers.len())];
@@ -238,28 +320,28 @@ pub fn kill_loop(
         if k > 0 {
             cmd.args(["--restore", "latest"]);
         }
-        if k == kills {
-            let out = cmd.output().unwrap();
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert!(out.status.success(), "final run failed: {text}");
-            return KillReport {
-                kills,
-                runs,
-                last_output: text,
-            };
-        }
         let before = if k == 0 {
             None
         } else {
             store.newest_complete_id()
         };
+        if k == kills {
+            let out = cmd.output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+            let text = format!("{}{stderr}", String::from_utf8_lossy(&out.stdout));
+            assert!(out.status.success(), "final run failed: {text}");
+            check_restore(k, before, &stderr);
+            return KillReport {
+                kills,
+                runs,
+                last_output: text,
+                restored,
+            };
+        }
+        let log = logs.path().join(format!("run-{k}.stderr"));
         let mut child = cmd
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
         let start = std::time::Instant::now();
@@ -280,6 +362,7 @@ pub fn kill_loop(
         );
         child.kill().unwrap();
         child.wait().unwrap();
+        check_restore(k, before, &std::fs::read_to_string(&log).unwrap());
     }
     unreachable!()
 }
