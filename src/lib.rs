@@ -17,6 +17,7 @@ pub mod alerts;
 pub mod api;
 pub mod bench;
 pub mod cluster;
+pub mod connectors;
 pub mod error;
 pub mod job;
 pub mod main_job;

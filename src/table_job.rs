@@ -38,6 +38,10 @@
 //! columns = ["service", "window_start_ms", "cnt"]   # optional, SQL select items
 //! ```
 //!
+//! Sources and sinks are connectors picked by `kind` from the registry in
+//! [`crate::connectors`] (sources: file, kafka; sinks: jsonl, csv,
+//! clickhouse), one file per connector.
+//!
 //! A window's output row is its key columns, `window_start_ms`,
 //! `window_end_ms` (ms, end exclusive), then the select's aggregates; its
 //! event time is `window_end_ms - 1`. Without a window, the rows themselves
@@ -57,6 +61,8 @@ use streamforge_operators::{Sliding, Tumbling};
 use streamforge_sources::row::{Column, ColumnType, Row, RowDecoder, Schema, Value};
 
 use crate::api::{self, JobOptions, StreamEnv, WatermarkStrategy};
+use crate::connectors::jsonl::json_line;
+use crate::connectors::{DecoderFactory, SinkConnector, SourceConnector};
 use crate::error::Error;
 use crate::job::{CheckpointConfig, JobSummary, RestoreFrom, WatermarkConfig};
 use crate::sql::aggregate::{compile_select, AggPlan, RowAggregate};
@@ -68,8 +74,9 @@ use crate::sql::expr::{compile, compile_ast, parse_select_item, Expr, Scope};
 pub struct TableJob {
     /// Job name.
     pub name: String,
-    /// Where rows come from.
-    pub source: TableSource,
+    /// Where rows come from: `kind` picks the connector
+    /// ([`crate::connectors::SOURCES`]), the other keys are its settings.
+    pub source: toml::Value,
     /// The input's columns.
     pub schema: SchemaConfig,
     /// Watermark strategy (default: 5 s out of orderness).
@@ -80,9 +87,10 @@ pub struct TableJob {
     pub steps: Vec<Step>,
     /// The window; without one, rows go to the sinks as they are.
     pub window: Option<TableWindow>,
-    /// Where output rows go.
+    /// Where output rows go: `kind` picks each connector
+    /// ([`crate::connectors::SINKS`]).
     #[serde(default)]
-    pub sinks: Vec<TableSink>,
+    pub sinks: Vec<toml::Value>,
     /// JSONL file for rows too late for all their windows.
     pub late_output: Option<PathBuf>,
     /// JSONL file for dead letters.
@@ -99,53 +107,6 @@ pub struct TableJob {
     /// columns of `flink_operator_agg_result` (see
     /// `examples/jobs/operator-metrics.toml`).
     pub alerting: Option<crate::alerting::AlertingConfig>,
-}
-
-/// Sources of table jobs.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum TableSource {
-    /// JSON-lines or CSV files (by extension), one partition per file.
-    File {
-        /// Files or glob patterns.
-        paths: Vec<String>,
-        /// Dead-letter records whose event time is more than this ahead
-        /// of their partition's largest event time so far.
-        #[serde(default, with = "humantime_serde")]
-        max_future: Option<Duration>,
-    },
-    /// A Kafka topic of JSON values, one partition per topic partition.
-    Kafka {
-        /// Topic.
-        topic: String,
-        /// Start position (default earliest).
-        #[serde(default)]
-        start: streamforge_sources::kafka::StartPosition,
-        /// Stop at the end offsets seen at start (a bounded replay).
-        #[serde(default)]
-        bounded: bool,
-        /// Consumer group for offset commits (lag monitoring only).
-        group_id: Option<String>,
-        /// Commit consumed offsets to `group-id` every 5 s.
-        #[serde(default)]
-        commit_offsets: bool,
-        /// librdkafka properties (`bootstrap.servers`, …; `${ENV}` allowed).
-        #[serde(default)]
-        properties: std::collections::BTreeMap<String, String>,
-        /// As for files.
-        #[serde(default, with = "humantime_serde")]
-        max_future: Option<Duration>,
-    },
-}
-
-impl TableSource {
-    fn max_future_ms(&self) -> Option<u64> {
-        match self {
-            TableSource::File { max_future, .. } | TableSource::Kafka { max_future, .. } => {
-                max_future.map(|d| d.as_millis() as u64)
-            }
-        }
-    }
 }
 
 /// The declared input schema.
@@ -225,127 +186,20 @@ pub struct TableWindow {
     pub select: Vec<String>,
 }
 
-/// Sinks of table jobs.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum TableSink {
-    /// One JSON object per line (a directory of committed parts with
-    /// checkpoints).
-    Jsonl {
-        /// Output file.
-        path: PathBuf,
-        /// Output columns as SQL select items (default: all).
-        columns: Option<Vec<String>>,
-    },
-    /// CSV with a header row (a directory of committed part files, each
-    /// with the header, with checkpoints).
-    Csv {
-        /// Output file.
-        path: PathBuf,
-        /// Output columns as SQL select items (default: all).
-        columns: Option<Vec<String>>,
-    },
-    /// A ClickHouse table over HTTP (`JSONEachRow`, so decimals arrive
-    /// exactly). With checkpoints rows are logged per checkpoint and
-    /// re-inserted after a restore (write-ahead): use a
-    /// `ReplacingMergeTree` keyed by the window and key, and read with
-    /// `FINAL`, for exactly-once results.
-    #[serde(rename = "clickhouse")]
-    ClickHouse {
-        /// Table (any name).
-        table: String,
-        /// HTTP address (default `http://127.0.0.1:8123`; `${ENV}` allowed).
-        url: Option<String>,
-        /// Database (default `default`).
-        database: Option<String>,
-        /// User (`${ENV}` allowed).
-        user: Option<String>,
-        /// Password (`${ENV}` allowed).
-        password: Option<String>,
-        /// Output columns as SQL select items, named as the table's columns
-        /// (default: all).
-        columns: Option<Vec<String>>,
-    },
-}
-
-impl TableSink {
-    fn columns(&self) -> &Option<Vec<String>> {
-        match self {
-            TableSink::Jsonl { columns, .. }
-            | TableSink::Csv { columns, .. }
-            | TableSink::ClickHouse { columns, .. } => columns,
-        }
-    }
-
-    /// The ClickHouse sink's config.
-    fn clickhouse_config(&self) -> Option<streamforge_sinks::clickhouse::ClickHouseSinkConfig> {
-        let TableSink::ClickHouse {
-            table,
-            url,
-            database,
-            user,
-            password,
-            ..
-        } = self
-        else {
-            return None;
-        };
-        let mut t = toml::Table::new();
-        t.insert("table".into(), table.clone().into());
-        for (k, v) in [
-            ("url", url),
-            ("database", database),
-            ("user", user),
-            ("password", password),
-        ] {
-            if let Some(v) = v {
-                t.insert(k.into(), v.clone().into());
-            }
-        }
-        Some(
-            streamforge_sinks::clickhouse::ClickHouseSinkConfig::deserialize(toml::Value::Table(t))
-                .expect("every field is valid"),
-        )
-    }
-}
-
-/// Checks that a ClickHouse table has the sink's columns.
-fn check_clickhouse(
-    config: &streamforge_sinks::clickhouse::ClickHouseSinkConfig,
-    columns: &[String],
-) -> Result<(), Error> {
-    let client = streamforge_sinks::clickhouse::ClickHouse::new(config, Default::default())?;
-    let have: Vec<String> = client
-        .select_json(&format!(
-            "DESCRIBE TABLE `{}`.`{}` FORMAT JSONEachRow",
-            config.database, config.table
-        ))?
-        .into_iter()
-        .filter_map(|v| Some(v.get("name")?.as_str()?.to_string()))
-        .collect();
-    let missing: Vec<&String> = columns.iter().filter(|c| !have.contains(c)).collect();
-    if !missing.is_empty() {
-        return Err(Error::Invalid(format!(
-            "clickhouse sink {}.{}: the table has no column(s) {missing:?} (it has {have:?})",
-            config.database, config.table
-        )));
-    }
-    Ok(())
-}
-
 impl TableJob {
     /// Whether a parsed job file is a table job (it declares `[schema]`).
     pub fn is_table_job(value: &toml::Value) -> bool {
         value.get("schema").is_some()
     }
 
-    /// Compiles the job without running it: columns, SQL, window and sink
-    /// settings (paths relative to `base`).
+    /// Compiles the job without running it: columns, SQL, window,
+    /// connectors and their settings (paths, relative to `base`, are
+    /// resolved when the job runs).
     ///
     /// # Errors
     /// The first problem, with its place (`steps.0: …`).
-    pub fn validate(&self, base: &Path) -> Result<(), String> {
-        compile_job(self, base).map(|_| ())
+    pub fn validate(&self, _base: &Path) -> Result<(), String> {
+        compile_job(self).map(|_| ())
     }
 
     /// Parses a table job from TOML.
@@ -450,9 +304,9 @@ impl Projection {
 
 impl Compiled {
     /// A decoder factory for the source's partitions.
-    fn decoder(&self, source: &TableSource) -> impl Fn() -> RowDecoder + 'static {
+    fn decoder(&self) -> DecoderFactory {
         let (schema, et) = (self.schema.clone(), self.event_time.clone());
-        let max_future = source.max_future_ms();
+        let max_future = self.source.max_future_ms();
         let width = self.input_names.len();
         let added = self
             .steps
@@ -460,11 +314,11 @@ impl Compiled {
             .filter(|s| matches!(s, Plan::Compute(at, ..) if *at >= width))
             .count();
         let spare = added + self.window.as_ref().map_or(0, |(_, p)| p.inputs.len());
-        move || {
+        Arc::new(move || {
             RowDecoder::new(schema.clone(), &et, max_future)
                 .expect("checked when compiled")
                 .with_spare_columns(spare)
-        }
+        })
     }
 }
 
@@ -476,11 +330,12 @@ struct Compiled {
     input_names: Vec<String>,
     steps: Vec<Plan>,
     window: Option<(Vec<usize>, AggPlan)>,
-    sinks: Vec<(TableSink, Projection, PathBuf)>,
+    source: Arc<dyn SourceConnector>,
+    sinks: Vec<(Arc<dyn SinkConnector>, Projection)>,
     output_names: Vec<String>,
 }
 
-fn compile_job(job: &TableJob, base: &Path) -> Result<Compiled, String> {
+fn compile_job(job: &TableJob) -> Result<Compiled, String> {
     let schema = Arc::new(Schema::new(job.schema.columns.clone())?);
     RowDecoder::new(schema.clone(), &job.schema.event_time, None)?;
     let mut scope = Scope::new(schema.columns().iter().map(|c| (c.name.clone(), c.ty)));
@@ -574,17 +429,15 @@ fn compile_job(job: &TableJob, base: &Path) -> Result<Compiled, String> {
     };
     let mut sinks = Vec::new();
     for (i, s) in job.sinks.iter().enumerate() {
-        let path = match s {
-            TableSink::Jsonl { path, .. } | TableSink::Csv { path, .. } => base.join(path),
-            TableSink::ClickHouse { .. } => PathBuf::new(),
-        };
-        let p = Projection::new(s.columns(), &out_scope).map_err(|e| format!("sinks.{i}: {e}"))?;
-        sinks.push((s.clone(), p, path));
+        let sink = crate::connectors::sink(s).map_err(|e| format!("sinks.{i}: {e}"))?;
+        let columns = sink.columns().map(<[String]>::to_vec);
+        let p = Projection::new(&columns, &out_scope).map_err(|e| format!("sinks.{i}: {e}"))?;
+        sinks.push((sink, p));
     }
     if job.alerting.is_some() {
         let names = sinks
             .first()
-            .map(|(_, p, _)| p.names.clone())
+            .map(|(_, p)| p.names.clone())
             .unwrap_or_default();
         let missing: Vec<&str> = crate::main_job::AGG_COLUMNS
             .iter()
@@ -601,6 +454,7 @@ fn compile_job(job: &TableJob, base: &Path) -> Result<Compiled, String> {
     }
     Ok(Compiled {
         schema,
+        source: crate::connectors::source(&job.source)?,
         event_time: job.schema.event_time.clone(),
         input_names,
         steps,
@@ -608,39 +462,6 @@ fn compile_job(job: &TableJob, base: &Path) -> Result<Compiled, String> {
         sinks,
         output_names: out_scope.names.clone(),
     })
-}
-
-/// A row as a JSON object line.
-fn json_line(names: &[String], row: &[Value]) -> String {
-    let mut out = Vec::with_capacity(16 * row.len());
-    out.push(b'{');
-    for (i, (n, v)) in names.iter().zip(row).enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        serde_json::to_writer(&mut out, n).expect("vec");
-        out.push(b':');
-        v.write_json(&mut out);
-    }
-    out.push(b'}');
-    String::from_utf8(out).expect("JSON is UTF-8")
-}
-
-/// A row as a CSV line (RFC 4180 quoting, null: empty).
-fn csv_line(row: &[Value]) -> String {
-    let mut w = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::Any(b'\n'))
-        .from_writer(Vec::new());
-    w.write_record(row.iter().map(Value::to_text))
-        .expect("in-memory CSV");
-    let mut bytes = w.into_inner().expect("in-memory CSV");
-    bytes.pop();
-    String::from_utf8(bytes).expect("CSV of UTF-8 text")
-}
-
-fn csv_header(names: &[String]) -> String {
-    let row: Vec<Value> = names.iter().map(|n| Value::str(n)).collect();
-    csv_line(&row)
 }
 
 /// Runs a table job.
@@ -654,14 +475,12 @@ pub fn run(
     cluster: &ClusterArgs,
     restore: &RestoreFrom,
 ) -> Result<JobSummary, Error> {
-    let compiled = compile_job(job, base).map_err(|reason| Error::JobFile {
+    let compiled = compile_job(job).map_err(|reason| Error::JobFile {
         path: job.name.clone(),
         reason,
     })?;
-    for (sink, projection, _) in &compiled.sinks {
-        if let Some(c) = sink.clickhouse_config() {
-            check_clickhouse(&c, &projection.names)?;
-        }
+    for (sink, projection) in &compiled.sinks {
+        sink.check(&projection.names)?;
     }
     let mut options = JobOptions::new(job.name.clone()).cluster(cluster.clone());
     if let Some(c) = &job.checkpoint {
@@ -728,34 +547,7 @@ fn build(
     if let Some(idle) = job.watermark.idle_timeout {
         watermarks = watermarks.with_idleness(idle);
     }
-    let mut stream = match &job.source {
-        TableSource::File { paths, .. } => {
-            let paths: Vec<PathBuf> = paths.iter().map(|p| base.join(p)).collect();
-            env.from_files_with("source", &paths, watermarks, c.decoder(&job.source))?
-        }
-        TableSource::Kafka {
-            topic,
-            start,
-            bounded,
-            group_id,
-            commit_offsets,
-            properties,
-            ..
-        } => {
-            let config = streamforge_sources::KafkaSourceConfig {
-                topic: topic.clone(),
-                format: None,
-                csv_columns: None,
-                start: start.clone(),
-                bounded: *bounded,
-                group_id: group_id.clone(),
-                commit_offsets: *commit_offsets,
-                properties: properties.clone(),
-                mapping: None,
-            };
-            env.from_kafka_with("source", &config, watermarks, c.decoder(&job.source))?
-        }
-    };
+    let mut stream = c.source.open(env, base, watermarks, c.decoder())?;
     // Consecutive filters and computed columns (and the window's computed
     // arguments) run as one operator: one pass over each batch.
     let mut names = c.input_names.clone();
@@ -833,7 +625,7 @@ fn build(
         }
     };
     let counted = output.count_into(rows);
-    for (i, (sink, projection, path)) in c.sinks.iter().enumerate() {
+    for (i, (sink, projection)) in c.sinks.iter().enumerate() {
         let projected = match projection.exprs.clone() {
             None => counted.clone(),
             Some(exprs) => {
@@ -875,36 +667,7 @@ fn build(
                     a.build(scope, &rows, &on, graph)
                 });
         }
-        let names = projection.names.clone();
-        match sink {
-            TableSink::Jsonl { .. } => projected
-                .map(move |row: Row| json_line(&names, &row))
-                .sink_lines(&format!("sink-{i}"), path.clone(), None),
-            TableSink::Csv { .. } => projected.map(|row: Row| csv_line(&row)).sink_lines(
-                &format!("sink-{i}"),
-                path.clone(),
-                Some(csv_header(&names)),
-            ),
-            TableSink::ClickHouse { .. } => {
-                let config = sink.clickhouse_config().expect("a clickhouse sink");
-                let client =
-                    streamforge_sinks::clickhouse::ClickHouse::new(&config, Default::default())?;
-                let limits = streamforge_sinks::batched::BatchLimits {
-                    rows: config.batch_rows,
-                    bytes: config.batch_bytes,
-                    interval: config.batch_interval,
-                };
-                projected
-                    .map(move |row: Row| json_line(&names, &row))
-                    .sink_commit(
-                        &format!("sink-{i}"),
-                        client,
-                        |l: &String| l.as_bytes().to_vec(),
-                        Vec::len,
-                        limits,
-                    )
-            }
-        }
+        sink.build(projected, &projection.names, base, &format!("sink-{i}"))?;
     }
     Ok(())
 }
@@ -1001,8 +764,8 @@ pub fn replay_value(mut value: toml::Value, r: &Replay) -> Result<toml::Value, S
         steps.extend(old);
     }
     t.insert("steps".into(), toml::Value::Array(steps));
-    match (&r.inputs, &job.source) {
-        (Some(paths), _) => {
+    match &r.inputs {
+        Some(paths) => {
             let mut s = toml::Table::new();
             s.insert("kind".into(), "file".into());
             s.insert(
@@ -1011,13 +774,12 @@ pub fn replay_value(mut value: toml::Value, r: &Replay) -> Result<toml::Value, S
             );
             t.insert("source".into(), toml::Value::Table(s));
         }
-        (None, TableSource::Kafka { .. }) => {
+        None => {
+            let source = crate::connectors::source(&job.source)?;
             if let Some(toml::Value::Table(s)) = t.get_mut("source") {
-                s.insert("bounded".into(), true.into());
-                s.insert("start".into(), "earliest".into());
+                source.bound_for_replay(s);
             }
         }
-        (None, TableSource::File { .. }) => {}
     }
     let disorder = format!("{}ms", hi - lo);
     let mut wm = toml::Table::new();
