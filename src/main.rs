@@ -83,6 +83,8 @@ enum GenerateKind {
     Spans,
     /// Orders (the orders pipeline's input).
     Orders,
+    /// NEXMark auction events: persons, auctions and bids (1 : 3 : 46).
+    Nexmark,
 }
 
 #[derive(Subcommand)]
@@ -288,9 +290,10 @@ enum Command {
         timely: Timely,
     },
     /// Write generated events as JSON lines: `spans` (ts, service, operator,
-    /// duration_ms, is_error, user_id) or `orders` (event_time, order_id,
+    /// duration_ms, is_error, user_id), `orders` (event_time, order_id,
     /// user_id, amount, status, category, city; with duplicates, malformed,
-    /// incomplete and late events).
+    /// incomplete and late events) or `nexmark` (flat NEXMark persons,
+    /// auctions and bids, `event_type` 0/1/2, `dateTime` ms).
     Generate {
         /// What to generate.
         #[arg(value_enum, default_value = "spans")]
@@ -304,7 +307,8 @@ enum Command {
         /// RNG seed.
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        /// Event-time rate per second (default: 1000 spans, 50 orders).
+        /// Event-time rate per second (default: 1000 spans, 50 orders, 10000
+        /// NEXMark events).
         #[arg(long)]
         rate: Option<f64>,
         /// Services.
@@ -679,6 +683,25 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
             };
             let path = streamforge::job::savepoint(&dir, timeout.into())?;
             println!("savepoint {}", path.display());
+        }
+        Command::Generate {
+            kind: GenerateKind::Nexmark,
+            events,
+            out,
+            seed,
+            rate,
+            ..
+        } => {
+            let mut g = streamforge::sources::nexmark::NexmarkConfig::with_events(events);
+            g.seed = seed;
+            g.events_per_second = rate.unwrap_or(g.events_per_second);
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&out)?);
+            let n = g.write_jsonl(&mut w)?;
+            std::io::Write::flush(&mut w)?;
+            println!("wrote {n} NEXMark events to {}", out.display());
         }
         Command::Generate {
             kind: GenerateKind::Orders,

@@ -12,6 +12,7 @@ pub mod file;
 pub mod generator;
 pub mod kafka;
 pub mod mapping;
+pub mod nexmark;
 pub mod orders;
 pub mod record;
 pub mod row;

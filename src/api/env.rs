@@ -51,6 +51,15 @@ pub struct JobOptions {
 
 impl JobOptions {
     /// One worker, no checkpoints, dead letters counted only.
+    /// # Examples
+    /// ```
+    /// use streamforge::api::JobOptions;
+    /// use streamforge::job::RestoreFrom;
+    /// let o = JobOptions::new("orders");
+    /// assert_eq!(o.name, "orders");
+    /// assert!(o.checkpoint.is_none() && o.dead_letter.is_none() && o.rate_limit.is_none());
+    /// assert_eq!(o.restore, RestoreFrom::Fresh);
+    /// ```
     pub fn new(name: impl Into<String>) -> Self {
         JobOptions {
             name: name.into(),
@@ -63,30 +72,122 @@ impl JobOptions {
     }
 
     /// Worker threads in this process.
+    /// # Examples
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// // Two workers: each builds the graph and reads its share of the partitions.
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let s = seen.clone();
+    /// let summary = execute(&JobOptions::new("doc").workers(2), move |env| {
+    ///     s.lock().unwrap().push((env.worker_index(), env.workers()));
+    ///     env.from_partitions("in", vec![vec![1u64, 2], vec![3]], WatermarkStrategy::default(), |t| *t)
+    ///         .sink_fn("drop", |_, _| {});
+    ///     Ok(())
+    /// }).unwrap();
+    /// let mut seen = seen.lock().unwrap().clone();
+    /// seen.sort();
+    /// assert_eq!(seen, vec![(0, 2), (1, 2)]);
+    /// assert_eq!(summary.events, 3);
+    /// ```
     pub fn workers(mut self, workers: usize) -> Self {
         self.cluster.workers = workers;
         self
     }
 
     /// Timely's options (workers, processes, this process, hostfile).
+    /// # Examples
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// use streamforge::api::{execute, JobOptions};
+    /// use streamforge::dataflow::launch::ClusterArgs;
+    /// let peers = Arc::new(AtomicUsize::new(0));
+    /// let p = peers.clone();
+    /// let cluster = ClusterArgs { workers: 3, ..Default::default() };
+    /// execute(&JobOptions::new("doc").cluster(cluster), move |env| {
+    ///     p.store(env.workers(), Ordering::Relaxed);
+    ///     Ok(())
+    /// }).unwrap();
+    /// assert_eq!(peers.load(Ordering::Relaxed), 3);
+    /// ```
     pub fn cluster(mut self, cluster: ClusterArgs) -> Self {
         self.cluster = cluster;
         self
     }
 
     /// Checkpoints into `config.dir` every `config.interval`.
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// use streamforge::job::CheckpointConfig;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let config = CheckpointConfig {
+    ///     dir: dir.path().join("ckpt"),
+    ///     interval: Duration::from_millis(10),
+    ///     retain: 2,
+    /// };
+    /// let options = JobOptions::new("doc").checkpoint(config);
+    /// let summary = execute(&options, |env| {
+    ///     assert!(env.checkpointing());
+    ///     env.from_partitions("in", vec![(0..1_000u64).collect()], WatermarkStrategy::default(), |t| *t)
+    ///         .sink_fn("drop", |_, _| {});
+    ///     Ok(())
+    /// }).unwrap();
+    /// assert_eq!(summary.events, 1_000);
+    /// // The run left complete checkpoints behind (at least the final one).
+    /// let store = streamforge::dataflow::checkpoint_store::CheckpointStore::open(
+    ///     dir.path().join("ckpt"), 2).unwrap();
+    /// assert!(store.newest_complete_id().is_some());
+    /// ```
     pub fn checkpoint(mut self, config: CheckpointConfig) -> Self {
         self.checkpoint = Some(config);
         self
     }
 
     /// Resume from a checkpoint or savepoint.
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// use streamforge::job::{CheckpointConfig, RestoreFrom};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let config = CheckpointConfig { dir: dir.path().to_path_buf(), interval: Duration::from_secs(1), retain: 2 };
+    /// let job = |options: &JobOptions| execute(options, |env| {
+    ///     env.from_partitions("in", vec![vec![1u64, 2, 3]], WatermarkStrategy::default(), |t| *t)
+    ///         .sink_fn("drop", |_, _| {});
+    ///     Ok(())
+    /// }).unwrap();
+    /// let first = job(&JobOptions::new("doc").checkpoint(config.clone()));
+    /// assert_eq!((first.events, first.restored_from), (3, None));
+    /// // Restored from the final checkpoint: nothing is left to read.
+    /// let again = job(&JobOptions::new("doc").checkpoint(config).restore(RestoreFrom::Latest));
+    /// assert!(again.restored_from.is_some());
+    /// assert_eq!(again.events, 0);
+    /// ```
     pub fn restore(mut self, from: RestoreFrom) -> Self {
         self.restore = from;
         self
     }
 
     /// Write dead letters as JSON lines to `path`.
+    /// # Examples
+    /// ```
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("dead.jsonl");
+    /// let summary = execute(&JobOptions::new("doc").dead_letter(&path), |env| {
+    ///     env.from_partitions("in", vec![vec![4u64, 0, 2]], WatermarkStrategy::default(), |_| 0)
+    ///         .try_map("invert", |x: u64| if x == 0 { Err("zero") } else { Ok(100 / x) })
+    ///         .sink_fn("drop", |_, _| {});
+    ///     Ok(())
+    /// }).unwrap();
+    /// assert_eq!(summary.dead_letters, 1);
+    /// let text = std::fs::read_to_string(&path).unwrap();
+    /// assert_eq!(text.lines().count(), 1);
+    /// assert!(text.contains("zero") && text.contains("invert"), "{text}");
+    /// ```
     pub fn dead_letter(mut self, path: impl Into<PathBuf>) -> Self {
         self.dead_letter = Some(path.into());
         self
@@ -175,6 +276,16 @@ impl<'s> StreamEnv<'s> {
     }
 
     /// The timely scope, for operators the API does not wrap.
+    /// # Examples
+    /// ```
+    /// use streamforge::api::{execute, JobOptions};
+    /// use timely::dataflow::Scope;
+    /// execute(&JobOptions::new("doc").workers(2), |env| {
+    ///     assert_eq!(env.scope().index(), env.worker_index());
+    ///     assert_eq!(env.scope().peers(), 2);
+    ///     Ok(())
+    /// }).unwrap();
+    /// ```
     pub fn scope(&self) -> Scope<'s, Time> {
         self.inner.borrow().scope
     }
@@ -218,6 +329,26 @@ impl<'s> StreamEnv<'s> {
 /// # Errors
 /// Invalid options, a checkpoint that cannot be found or read, an error
 /// `build` returned, or a worker that failed.
+/// # Examples
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+/// let got = Arc::new(Mutex::new(Vec::new()));
+/// let g = got.clone();
+/// let summary = execute(&JobOptions::new("doc"), move |env| {
+///     env.from_partitions("in", vec![vec![1u64, 2, 3]], WatermarkStrategy::default(), |t| *t)
+///         .map(|x| x * 10)
+///         .sink_vec("out", g.clone());
+///     Ok(())
+/// }).unwrap();
+/// assert_eq!(*got.lock().unwrap(), vec![10, 20, 30]);
+/// assert_eq!((summary.events, summary.written), (3, 3));
+/// // An error of `build` is the job's error.
+/// let err = execute(&JobOptions::new("doc"), |_| {
+///     Err(streamforge::error::Error::Invalid("no sources".into()))
+/// });
+/// assert!(err.unwrap_err().to_string().contains("no sources"));
+/// ```
 pub fn execute<F>(options: &JobOptions, build: F) -> Result<RunSummary, Error>
 where
     F: Fn(&mut StreamEnv<'_>) -> Result<(), Error> + Send + Sync + 'static,

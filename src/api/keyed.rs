@@ -182,6 +182,46 @@ where
     /// timers, in an order that does not depend on parallelism (see
     /// [`streamforge_operators::keyed_process`]). Outputs carry the event
     /// time the function gives them. Takes part in checkpoints.
+    /// # Examples
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// use streamforge::operators::keyed_process::{KeyedProcessFunction, ProcessContext, ProcessSpec};
+    /// // Keyed value state and an event-time timer: per user, the number of
+    /// // events in the 10 s after the user's first one, emitted when it ends.
+    /// struct Burst;
+    /// impl KeyedProcessFunction<String, (String, u64)> for Burst {
+    ///     type State = (u64, u64); // (first event time, count)
+    ///     type Out = (String, u64);
+    ///     fn process_element(&self, user: &String, state: &mut Option<(u64, u64)>, _: (String, u64),
+    ///                        t: u64, ctx: &mut ProcessContext<'_, Self::Out>) {
+    ///         let s = state.get_or_insert_with(|| { ctx.register_timer(t + 10_000); (t, 0) });
+    ///         if t < s.0 + 10_000 { s.1 += 1 }
+    ///     }
+    ///     fn on_timer(&self, user: &String, state: &mut Option<(u64, u64)>,
+    ///                 ctx: &mut ProcessContext<'_, Self::Out>) {
+    ///         if let Some((_, n)) = state.take() { ctx.output(ctx.current_ms, (user.clone(), n)) }
+    ///     }
+    /// }
+    /// let got = Arc::new(Mutex::new(Vec::new()));
+    /// let g = got.clone();
+    /// execute(&JobOptions::new("doc").workers(2), move |env| {
+    ///     let events = vec![("u1", 0u64), ("u2", 1_000), ("u1", 4_000), ("u1", 12_000), ("u2", 30_000)];
+    ///     env.from_partitions("in", vec![events.into_iter().map(|(u, t)| (u.to_string(), t)).collect()],
+    ///             WatermarkStrategy::default(), |e: &(String, u64)| e.1)
+    ///         .key_by(|e: &(String, u64)| e.0.clone())
+    ///         .process("burst", ProcessSpec::default(), Burst)
+    ///         .sink_vec("out", g.clone());
+    ///     Ok(())
+    /// }).unwrap();
+    /// let mut out = got.lock().unwrap().clone();
+    /// out.sort();
+    /// // The five events are read in one batch, so all are processed at the
+    /// // watermark before the batch, ahead of the timers (10 000 and 11 000):
+    /// // u1's event at 12 000 and u2's at 30 000 are outside their key's first
+    /// // 10 s and are not counted.
+    /// assert_eq!(out, vec![("u1".into(), 2), ("u2".into(), 1)]);
+    /// ```
     pub fn process<P>(self, name: &str, spec: ProcessSpec, function: P) -> DataStream<'s, P::Out>
     where
         P: KeyedProcessFunction<K, T>,

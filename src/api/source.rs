@@ -45,11 +45,37 @@ pub struct WatermarkStrategy {
 
 impl WatermarkStrategy {
     /// Watermark = max seen event time − `bound` (per partition).
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use streamforge::api::WatermarkStrategy;
+    /// let w = WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_secs(2));
+    /// assert_eq!(w, WatermarkStrategy::for_bounded_out_of_orderness_ms(2_000));
+    /// assert_eq!((w.out_of_orderness_ms, w.idle_timeout), (2_000, None));
+    /// ```
     pub fn for_bounded_out_of_orderness(bound: Duration) -> Self {
         Self::for_bounded_out_of_orderness_ms(bound.as_millis() as u64)
     }
 
     /// [`WatermarkStrategy::for_bounded_out_of_orderness`] in ms.
+    /// # Examples
+    /// ```
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// use streamforge::operators::{Count, Tumbling};
+    /// // 4 000 arrives after 12 000: late with no bound (watermark 12 000 passed the
+    /// // end of [0, 5 000)), on time with an 8 s bound (watermark 4 000).
+    /// let late = |bound_ms| execute(&JobOptions::new("doc"), move |env| {
+    ///     env.from_partitions("in", vec![vec![1_000u64, 9_000, 12_000, 4_000]],
+    ///             WatermarkStrategy::for_bounded_out_of_orderness_ms(bound_ms), |t| *t)
+    ///         .key_by(|_| ())
+    ///         .window(Tumbling::new(5_000))
+    ///         .aggregate("count", Count)
+    ///         .results
+    ///         .sink_fn("drop", |_, _| {});
+    ///     Ok(())
+    /// }).unwrap().late;
+    /// assert_eq!((late(0), late(8_000)), (1, 0));
+    /// ```
     pub fn for_bounded_out_of_orderness_ms(bound_ms: u64) -> Self {
         WatermarkStrategy {
             out_of_orderness_ms: bound_ms,
@@ -58,11 +84,24 @@ impl WatermarkStrategy {
     }
 
     /// Event times never go back (bound 0).
+    /// # Examples
+    /// ```
+    /// use streamforge::api::WatermarkStrategy;
+    /// assert_eq!(WatermarkStrategy::for_monotonous_timestamps().out_of_orderness_ms, 0);
+    /// ```
     pub fn for_monotonous_timestamps() -> Self {
         Self::for_bounded_out_of_orderness_ms(0)
     }
 
     /// Partitions without data for `timeout` stop holding the watermark back.
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use streamforge::api::WatermarkStrategy;
+    /// let w = WatermarkStrategy::for_monotonous_timestamps().with_idleness(Duration::from_secs(10));
+    /// assert_eq!(w.idle_timeout, Some(Duration::from_secs(10)));
+    /// assert_eq!(w.out_of_orderness_ms, 0);
+    /// ```
     pub fn with_idleness(mut self, timeout: Duration) -> Self {
         self.idle_timeout = Some(timeout);
         self

@@ -65,6 +65,22 @@ impl<'s, T: StreamData> DataStream<'s, T> {
 
     /// The underlying timely stream of `(event time, record)`, for operators
     /// the API does not wrap.
+    /// # Examples
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// use timely::dataflow::operators::Inspect;
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let s = seen.clone();
+    /// execute(&JobOptions::new("doc"), move |env| {
+    ///     let s = s.clone();
+    ///     env.from_partitions("in", vec![vec![5u64, 7]], WatermarkStrategy::default(), |t| *t * 1_000)
+    ///         .into_timely()
+    ///         .inspect(move |(t, x)| s.lock().unwrap().push((*t, *x)));
+    ///     Ok(())
+    /// }).unwrap();
+    /// assert_eq!(*seen.lock().unwrap(), vec![(5_000, 5), (7_000, 7)]);
+    /// ```
     pub fn into_timely(self) -> Stream<'s, Time, Vec<Timestamped<T>>> {
         self.stream
     }
@@ -144,6 +160,21 @@ impl<'s, T: StreamData> DataStream<'s, T> {
     /// Sets a new event time on every record (e.g. after a `map` that
     /// changed which field is the time). The watermark is not changed: a
     /// record moved behind it is late for windows that have fired.
+    /// # Examples
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// let got = Arc::new(Mutex::new(Vec::new()));
+    /// let g = got.clone();
+    /// execute(&JobOptions::new("doc"), move |env| {
+    ///     let g = g.clone();
+    ///     env.from_partitions("in", vec![vec![(1u64, 100u64), (2, 200)]], WatermarkStrategy::default(), |r| r.0)
+    ///         .assign_timestamps(|r| r.1)
+    ///         .sink_fn("times", move |t, r| g.lock().unwrap().push((t, r.0)));
+    ///     Ok(())
+    /// }).unwrap();
+    /// assert_eq!(*got.lock().unwrap(), vec![(100, 1), (200, 2)]);
+    /// ```
     pub fn assign_timestamps(self, f: impl Fn(&T) -> EventTime + 'static) -> DataStream<'s, T> {
         let s = self.stream.clone().map(move |(_, r)| (f(&r), r));
         self.with(s)
@@ -320,6 +351,30 @@ impl<'s, T: StreamData> DataStream<'s, T> {
     /// Partitions the stream by `key` for keyed windows, dedup and process
     /// functions. Records of one key are routed to one worker by the key's
     /// stable hash (its key group), identically in every process.
+    /// # Examples
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// use streamforge::operators::{Count, Tumbling};
+    /// let got = Arc::new(Mutex::new(Vec::new()));
+    /// let g = got.clone();
+    /// // At 2 workers: all records of a key meet in one window, wherever read.
+    /// execute(&JobOptions::new("doc").workers(2), move |env| {
+    ///     let part = |keys: &[&str]| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+    ///     env.from_partitions("in", vec![part(&["a", "b", "a"]), part(&["a", "b"])],
+    ///             WatermarkStrategy::default(), |_| 0)
+    ///         .key_by(|s: &String| s.clone())
+    ///         .window(Tumbling::new(1_000))
+    ///         .aggregate("count", Count)
+    ///         .results
+    ///         .map(|r| (r.key, r.value))
+    ///         .sink_vec("counts", g.clone());
+    ///     Ok(())
+    /// }).unwrap();
+    /// let mut counts = got.lock().unwrap().clone();
+    /// counts.sort();
+    /// assert_eq!(counts, vec![("a".to_string(), 3), ("b".to_string(), 2)]);
+    /// ```
     pub fn key_by<K, F>(self, key: F) -> KeyedStream<'s, K, T>
     where
         K: StreamData + Hash + Eq + Clone + Serialize + DeserializeOwned,
@@ -472,6 +527,22 @@ impl<'s, T: StreamData> DataStream<'s, T> {
 
     /// Calls `f` on every record, on the worker that holds it (a sink for
     /// side effects; at-least-once after a restore).
+    /// # Examples
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// let total = Arc::new(AtomicU64::new(0));
+    /// let t = total.clone();
+    /// let summary = execute(&JobOptions::new("doc"), move |env| {
+    ///     let t = t.clone();
+    ///     env.from_partitions("in", vec![vec![1u64, 2, 3]], WatermarkStrategy::default(), |x| *x)
+    ///         .sink_fn("sum", move |time, x| { t.fetch_add(time * 100 + x, Ordering::Relaxed); });
+    ///     Ok(())
+    /// }).unwrap();
+    /// assert_eq!(total.load(Ordering::Relaxed), 606);
+    /// assert_eq!(summary.written, 3);
+    /// ```
     pub fn sink_fn(self, name: &str, f: impl FnMut(EventTime, T) + 'static) {
         let name = self.env.borrow_mut().claim(name);
         let counters = self.env.borrow().counters.clone();
