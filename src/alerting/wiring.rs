@@ -86,11 +86,6 @@ impl Alerting {
         Ok(a)
     }
 
-    /// The section.
-    pub fn config(&self) -> &AlertingConfig {
-        &self.cfg
-    }
-
     /// The files the alerting writes (alerts and published rules, JSONL).
     pub fn output_files(&self) -> Vec<PathBuf> {
         let mut paths: Vec<PathBuf> = self

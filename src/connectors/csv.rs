@@ -1,13 +1,13 @@
 //! `kind = "csv"`: CSV with a header row (with checkpoints, a directory of
 //! committed part files, each with the header).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use serde::Deserialize;
 use streamforge_sources::row::{Row, Value};
 
-use super::{SinkConnector, SinkKind};
+use super::{FileSinkSettings, SinkConnector, SinkKind};
 use crate::api::DataStream;
 use crate::error::Error;
 
@@ -17,19 +17,14 @@ pub const SINK: SinkKind = SinkKind {
     parse: |v| Ok(Arc::new(super::settings::<CsvSink>(v)?)),
 };
 
-/// Settings of a CSV sink.
+/// A CSV sink.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct CsvSink {
-    /// Output file.
-    pub path: PathBuf,
-    /// Output columns as SQL select items (default: all).
-    pub columns: Option<Vec<String>>,
-}
+#[serde(transparent)]
+pub struct CsvSink(pub FileSinkSettings);
 
 impl SinkConnector for CsvSink {
     fn columns(&self) -> Option<&[String]> {
-        self.columns.as_deref()
+        self.0.columns.as_deref()
     }
 
     fn build<'s>(
@@ -42,7 +37,7 @@ impl SinkConnector for CsvSink {
         let header: Vec<Value> = names.iter().map(|n| Value::str(n)).collect();
         rows.map(|row: Row| csv_line(&row)).sink_lines(
             name,
-            base.join(&self.path),
+            base.join(&self.0.path),
             Some(csv_line(&header)),
         );
         Ok(())

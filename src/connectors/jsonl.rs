@@ -1,13 +1,13 @@
 //! `kind = "jsonl"`: one JSON object per line (with checkpoints, a
 //! directory of committed part files).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use serde::Deserialize;
 use streamforge_sources::row::{Row, Value};
 
-use super::{SinkConnector, SinkKind};
+use super::{FileSinkSettings, SinkConnector, SinkKind};
 use crate::api::DataStream;
 use crate::error::Error;
 
@@ -17,19 +17,14 @@ pub const SINK: SinkKind = SinkKind {
     parse: |v| Ok(Arc::new(super::settings::<JsonlSink>(v)?)),
 };
 
-/// Settings of a JSON-lines sink.
+/// A JSON-lines sink.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct JsonlSink {
-    /// Output file.
-    pub path: PathBuf,
-    /// Output columns as SQL select items (default: all).
-    pub columns: Option<Vec<String>>,
-}
+#[serde(transparent)]
+pub struct JsonlSink(pub FileSinkSettings);
 
 impl SinkConnector for JsonlSink {
     fn columns(&self) -> Option<&[String]> {
-        self.columns.as_deref()
+        self.0.columns.as_deref()
     }
 
     fn build<'s>(
@@ -41,7 +36,7 @@ impl SinkConnector for JsonlSink {
     ) -> Result<(), Error> {
         let names = names.to_vec();
         rows.map(move |row: Row| json_line(&names, &row))
-            .sink_lines(name, base.join(&self.path), None);
+            .sink_lines(name, base.join(&self.0.path), None);
         Ok(())
     }
 }

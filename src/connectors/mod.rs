@@ -160,6 +160,16 @@ pub fn sink(value: &toml::Value) -> Result<Arc<dyn SinkConnector>, String> {
     (found.parse)(settings).map_err(|e| format!("sink ({kind}): {e}"))
 }
 
+/// Settings of a sink writing lines to a file (jsonl, csv).
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct FileSinkSettings {
+    /// Output file (a directory of committed part files with checkpoints).
+    pub path: std::path::PathBuf,
+    /// Output columns as SQL select items (default: all).
+    pub columns: Option<Vec<String>>,
+}
+
 /// Reads a connector's settings struct.
 fn settings<T: serde::de::DeserializeOwned>(value: toml::Value) -> Result<T, String> {
     T::deserialize(value).map_err(|e| e.message().to_string())
