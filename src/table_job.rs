@@ -57,7 +57,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use streamforge_dataflow::launch::ClusterArgs;
-use streamforge_operators::{Sliding, Tumbling};
+use streamforge_operators::{AggregateFunction, Sliding, Tumbling};
 use streamforge_sources::row::{Column, ColumnType, Row, RowDecoder, Schema, Value};
 
 use crate::api::{self, JobOptions, StreamEnv, WatermarkStrategy};
@@ -67,6 +67,7 @@ use crate::error::Error;
 use crate::job::{CheckpointConfig, JobSummary, RestoreFrom, WatermarkConfig};
 use crate::sql::aggregate::{compile_select, AggPlan, RowAggregate};
 use crate::sql::expr::{compile, compile_ast, parse_select_item, Expr, Scope};
+use crate::sql::row_key::{KeyColumns, RowKey};
 
 /// A job file over a declared schema.
 #[derive(Clone, Debug, Deserialize)]
@@ -581,28 +582,35 @@ fn build(
                 run.push((RowOp::Inputs(plan.clone()), Arc::new(names.clone())));
             }
             let with_inputs = apply_ops(stream, run);
-            let keyed = with_inputs.key_by(move |row: &Row| {
-                key.iter().map(|&k| row[k].clone()).collect::<Vec<Value>>()
-            });
-            let agg = RowAggregate::new(plan);
+            // The row is its own key (no copied key per record).
+            let cols = KeyColumns::new(&key);
+            let keyed = with_inputs
+                .key_by_element(move |t, row: Row| (RowKey::new(cols.clone(), row), t, ()));
+            let agg = OnRowKey(RowAggregate::new(plan));
             let size = w.size.map_or(0, |d| d.as_millis() as u64);
-            let out = match w.kind {
+            let (results, late) = match w.kind {
                 TableWindowKind::Session => keyed
                     .session_window(w.gap.expect("checked").as_millis() as u64)
                     .allowed_lateness_ms(lateness)
-                    .aggregate("window", agg),
+                    .aggregate_elements("window", agg),
                 TableWindowKind::Tumbling => keyed
                     .window(Tumbling::new(size))
                     .allowed_lateness_ms(lateness)
-                    .aggregate("window", agg),
+                    .aggregate_elements("window", agg),
                 TableWindowKind::Sliding => {
                     let slide = w.slide.expect("checked").as_millis() as u64;
                     keyed
                         .window(Sliding::new(size, slide))
                         .allowed_lateness_ms(lateness)
-                        .aggregate("window", agg)
+                        .aggregate_elements("window", agg)
                 }
             };
+            let out = crate::api::keyed::window_output_with(
+                env.inner.clone(),
+                results,
+                late,
+                |(k, t, ()): (RowKey, u64, ())| (t, k.row),
+            );
             if let Some(path) = &job.late_output {
                 let names = c.input_names.clone();
                 let n = names.len();
@@ -616,7 +624,7 @@ fn build(
                     range.is_none_or(|(from, to)| r.window.end_ms > from && r.window.start_ms < to)
                 })
                 .map(|r| {
-                    let mut row = r.key;
+                    let mut row = r.key.key();
                     row.push(Value::Timestamp(r.window.start_ms as i64));
                     row.push(Value::Timestamp(r.window.end_ms as i64));
                     row.extend(r.value);
@@ -670,6 +678,28 @@ fn build(
         sink.build(projected, &projection.names, base, &format!("sink-{i}"))?;
     }
     Ok(())
+}
+
+/// A row aggregate over keyed elements `(row as key, event time, ())`.
+#[derive(Clone)]
+struct OnRowKey(RowAggregate);
+
+impl AggregateFunction<(RowKey, u64, ())> for OnRowKey {
+    type Acc = <RowAggregate as AggregateFunction<Row>>::Acc;
+    type Out = Row;
+    fn create_accumulator(&self) -> Self::Acc {
+        self.0.create_accumulator()
+    }
+    #[inline]
+    fn add(&self, acc: &mut Self::Acc, input: &(RowKey, u64, ())) {
+        self.0.add(acc, &input.0.row)
+    }
+    fn merge(&self, acc: &mut Self::Acc, other: Self::Acc) {
+        self.0.merge(acc, other)
+    }
+    fn get_result(&self, acc: &Self::Acc) -> Row {
+        self.0.get_result(acc)
+    }
 }
 
 /// What [`replay_value`] changes in a job to re-run the time range

@@ -325,22 +325,38 @@ where
         A: AggregateFunction<T>,
         A::Out: StreamData,
     {
+        let env = self.keyed.env.clone();
+        let (results, late) = self.aggregate_elements(name, OnValue(aggregate));
+        window_output(env, results, late)
+    }
+
+    /// The window operator with an aggregate over whole elements `(key,
+    /// event time, record)`: results, and late elements (uncounted).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn aggregate_elements<A>(
+        self,
+        name: &str,
+        agg: A,
+    ) -> (
+        Stream<'s, Time, Vec<WindowResult<K, A::Out>>>,
+        Stream<'s, Time, Vec<(K, EventTime, T)>>,
+    )
+    where
+        A: AggregateFunction<(K, EventTime, T)>,
+        A::Out: StreamData,
+    {
         let env = self.keyed.env;
         let name = env.borrow_mut().claim(name);
         let input = self.keyed.stream;
-        let agg = OnValue(aggregate);
         let key = key_of::<K, T>;
         let time = |d: &(K, EventTime, T)| d.1;
-        let (results, late) = {
-            let mut inner = env.borrow_mut();
-            match inner.checkpoints.as_mut() {
-                Some(graph) => {
-                    input.window_aggregate_checkpointed(&name, self.spec, key, time, agg, graph)
-                }
-                None => input.window_aggregate(&name, self.spec, key, time, agg),
+        let mut inner = env.borrow_mut();
+        match inner.checkpoints.as_mut() {
+            Some(graph) => {
+                input.window_aggregate_checkpointed(&name, self.spec, key, time, agg, graph)
             }
-        };
-        window_output(env, results, late)
+            None => input.window_aggregate(&name, self.spec, key, time, agg),
+        }
     }
 }
 
@@ -369,21 +385,38 @@ where
         A: AggregateFunction<T>,
         A::Out: StreamData,
     {
+        let env = self.keyed.env.clone();
+        let (results, late) = self.aggregate_elements(name, OnValue(aggregate));
+        window_output(env, results, late)
+    }
+
+    /// The session operator with an aggregate over whole elements `(key,
+    /// event time, record)`: results, and late elements (uncounted).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn aggregate_elements<A>(
+        self,
+        name: &str,
+        agg: A,
+    ) -> (
+        Stream<'s, Time, Vec<WindowResult<K, A::Out>>>,
+        Stream<'s, Time, Vec<(K, EventTime, T)>>,
+    )
+    where
+        A: AggregateFunction<(K, EventTime, T)>,
+        A::Out: StreamData,
+    {
         let env = self.keyed.env;
         let name = env.borrow_mut().claim(name);
         let input = self.keyed.stream;
-        let agg = OnValue(aggregate);
         let key = key_of::<K, T>;
         let time = |d: &(K, EventTime, T)| d.1;
-        let (results, late) = {
-            let mut inner = env.borrow_mut();
-            match inner.checkpoints.as_mut() {
-                Some(graph) => input
-                    .session_window_aggregate_checkpointed(&name, self.spec, key, time, agg, graph),
-                None => input.session_window_aggregate(&name, self.spec, key, time, agg),
+        let mut inner = env.borrow_mut();
+        match inner.checkpoints.as_mut() {
+            Some(graph) => {
+                input.session_window_aggregate_checkpointed(&name, self.spec, key, time, agg, graph)
             }
-        };
-        window_output(env, results, late)
+            None => input.session_window_aggregate(&name, self.spec, key, time, agg),
+        }
     }
 }
 
@@ -394,12 +427,29 @@ fn window_output<'s, K: StreamData, O: StreamData, T: StreamData>(
     results: Stream<'s, Time, Vec<WindowResult<K, O>>>,
     late: Stream<'s, Time, Vec<(K, EventTime, T)>>,
 ) -> WindowOutput<'s, K, O, T> {
+    window_output_with(env, results, late, |(_, t, r)| (t, r))
+}
+
+/// [`window_output`] with late elements turned into records by `record`.
+#[allow(clippy::type_complexity)]
+pub(crate) fn window_output_with<'s, K, O, E, R>(
+    env: Env<'s>,
+    results: Stream<'s, Time, Vec<WindowResult<K, O>>>,
+    late: Stream<'s, Time, Vec<E>>,
+    record: impl Fn(E) -> (EventTime, R) + 'static,
+) -> WindowOutput<'s, K, O, R>
+where
+    K: StreamData,
+    O: StreamData,
+    E: StreamData,
+    R: StreamData,
+{
     let counters = env.borrow().counters.clone();
     let late = late
         .inspect_batch(move |_, b| {
             counters.late.fetch_add(b.len() as u64, Ordering::Relaxed);
         })
-        .map(|(_, t, r)| (t, r));
+        .map(record);
     let results = results.map(|r| (r.window.end_ms - 1, r));
     WindowOutput {
         results: DataStream::new(results, env.clone()),

@@ -76,7 +76,7 @@
 //! the raw record; the job keeps running and counts them.
 
 mod env;
-mod keyed;
+pub(crate) mod keyed;
 mod source;
 mod stream;
 

@@ -387,6 +387,21 @@ impl<'s, T: StreamData> DataStream<'s, T> {
         }
     }
 
+    /// A keyed stream whose elements `element(event time, record)` makes
+    /// (the key may be the record itself, see `sql::row_key`).
+    pub(crate) fn key_by_element<K, U, F>(self, element: F) -> KeyedStream<'s, K, U>
+    where
+        K: StreamData + Hash + Eq + Clone + Serialize + DeserializeOwned,
+        U: StreamData,
+        F: Fn(EventTime, T) -> (K, EventTime, U) + 'static,
+    {
+        let s = self.stream.clone().map(move |(t, r)| element(t, r));
+        KeyedStream {
+            stream: s,
+            env: self.env,
+        }
+    }
+
     /// Adds the number of records passing by to `counter` (per batch).
     pub(crate) fn count_into(
         self,

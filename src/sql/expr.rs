@@ -986,28 +986,17 @@ impl Expr {
             Expr::Column(i) => row[*i].clone(),
             Expr::Literal(v) => v.clone(),
             Expr::Arith(op, l, r, ty) => {
-                let (a, b) = (l.eval(row)?, r.eval(row)?);
-                if a.is_null() || b.is_null() {
-                    Value::Null
-                } else {
-                    arith(*op, &a, &b, *ty)?
+                // Columns and constants are read in place (no copies).
+                if let (Some(a), Some(b)) = (operand(l, row), operand(r, row)) {
+                    return arith_nullable(*op, a, b, *ty);
                 }
+                arith_nullable(*op, &l.eval(row)?, &r.eval(row)?, *ty)?
             }
             Expr::Cmp(op, l, r) => {
-                let (a, b) = (l.eval(row)?, r.eval(row)?);
-                if a.is_null() || b.is_null() {
-                    Value::Null
-                } else {
-                    let o = compare(&a, &b);
-                    Value::Bool(match op {
-                        Cmp::Eq => o.is_eq(),
-                        Cmp::Ne => o.is_ne(),
-                        Cmp::Lt => o.is_lt(),
-                        Cmp::Le => o.is_le(),
-                        Cmp::Gt => o.is_gt(),
-                        Cmp::Ge => o.is_ge(),
-                    })
+                if let (Some(a), Some(b)) = (operand(l, row), operand(r, row)) {
+                    return Ok(cmp_nullable(*op, a, b));
                 }
+                cmp_nullable(*op, &l.eval(row)?, &r.eval(row)?)
             }
             Expr::And(l, r) => match truth(&l.eval(row)?) {
                 Some(false) => Value::Bool(false),
@@ -1254,4 +1243,41 @@ mod tests {
             assert!(compile(bad, &scope()).is_err(), "{bad}");
         }
     }
+}
+
+/// A column or a constant, borrowed from the row or the expression.
+#[inline]
+fn operand<'a>(e: &'a Expr, row: &'a [Value]) -> Option<&'a Value> {
+    match e {
+        Expr::Column(i) => Some(&row[*i]),
+        Expr::Literal(v) => Some(v),
+        _ => None,
+    }
+}
+
+/// `a op b`, NULL when either is NULL.
+#[inline]
+fn arith_nullable(op: Arith, a: &Value, b: &Value, ty: ColumnType) -> Result<Value, String> {
+    if a.is_null() || b.is_null() {
+        Ok(Value::Null)
+    } else {
+        arith(op, a, b, ty)
+    }
+}
+
+/// `a op b` for a comparison, NULL when either is NULL.
+#[inline]
+fn cmp_nullable(op: Cmp, a: &Value, b: &Value) -> Value {
+    if a.is_null() || b.is_null() {
+        return Value::Null;
+    }
+    let o = compare(a, b);
+    Value::Bool(match op {
+        Cmp::Eq => o.is_eq(),
+        Cmp::Ne => o.is_ne(),
+        Cmp::Lt => o.is_lt(),
+        Cmp::Le => o.is_le(),
+        Cmp::Gt => o.is_gt(),
+        Cmp::Ge => o.is_ge(),
+    })
 }

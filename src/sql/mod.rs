@@ -5,3 +5,4 @@
 
 pub mod aggregate;
 pub mod expr;
+pub mod row_key;

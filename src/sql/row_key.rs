@@ -1,0 +1,145 @@
+//! A row keyed by some of its columns, without copying them out.
+//!
+//! A window over rows is keyed by a list of columns. Copying those values
+//! into a key `Vec` for every record costs an allocation, a copy and a drop
+//! per record (and, across workers, the key travels twice: once in the key,
+//! once in the row). A [`RowKey`] is the row itself plus the indices of its
+//! key columns: it hashes and compares as the key alone, so the window
+//! operator can look its state up by the record, and stores a row only when
+//! it opens a new (window, key).
+
+use std::hash::{Hash, Hasher};
+
+use serde::{Deserialize, Serialize};
+use streamforge_sources::row::{Row, Value};
+
+/// Key columns stored inline up to this many (more spill to the heap).
+const INLINE: usize = 8;
+
+/// The indices of the key columns of a row.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum KeyColumns {
+    /// Up to [`INLINE`] indices: `(count, indices)`.
+    Inline(u8, [u16; INLINE]),
+    /// More indices.
+    Heap(std::sync::Arc<[u16]>),
+}
+
+impl KeyColumns {
+    /// The key columns `cols` (indices into a row).
+    ///
+    /// # Panics
+    /// When an index exceeds `u16::MAX` (a schema has far fewer columns).
+    pub fn new(cols: &[usize]) -> KeyColumns {
+        let idx: Vec<u16> = cols
+            .iter()
+            .map(|&c| u16::try_from(c).expect("column index fits u16"))
+            .collect();
+        if idx.len() <= INLINE {
+            let mut a = [0u16; INLINE];
+            a[..idx.len()].copy_from_slice(&idx);
+            KeyColumns::Inline(idx.len() as u8, a)
+        } else {
+            KeyColumns::Heap(idx.into())
+        }
+    }
+
+    /// The indices, in key order.
+    #[inline]
+    pub fn as_slice(&self) -> &[u16] {
+        match self {
+            KeyColumns::Inline(n, a) => &a[..*n as usize],
+            KeyColumns::Heap(a) => a,
+        }
+    }
+}
+
+/// A row that hashes and compares by its key columns only.
+///
+/// Its hash equals the hash of the key as a `Vec<Value>` of the key columns,
+/// so records are routed to the same workers and key groups as with a
+/// copied key.
+///
+/// # Examples
+/// ```
+/// use streamforge::sql::row_key::{KeyColumns, RowKey};
+/// use streamforge::sources::row::Value;
+/// use streamforge::dataflow::stable_hash;
+/// let cols = KeyColumns::new(&[2, 0]);
+/// let a = RowKey::new(cols.clone(), vec![Value::Int(1), Value::Int(10), Value::str("x")]);
+/// let b = RowKey::new(cols, vec![Value::Int(1), Value::Int(99), Value::str("x")]);
+/// assert_eq!(a, b); // column 1 is not part of the key
+/// assert_eq!(a.key(), vec![Value::str("x"), Value::Int(1)]);
+/// assert_eq!(stable_hash(&a), stable_hash(&a.key()));
+/// ```
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RowKey {
+    /// The key columns of `row`.
+    pub cols: KeyColumns,
+    /// The whole row.
+    pub row: Row,
+}
+
+impl RowKey {
+    /// `row` keyed by `cols`.
+    #[inline]
+    pub fn new(cols: KeyColumns, row: Row) -> RowKey {
+        RowKey { cols, row }
+    }
+
+    /// The key's values, copied, in key order.
+    pub fn key(&self) -> Vec<Value> {
+        self.key_values().cloned().collect()
+    }
+
+    /// The key's values, in key order.
+    #[inline]
+    pub fn key_values(&self) -> impl Iterator<Item = &Value> + '_ {
+        self.cols.as_slice().iter().map(|&i| &self.row[i as usize])
+    }
+}
+
+impl Hash for RowKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        // As `Vec<Value>::hash`: the length, then each value.
+        h.write_usize(self.cols.as_slice().len());
+        for v in self.key_values() {
+            v.hash(h);
+        }
+    }
+}
+
+impl PartialEq for RowKey {
+    fn eq(&self, other: &RowKey) -> bool {
+        let (a, b) = (self.cols.as_slice(), other.cols.as_slice());
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(&i, &j)| self.row[i as usize] == other.row[j as usize])
+    }
+}
+
+impl Eq for RowKey {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use streamforge_dataflow::stable_hash;
+
+    #[test]
+    fn a_row_key_hashes_and_compares_as_its_copied_key_inline_and_on_the_heap() {
+        for n in [1usize, 3, 8, 9, 12] {
+            let row: Row = (0..2 * n as i64).map(Value::Int).collect();
+            let cols: Vec<usize> = (0..n).map(|i| 2 * i + 1).collect();
+            let k = RowKey::new(KeyColumns::new(&cols), row.clone());
+            let copied: Vec<Value> = cols.iter().map(|&c| row[c].clone()).collect();
+            assert_eq!(k.key(), copied);
+            assert_eq!(stable_hash(&k), stable_hash(&copied), "{n} columns");
+            let mut other = row.clone();
+            other[0] = Value::Int(-1); // not a key column
+            assert_eq!(k, RowKey::new(KeyColumns::new(&cols), other.clone()));
+            other[1] = Value::Int(-1); // a key column
+            assert_ne!(k, RowKey::new(KeyColumns::new(&cols), other));
+        }
+    }
+}
