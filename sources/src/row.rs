@@ -545,16 +545,9 @@ impl Schema {
                     Err(_) if is_integer_text(text) => return Err(range()),
                     Err(_) => return Err(not("an integer timestamp")),
                 };
-                let ms = match c.unit {
-                    TimeUnit::S => v.checked_mul(1000),
-                    TimeUnit::Ms => Some(v),
-                    TimeUnit::Us => Some(v.div_euclid(1000)),
-                    TimeUnit::Ns => Some(v.div_euclid(1_000_000)),
-                };
-                match ms {
-                    Some(ms) if (0..=MAX_TIMESTAMP_MS).contains(&ms) => Ok(Value::Timestamp(ms)),
-                    _ => Err(range()),
-                }
+                timestamp_ms(c.unit, v)
+                    .map(Value::Timestamp)
+                    .ok_or_else(range)
             }
             ColumnType::Float => match text.parse::<f64>() {
                 Ok(f) if f.is_finite() && looks_numeric(text) => Ok(Value::Float(f)),
@@ -599,6 +592,17 @@ impl Schema {
         };
         self.check_bounds(i, v)
     }
+}
+
+/// `v` in `unit` as milliseconds, if within 1970..=9999.
+fn timestamp_ms(unit: TimeUnit, v: i64) -> Option<i64> {
+    let ms = match unit {
+        TimeUnit::S => v.checked_mul(1000),
+        TimeUnit::Ms => Some(v),
+        TimeUnit::Us => Some(v.div_euclid(1000)),
+        TimeUnit::Ns => Some(v.div_euclid(1_000_000)),
+    };
+    ms.filter(|ms| (0..=MAX_TIMESTAMP_MS).contains(ms))
 }
 
 /// `-?[0-9]+`
@@ -695,6 +699,8 @@ pub struct RowDecoder {
     strings: Vec<StrCache>,
     /// Room reserved in each row for the columns later steps add.
     spare: usize,
+    /// The column of each JSON key position in the last record.
+    key_order: [u16; FAST_KEYS],
 }
 
 /// Interns the values of one string column, so that repeated values (a
@@ -762,6 +768,7 @@ impl RowDecoder {
             csv_fields: vec![None; n],
             strings: vec![StrCache::default(); n],
             spare: 0,
+            key_order: [u16::MAX; FAST_KEYS],
         })
     }
 
@@ -848,12 +855,239 @@ impl<'de> Visitor<'de> for ObjectSeed<'_, 'de> {
     }
 }
 
+/// The fast path of [`RowDecoder`]'s JSON decoding: one pass of a SIMD
+/// JSON parser (sonic-rs, through serde) that converts each field with a
+/// visitor of its column's type, straight into the row. Any value it does not accept as is (a wrong type, out of range,
+/// out of bounds, a null, malformed JSON) aborts it, and the record is
+/// decoded again by the slow path, which gives the exact reason; so both
+/// paths accept the same records with the same values.
+struct FastObject<'a> {
+    schema: &'a Schema,
+    strings: &'a mut [StrCache],
+    row: &'a mut [Value],
+    /// Bit `i`: column `i` was read.
+    seen: &'a mut u64,
+    /// The column of the key at each position in the last object (u16::MAX:
+    /// not a column), checked first: records of one source keep an order.
+    order: &'a mut [u16; FAST_KEYS],
+}
+
+/// Key positions remembered by [`FastObject`].
+const FAST_KEYS: usize = 32;
+
+/// "Decode this record on the slow path" (never shown).
+const SLOW: &str = "slow path";
+
+impl<'de> DeserializeSeed<'de> for FastObject<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FastObject<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut pos = 0;
+        loop {
+            let hint = self.order.get(pos).copied().unwrap_or(u16::MAX);
+            let Some(k) = map.next_key_seed(FastKey {
+                schema: self.schema,
+                hint,
+            })?
+            else {
+                return Ok(());
+            };
+            if let Some(o) = self.order.get_mut(pos) {
+                *o = k.map_or(u16::MAX, |i| i as u16);
+            }
+            pos += 1;
+            match k {
+                Some(i) => {
+                    let v = map.next_value_seed(FastValue {
+                        schema: self.schema,
+                        i,
+                        strings: &mut self.strings[i],
+                    })?;
+                    match v {
+                        Some(v) => {
+                            self.row[i] = v;
+                            *self.seen |= 1 << i;
+                        }
+                        None => return Err(serde::de::Error::custom(SLOW)),
+                    }
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+    }
+}
+
+/// The column of a JSON key, checking the predicted column first.
+struct FastKey<'a> {
+    schema: &'a Schema,
+    hint: u16,
+}
+
+impl<'de> DeserializeSeed<'de> for FastKey<'_> {
+    type Value = Option<usize>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for FastKey<'_> {
+    type Value = Option<usize>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Option<usize>, E> {
+        if let Some(c) = self.schema.columns.get(self.hint as usize) {
+            if c.field() == v {
+                return Ok(Some(self.hint as usize));
+            }
+        }
+        KeySeed(self.schema).visit_str(v)
+    }
+}
+
+/// One field's value as a value of column `i` (`None`: the slow path).
+struct FastValue<'a> {
+    schema: &'a Schema,
+    i: usize,
+    strings: &'a mut StrCache,
+}
+
+impl FastValue<'_> {
+    fn ty(&self) -> ColumnType {
+        self.schema.columns[self.i].ty
+    }
+
+    fn bounded(&self, v: Value) -> Option<Value> {
+        self.schema.check_bounds(self.i, v).ok()
+    }
+
+    fn int(self, v: i64) -> Option<Value> {
+        match self.ty() {
+            ColumnType::Int => self.bounded(Value::Int(v)),
+            ColumnType::Timestamp => {
+                let ms = timestamp_ms(self.schema.columns[self.i].unit, v)?;
+                self.bounded(Value::Timestamp(ms))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for FastValue<'_> {
+    type Value = Option<Value>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<Value>, D::Error> {
+        if matches!(self.ty(), ColumnType::Decimal | ColumnType::Float) {
+            // From the number's text, as on the slow path: decimals exact,
+            // floats correctly rounded by `str::parse`.
+            let raw = sonic_rs::LazyValue::<'de>::deserialize(d)?;
+            return Ok(self
+                .schema
+                .parse_json(self.i, raw.as_raw_str(), self.strings)
+                .ok());
+        }
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FastValue<'_> {
+    type Value = Option<Value>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a {}", self.ty())
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Option<Value>, E> {
+        Ok((self.ty() == ColumnType::Bool).then_some(Value::Bool(v)))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Option<Value>, E> {
+        Ok(self.int(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Option<Value>, E> {
+        Ok(i64::try_from(v).ok().and_then(|v| self.int(v)))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Option<Value>, E> {
+        // A fraction or an integer beyond 64 bits for an int or timestamp
+        // (floats and decimals are read from their text).
+        Ok(None)
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Option<Value>, E> {
+        Ok((self.ty() == ColumnType::String).then(|| self.strings.intern(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Option<Value>, E> {
+        // Text with escapes (decoded into serde_json's scratch buffer): not
+        // interned, as on the slow path.
+        Ok((self.ty() == ColumnType::String).then(|| Value::str(v)))
+    }
+    fn visit_unit<E>(self) -> Result<Option<Value>, E> {
+        Ok(self.schema.columns[self.i].nullable.then_some(Value::Null))
+    }
+}
+
+impl RowDecoder {
+    /// [`FastObject`]: the row, or `None` for the slow path.
+    fn decode_fast(&mut self, text: &str) -> Option<Row> {
+        let schema = &*self.schema;
+        let n = schema.columns.len();
+        if n > 64 {
+            return None;
+        }
+        let mut row = Vec::with_capacity(n + self.spare);
+        row.resize(n, Value::Null);
+        let mut seen = 0u64;
+        let mut de = sonic_rs::Deserializer::from_str(text);
+        FastObject {
+            schema,
+            strings: &mut self.strings,
+            row: &mut row,
+            seen: &mut seen,
+            order: &mut self.key_order,
+        }
+        .deserialize(&mut de)
+        .ok()?;
+        de.end().ok()?;
+        let all = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        if seen != all {
+            for (i, v) in row.iter_mut().enumerate() {
+                if seen & (1 << i) == 0 {
+                    *v = schema.missing(i).ok()?;
+                }
+            }
+        }
+        Some(row)
+    }
+}
+
 impl RecordDecoder<Row> for RowDecoder {
     fn decode(&mut self, bytes: &[u8]) -> Result<(EventTime, Row), String> {
-        let schema = &*self.schema;
         // UTF-8 is checked once per record, not per string by the parser.
         let text = std::str::from_utf8(bytes)
             .map_err(|e| format!("malformed JSON: invalid UTF-8: {e}"))?;
+        let row = match self.decode_fast(text) {
+            Some(row) => row,
+            None => self.decode_slow(text)?,
+        };
+        self.finish(row)
+    }
+
+    fn resume(&mut self, max_seen: Option<EventTime>) {
+        self.max_seen = max_seen;
+    }
+}
+
+impl RowDecoder {
+    /// Every field as raw JSON text, then each converted by its column: the
+    /// reference path, with the exact reason of any rejection.
+    fn decode_slow(&mut self, text: &str) -> Result<Row, String> {
+        let schema = &*self.schema;
         let n = schema.columns.len();
         let mut on_stack: [Option<&RawValue>; 16] = [None; 16];
         let mut on_heap = Vec::new();
@@ -878,11 +1112,7 @@ impl RecordDecoder<Row> for RowDecoder {
                 None => schema.missing(i)?,
             });
         }
-        self.finish(row)
-    }
-
-    fn resume(&mut self, max_seen: Option<EventTime>) {
-        self.max_seen = max_seen;
+        Ok(row)
     }
 }
 
@@ -1186,6 +1416,48 @@ mod tests {
             let text: Vec<&[u8]> = bytes.split(|b| *b == b',').collect();
             let _ = CsvDecoder::bind(&mut d, &csv::ByteRecord::from(vec!["ts", "duration_ms", "price", "ratio", "ok"]));
             let _ = d.decode_record(&csv::ByteRecord::from(text));
+        }
+
+        /// The fast path accepts a record only with the values the slow
+        /// (reference) path gives it, and takes every plain good record.
+        #[test]
+        fn the_fast_path_agrees_with_the_slow_path(
+            fields in proptest::collection::vec(
+                (0usize..8, prop_oneof![
+                    "-?[0-9]{1,20}", "-?[0-9]{1,5}\\.[0-9]{1,5}", "-?[0-9]e[0-9]{1,3}",
+                    Just("true".to_string()), Just("null".to_string()), Just("-0".to_string()),
+                    "\"[a-z\\\\\"]{0,6}\"", Just("[1]".to_string()), Just("{}".to_string()),
+                ]),
+                0..4),
+            keep in 0usize..6,
+        ) {
+            // A good record (its first `keep` fields), then the random ones
+            // (a repeated key: the last one counts).
+            let names = ["ts", "duration_ms", "price", "ratio", "ok", "city", "note", "extra"];
+            let good = ["5", "3", "1.10", "0.5", "true"];
+            let body: Vec<String> = good.iter().enumerate().take(keep)
+                .map(|(k, v)| (k, v.to_string()))
+                .chain(fields.iter().cloned())
+                .map(|(k, v)| format!("\"{}\": {v}", names[k])).collect();
+            let line = format!("{{{}}}", body.join(", "));
+            let mut keys: Vec<usize> = (0..keep).chain(fields.iter().map(|(k, _)| *k)).collect();
+            keys.sort();
+            let repeated = keys.windows(2).any(|w| w[0] == w[1]);
+            let mut d = RowDecoder::new(schema(), "ts", None).unwrap();
+            let slow = d.decode_slow(&line);
+            if let Some(fast) = d.decode_fast(&line) {
+                let slow = slow.map_err(|e| TestCaseError::fail(format!("{line}: fast accepts, slow says {e}")))?;
+                prop_assert_eq!(fast.len(), slow.len());
+                for (f, s) in fast.iter().zip(&slow) {
+                    prop_assert!(f == s && f.column_type() == s.column_type()
+                        && f.to_text() == s.to_text(), "{}: {:?} vs {:?}", line, f, s);
+                }
+            }
+            let good = r#"{"ts": 5, "duration_ms": 3, "price": 1.10, "ratio": 0.5, "ok": true, "note": "a\"b", "x": [1, {"y": 2}]}"#;
+            prop_assert!(d.decode_fast(good).is_some());
+            prop_assert!(d.decode_fast(&line).is_some() || d.decode_slow(&line).is_err()
+                || line.contains("-0") || repeated,
+                "a good record takes the fast path: {}", line);
         }
     }
 }

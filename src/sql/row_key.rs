@@ -6,11 +6,12 @@
 //! once in the row). A [`RowKey`] is the row itself plus the indices of its
 //! key columns: it hashes and compares as the key alone, so the window
 //! operator can look its state up by the record, and stores a row only when
-//! it opens a new (window, key).
+//! it opens a new (window, key). The key is hashed once, when it is made.
 
 use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
+use streamforge_dataflow::stable_hash;
 use streamforge_sources::row::{Row, Value};
 
 /// Key columns stored inline up to this many (more spill to the heap).
@@ -56,9 +57,10 @@ impl KeyColumns {
 
 /// A row that hashes and compares by its key columns only.
 ///
-/// Its hash equals the hash of the key as a `Vec<Value>` of the key columns,
-/// so records are routed to the same workers and key groups as with a
-/// copied key.
+/// The key is hashed once, when the `RowKey` is made (the stable hash of
+/// the key as a `Vec<Value>` of the key columns, [`RowKey::key_hash`]);
+/// hashing a `RowKey` hashes that number, so routing to a worker, the key
+/// group and the window operator's lookup do not hash the values again.
 ///
 /// # Examples
 /// ```
@@ -70,10 +72,13 @@ impl KeyColumns {
 /// let b = RowKey::new(cols, vec![Value::Int(1), Value::Int(99), Value::str("x")]);
 /// assert_eq!(a, b); // column 1 is not part of the key
 /// assert_eq!(a.key(), vec![Value::str("x"), Value::Int(1)]);
-/// assert_eq!(stable_hash(&a), stable_hash(&a.key()));
+/// assert_eq!(a.key_hash(), stable_hash(&a.key()));
+/// assert_eq!(stable_hash(&a), stable_hash(&b));
 /// ```
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RowKey {
+    /// The stable hash of the key values.
+    hash: u64,
     /// The key columns of `row`.
     pub cols: KeyColumns,
     /// The whole row.
@@ -84,7 +89,15 @@ impl RowKey {
     /// `row` keyed by `cols`.
     #[inline]
     pub fn new(cols: KeyColumns, row: Row) -> RowKey {
-        RowKey { cols, row }
+        let mut k = RowKey { hash: 0, cols, row };
+        k.hash = stable_hash(&KeyValues(&k));
+        k
+    }
+
+    /// The stable hash of the key's values (as of a `Vec<Value>` of them).
+    #[inline]
+    pub fn key_hash(&self) -> u64 {
+        self.hash
     }
 
     /// The key's values, copied, in key order.
@@ -99,20 +112,31 @@ impl RowKey {
     }
 }
 
-impl Hash for RowKey {
+/// The key values of a row key, hashing as a `Vec<Value>` of them.
+struct KeyValues<'a>(&'a RowKey);
+
+impl Hash for KeyValues<'_> {
     fn hash<H: Hasher>(&self, h: &mut H) {
         // As `Vec<Value>::hash`: the length, then each value.
-        h.write_usize(self.cols.as_slice().len());
-        for v in self.key_values() {
+        h.write_usize(self.0.cols.as_slice().len());
+        for v in self.0.key_values() {
             v.hash(h);
         }
+    }
+}
+
+impl Hash for RowKey {
+    #[inline]
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_u64(self.hash);
     }
 }
 
 impl PartialEq for RowKey {
     fn eq(&self, other: &RowKey) -> bool {
         let (a, b) = (self.cols.as_slice(), other.cols.as_slice());
-        a.len() == b.len()
+        self.hash == other.hash
+            && a.len() == b.len()
             && a.iter()
                 .zip(b)
                 .all(|(&i, &j)| self.row[i as usize] == other.row[j as usize])
@@ -124,7 +148,6 @@ impl Eq for RowKey {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use streamforge_dataflow::stable_hash;
 
     #[test]
     fn a_row_key_hashes_and_compares_as_its_copied_key_inline_and_on_the_heap() {
@@ -134,7 +157,7 @@ mod tests {
             let k = RowKey::new(KeyColumns::new(&cols), row.clone());
             let copied: Vec<Value> = cols.iter().map(|&c| row[c].clone()).collect();
             assert_eq!(k.key(), copied);
-            assert_eq!(stable_hash(&k), stable_hash(&copied), "{n} columns");
+            assert_eq!(k.key_hash(), stable_hash(&copied), "{n} columns");
             let mut other = row.clone();
             other[0] = Value::Int(-1); // not a key column
             assert_eq!(k, RowKey::new(KeyColumns::new(&cols), other.clone()));
