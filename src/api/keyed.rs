@@ -320,6 +320,38 @@ where
     /// `AggregateFunction`; tuples of aggregates compute several at once).
     /// Takes part in checkpoints when the job has them (state by key group,
     /// restorable with another worker count).
+    ///
+    /// # Examples
+    /// Count, sum and max of order amounts per user in sliding windows (20 s
+    /// every 10 s), at two workers:
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// use streamforge::operators::{Count, Max, Sliding, Sum};
+    /// let got = Arc::new(Mutex::new(Vec::new()));
+    /// let g = got.clone();
+    /// execute(&JobOptions::new("doc").workers(2), move |env| {
+    ///     // (user, event time, amount), over two partitions
+    ///     env.from_partitions("orders",
+    ///             vec![vec![('a', 1_000, 5), ('a', 12_000, 7)], vec![('b', 3_000, 2), ('a', 15_000, 1)]],
+    ///             WatermarkStrategy::for_bounded_out_of_orderness_ms(0), |o: &(char, u64, i64)| o.1)
+    ///         .key_by(|o| o.0)
+    ///         .window(Sliding::new(20_000, 10_000))
+    ///         .aggregate("stats", (Count, Sum::of(|o: &(char, u64, i64)| o.2), Max::of(|o: &(char, u64, i64)| o.2)))
+    ///         .results
+    ///         .map(|r| (r.key, r.window.start_ms, r.value))
+    ///         .sink_vec("rows", g.clone());
+    ///     Ok(())
+    /// }).unwrap();
+    /// let mut rows = got.lock().unwrap().clone();
+    /// rows.sort();
+    /// // Windows start at 0 (the epoch), so 1 000 and 3 000 are in [0, 20 000) only.
+    /// assert_eq!(rows, vec![
+    ///     ('a', 0, (3, 13, Some(7))),
+    ///     ('a', 10_000, (2, 8, Some(7))),
+    ///     ('b', 0, (1, 2, Some(2))),
+    /// ]);
+    /// ```
     pub fn aggregate<A>(self, name: &str, aggregate: A) -> WindowOutput<'s, K, A::Out, T>
     where
         A: AggregateFunction<T>,
@@ -372,6 +404,37 @@ where
 {
     /// Sessions accept records until the watermark passes `end + ms`, and
     /// fire once then.
+    ///
+    /// # Examples
+    /// 9 000 arrives when the watermark is 30 000: without lateness the
+    /// session [1 000, 6 000) has fired and 9 000 is late; with 30 s of
+    /// lateness it merges in (the gap is 5 s).
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// use streamforge::operators::Count;
+    /// let sessions = |lateness: u64| {
+    ///     let got = Arc::new(Mutex::new(Vec::new()));
+    ///     let g = got.clone();
+    ///     let summary = execute(&JobOptions::new("doc"), move |env| {
+    ///         env.from_partitions("clicks", vec![vec![1_000u64, 30_000, 5_500, 9_000]],
+    ///                 WatermarkStrategy::for_bounded_out_of_orderness_ms(0), |t: &u64| *t)
+    ///             .key_by(|_| 'u')
+    ///             .session_window(5_000)
+    ///             .allowed_lateness_ms(lateness)
+    ///             .aggregate("sessions", Count)
+    ///             .results
+    ///             .map(|r| (r.window.start_ms, r.window.end_ms, r.value))
+    ///             .sink_vec("rows", g.clone());
+    ///         Ok(())
+    ///     }).unwrap();
+    ///     let mut rows = got.lock().unwrap().clone();
+    ///     rows.sort();
+    ///     (rows, summary.late)
+    /// };
+    /// assert_eq!(sessions(0), (vec![(1_000, 6_000, 1), (30_000, 35_000, 1)], 2));
+    /// assert_eq!(sessions(30_000), (vec![(1_000, 14_000, 3), (30_000, 35_000, 1)], 0));
+    /// ```
     pub fn allowed_lateness_ms(mut self, ms: u64) -> Self {
         self.spec = self.spec.allowed_lateness_ms(ms);
         self
@@ -380,6 +443,32 @@ where
     /// Aggregates each session and key incrementally (accumulators of
     /// merging sessions are merged). Results carry `end − 1` as event time.
     /// Takes part in checkpoints.
+    ///
+    /// # Examples
+    /// 4 000 bridges the sessions of 1 000 and 7 000 (gap 3 s): they merge
+    /// into one, and the sums merge with them.
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// use streamforge::operators::{Count, Sum};
+    /// let got = Arc::new(Mutex::new(Vec::new()));
+    /// let g = got.clone();
+    /// execute(&JobOptions::new("doc"), move |env| {
+    ///     // (event time, amount): 4 000 arrives last, within the out-of-orderness.
+    ///     env.from_partitions("clicks", vec![vec![(1_000u64, 1i64), (7_000, 10), (4_000, 100), (20_000, 1_000)]],
+    ///             WatermarkStrategy::for_bounded_out_of_orderness_ms(5_000), |c: &(u64, i64)| c.0)
+    ///         .key_by(|_| 'u')
+    ///         .session_window(3_000)
+    ///         .aggregate("sessions", (Count, Sum::of(|c: &(u64, i64)| c.1)))
+    ///         .results
+    ///         .map(|r| (r.window.start_ms, r.window.end_ms, r.value))
+    ///         .sink_vec("rows", g.clone());
+    ///     Ok(())
+    /// }).unwrap();
+    /// let mut rows = got.lock().unwrap().clone();
+    /// rows.sort();
+    /// assert_eq!(rows, vec![(1_000, 10_000, (3, 111)), (20_000, 23_000, (1, 1_000))]);
+    /// ```
     pub fn aggregate<A>(self, name: &str, aggregate: A) -> WindowOutput<'s, K, A::Out, T>
     where
         A: AggregateFunction<T>,

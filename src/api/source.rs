@@ -257,6 +257,30 @@ impl<'s> StreamEnv<'s> {
     ///
     /// Partition `i` is read by worker `i % workers`. Undecodable records
     /// go to the job's dead letters.
+    ///
+    /// # Examples
+    /// Two partitions from `vec_partition` readers (any boxed
+    /// `PartitionReader` works), read by two workers:
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// use streamforge::dataflow::source::vec_partition;
+    /// let got = Arc::new(Mutex::new(Vec::new()));
+    /// let g = got.clone();
+    /// let summary = execute(&JobOptions::new("doc").workers(2), move |env| {
+    ///     env.source("nums", 2, WatermarkStrategy::default(), |i, _position| {
+    ///         // (event time, record): partition i holds 10·i, 10·i + 1, 10·i + 2.
+    ///         let items: Vec<(u64, u64)> = (0..3u64).map(|j| (j, 10 * i as u64 + j)).collect();
+    ///         vec_partition(format!("nums/{i}"), items)
+    ///     })
+    ///     .sink_vec("out", g.clone());
+    ///     Ok(())
+    /// }).unwrap();
+    /// let mut got = got.lock().unwrap().clone();
+    /// got.sort();
+    /// assert_eq!(got, vec![0, 1, 2, 10, 11, 12]);
+    /// assert_eq!(summary.events, 6);
+    /// ```
     pub fn source<T, O>(
         &mut self,
         name: &str,
@@ -425,6 +449,34 @@ impl<'s> StreamEnv<'s> {
     ///
     /// # Errors
     /// As [`StreamEnv::from_jsonl`], or an unknown extension.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    /// struct Order { ts: u64, amount: i64 }
+    /// let dir = tempfile::tempdir().unwrap();
+    /// std::fs::write(dir.path().join("o.csv"), "ts,amount\n5,7\n6,-2\n7,x\n").unwrap();
+    /// let got = Arc::new(Mutex::new(Vec::new()));
+    /// let (g, d) = (got.clone(), dir.path().to_path_buf());
+    /// let summary = execute(&JobOptions::new("doc"), move |env| {
+    ///     env.from_files("orders", &[d.join("o.csv")], WatermarkStrategy::default(), |o: &Order| o.ts)?
+    ///         .sink_vec("out", g.clone());
+    ///     Ok(())
+    /// }).unwrap();
+    /// assert_eq!(*got.lock().unwrap(), vec![Order { ts: 5, amount: 7 }, Order { ts: 6, amount: -2 }]);
+    /// assert_eq!(summary.dead_letters, 1, "`x` is not an amount");
+    /// // An extension that is neither JSON lines nor CSV is an error when the job is built.
+    /// std::fs::write(dir.path().join("o.txt"), "").unwrap();
+    /// let d = dir.path().to_path_buf();
+    /// let err = execute(&JobOptions::new("doc"), move |env| {
+    ///     env.from_files("orders", &[d.join("o.txt")], WatermarkStrategy::default(), |o: &Order| o.ts)?
+    ///         .sink_fn("drop", |_, _| {});
+    ///     Ok(())
+    /// }).unwrap_err();
+    /// assert!(err.to_string().contains("o.txt"), "{err}");
+    /// ```
     pub fn from_files<T, F>(
         &mut self,
         name: &str,
@@ -511,6 +563,26 @@ impl<'s> StreamEnv<'s> {
     ///
     /// # Errors
     /// The broker cannot be reached or the topic does not exist.
+    ///
+    /// # Examples
+    /// Needs a broker (`scripts/kafka.sh start`); tests/kafka_e2e.rs runs
+    /// this against a real one.
+    /// ```no_run
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// use streamforge::sources::kafka::KafkaSourceConfig;
+    /// #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+    /// struct Order { ts: u64, order_id: String }
+    /// let config: KafkaSourceConfig = toml::from_str(r#"
+    ///     topic = "orders_stream"
+    ///     properties = { "bootstrap.servers" = "127.0.0.1:9092" }
+    /// "#).unwrap();
+    /// execute(&JobOptions::new("orders"), move |env| {
+    ///     env.from_kafka("orders", &config, WatermarkStrategy::for_bounded_out_of_orderness_ms(5_000),
+    ///                    |o: &Order| o.ts)?
+    ///         .sink_jsonl("out", "out/orders.jsonl");
+    ///     Ok(())
+    /// }).unwrap();
+    /// ```
     pub fn from_kafka<T, F>(
         &mut self,
         name: &str,
@@ -561,6 +633,34 @@ impl<'s> StreamEnv<'s> {
 
     /// In-memory partitions (tests, examples): partition `i` yields
     /// `partitions[i]` in order; `event_time` gives each record's time.
+    /// With checkpoints, a partition's position is its record offset.
+    ///
+    /// # Examples
+    /// The watermark follows each partition's event times (here with no
+    /// out-of-orderness): 3 arrives after 8 in its partition and is behind
+    /// the watermark, so the 10 ms window that has fired does not count it.
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// use streamforge::operators::{Count, Tumbling};
+    /// let got = Arc::new(Mutex::new(Vec::new()));
+    /// let g = got.clone();
+    /// let summary = execute(&JobOptions::new("doc"), move |env| {
+    ///     env.from_partitions("in", vec![vec![1u64, 8, 12, 3, 25]],
+    ///             WatermarkStrategy::for_bounded_out_of_orderness_ms(0), |t: &u64| *t)
+    ///         .key_by(|_| ())
+    ///         .window(Tumbling::new(10))
+    ///         .aggregate("count", Count)
+    ///         .results
+    ///         .map(|r| (r.window.start_ms, r.value))
+    ///         .sink_vec("out", g.clone());
+    ///     Ok(())
+    /// }).unwrap();
+    /// let mut rows = got.lock().unwrap().clone();
+    /// rows.sort();
+    /// assert_eq!(rows, vec![(0, 2), (10, 1), (20, 1)]);
+    /// assert_eq!(summary.late, 1);
+    /// ```
     pub fn from_partitions<T, F>(
         &mut self,
         name: &str,

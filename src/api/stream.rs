@@ -464,6 +464,51 @@ impl<'s, T: StreamData> DataStream<'s, T> {
     /// for targets that commit idempotently or record markers). Without,
     /// records are committed in batches of `limits` (`size` measures a
     /// record for `limits.bytes`).
+    ///
+    /// # Examples
+    /// A target that keeps what it is given, with and without checkpoints:
+    /// every record is committed once, with checkpoints under a checkpoint id.
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::Duration;
+    /// use streamforge::api::{execute, JobOptions, WatermarkStrategy};
+    /// use streamforge::job::CheckpointConfig;
+    /// use streamforge::sinks::batched::BatchLimits;
+    /// use streamforge::sinks::write_ahead::CommitTarget;
+    /// use streamforge::sinks::SinkError;
+    /// #[derive(Clone, Default)]
+    /// struct Keep(Arc<Mutex<Vec<(Option<u64>, String)>>>);
+    /// impl CommitTarget for Keep {
+    ///     type Record = String;
+    ///     fn recover(&mut self, _writer: usize) -> Result<Option<u64>, SinkError> { Ok(None) }
+    ///     fn commit(&mut self, _w: usize, checkpoint: Option<u64>, records: &[String]) -> Result<(), SinkError> {
+    ///         self.0.lock().unwrap().extend(records.iter().map(|r| (checkpoint, r.clone())));
+    ///         Ok(())
+    ///     }
+    /// }
+    /// let run = |options: JobOptions| {
+    ///     let keep = Keep::default();
+    ///     let k = keep.clone();
+    ///     execute(&options, move |env| {
+    ///         env.from_partitions("in", vec![(0..100u64).collect()], WatermarkStrategy::default(), |t| *t)
+    ///             .sink_commit("keep", k.clone(), |t| format!("row {t}"), |r| r.len(),
+    ///                          BatchLimits { rows: 10, bytes: 1 << 20, interval: Duration::from_millis(50) });
+    ///         Ok(())
+    ///     }).unwrap();
+    ///     let mut got = keep.0.lock().unwrap().clone();
+    ///     got.sort_by_key(|(_, r)| r[4..].parse::<u64>().unwrap());
+    ///     got
+    /// };
+    /// let plain = run(JobOptions::new("doc"));
+    /// assert_eq!(plain.len(), 100);
+    /// assert!(plain.iter().enumerate().all(|(i, (c, r))| c.is_none() && *r == format!("row {i}")));
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let config = CheckpointConfig { dir: dir.path().to_path_buf(), interval: Duration::from_millis(20), retain: 2 };
+    /// let logged = run(JobOptions::new("doc").checkpoint(config));
+    /// assert_eq!(logged.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(),
+    ///            plain.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>());
+    /// assert!(logged.iter().all(|(c, _)| c.is_some()), "committed with its checkpoint");
+    /// ```
     pub fn sink_commit<C: CommitTarget>(
         self,
         name: &str,
