@@ -37,7 +37,7 @@ const REGISTERS: usize = 1 << PRECISION;
 /// for u in ["a", "b", "a", "c"] { small.add(&u) }
 /// assert_eq!(small.estimate(), 3);
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DistinctSketch {
     /// Sorted distinct hashes while sparse.
     sparse: Vec<u64>,
@@ -45,14 +45,6 @@ pub struct DistinctSketch {
     registers: Vec<u8>,
 }
 
-impl Default for DistinctSketch {
-    fn default() -> Self {
-        DistinctSketch {
-            sparse: Vec::new(),
-            registers: Vec::new(),
-        }
-    }
-}
 
 fn set_register(registers: &mut [u8], h: u64) {
     let index = (h >> (64 - PRECISION)) as usize;
