@@ -45,7 +45,6 @@ pub struct DistinctSketch {
     registers: Vec<u8>,
 }
 
-
 fn set_register(registers: &mut [u8], h: u64) {
     let index = (h >> (64 - PRECISION)) as usize;
     let rest = (h << PRECISION) | (1 << (PRECISION - 1));

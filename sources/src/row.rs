@@ -1023,8 +1023,8 @@ impl<'de> Visitor<'de> for FastValue<'_> {
         Ok((self.ty() == ColumnType::String).then(|| self.strings.intern(v)))
     }
     fn visit_str<E>(self, v: &str) -> Result<Option<Value>, E> {
-        // Text with escapes (decoded into serde_json's scratch buffer): not
-        // interned, as on the slow path.
+        // Text with escapes (unescaped by the parser into a scratch
+        // buffer): not interned, as on the slow path.
         Ok((self.ty() == ColumnType::String).then(|| Value::str(v)))
     }
     fn visit_unit<E>(self) -> Result<Option<Value>, E> {
@@ -1064,26 +1064,7 @@ impl RowDecoder {
         }
         Some(row)
     }
-}
 
-impl RecordDecoder<Row> for RowDecoder {
-    fn decode(&mut self, bytes: &[u8]) -> Result<(EventTime, Row), String> {
-        // UTF-8 is checked once per record, not per string by the parser.
-        let text = std::str::from_utf8(bytes)
-            .map_err(|e| format!("malformed JSON: invalid UTF-8: {e}"))?;
-        let row = match self.decode_fast(text) {
-            Some(row) => row,
-            None => self.decode_slow(text)?,
-        };
-        self.finish(row)
-    }
-
-    fn resume(&mut self, max_seen: Option<EventTime>) {
-        self.max_seen = max_seen;
-    }
-}
-
-impl RowDecoder {
     /// Every field as raw JSON text, then each converted by its column: the
     /// reference path, with the exact reason of any rejection.
     fn decode_slow(&mut self, text: &str) -> Result<Row, String> {
@@ -1113,6 +1094,23 @@ impl RowDecoder {
             });
         }
         Ok(row)
+    }
+}
+
+impl RecordDecoder<Row> for RowDecoder {
+    fn decode(&mut self, bytes: &[u8]) -> Result<(EventTime, Row), String> {
+        // UTF-8 is checked once per record, not per string by the parser.
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| format!("malformed JSON: invalid UTF-8: {e}"))?;
+        let row = match self.decode_fast(text) {
+            Some(row) => row,
+            None => self.decode_slow(text)?,
+        };
+        self.finish(row)
+    }
+
+    fn resume(&mut self, max_seen: Option<EventTime>) {
+        self.max_seen = max_seen;
     }
 }
 
