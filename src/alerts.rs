@@ -240,13 +240,17 @@ pub fn evaluate(row: &OperatorAggRow, rule: &AlarmRule) -> Option<Alert> {
 /// and lookups do not allocate.
 pub type MetricKey = (u64, Metric);
 
+/// What convergence keeps per (key, metric): the last emission time per
+/// level, and the last level emitted.
+pub type Convergence = ([Option<u64>; 3], Option<Level>);
+
 /// Alert convergence state (keyed state of the alerting operator).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Suppressor {
     /// Event-time interval, ms.
     pub interval_ms: u64,
     /// Per (key, metric): last emission time per level, and the last level.
-    last: HashMap<MetricKey, ([Option<u64>; 3], Option<Level>)>,
+    last: HashMap<MetricKey, Convergence>,
 }
 
 impl Suppressor {
@@ -267,6 +271,16 @@ impl Suppressor {
     /// Adds the entries of `other` (restoring state from several parts).
     pub fn merge(&mut self, other: Suppressor) {
         self.last.extend(other.last);
+    }
+
+    /// The (key, metric) entries, for a checkpoint.
+    pub fn entries(&self) -> impl Iterator<Item = (&MetricKey, &Convergence)> {
+        self.last.iter()
+    }
+
+    /// Sets one entry (a restore).
+    pub fn insert(&mut self, key: MetricKey, value: Convergence) {
+        self.last.insert(key, value);
     }
 
     /// Number of (key, metric) entries.

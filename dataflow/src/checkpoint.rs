@@ -19,10 +19,20 @@
 //! are there (an operator whose input jumped over `c` has none, and `c` is then
 //! skipped), and announces completion through a feedback edge to the sinks.
 //!
-//! When the input ends (or a savepoint stops the sources) every participant
-//! writes its last part under [`FINAL`]; the committer renames it to an id
-//! above every epoch used and completes it, so a run always ends with a
-//! checkpoint (the savepoint when stopping).
+//! When the input ends every participant writes its last part under
+//! [`FINAL`]; the committer renames it to an id above every epoch used and
+//! completes it, so a run always ends with a checkpoint.
+//!
+//! A **savepoint** (a stop request) is a regular checkpoint: each source
+//! *freezes* at its next cut (reads nothing more, keeps its capabilities, and
+//! keeps cutting, reporting its positions as `frozen`). The first checkpoint
+//! at which every partition is frozen or finished is the savepoint (manifest
+//! `savepoint = true`); the committer then marks the stop done, the frozen
+//! sources drop their capabilities, and what the shutdown writes after it
+//! (the [`FINAL`] parts) is discarded. Because no source stops before all are
+//! frozen, no window can fire on a watermark that leaves a stopped
+//! partition out, at any number of source workers. When every source
+//! finishes instead, the final checkpoint is the savepoint.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -56,6 +66,11 @@ pub struct PartitionPosition {
     pub max_seen: Option<u64>,
     /// The partition has been read to its end.
     pub finished: bool,
+    /// The source stopped reading this partition for a savepoint: it reads
+    /// nothing after this position until the job is restored. Ignored on
+    /// restore.
+    #[serde(default)]
+    pub frozen: bool,
 }
 
 /// Messages from participants to the committer.
@@ -209,6 +224,7 @@ pub struct CheckpointStats {
 }
 
 const STOP_FILE: &str = "STOP";
+const STOPPED_FILE: &str = "STOPPED";
 
 impl CheckpointContext {
     /// A context over `settings`; `restore` is the checkpoint to resume from.
@@ -227,12 +243,14 @@ impl CheckpointContext {
             store.clear()?;
         }
         store.remove_incomplete(FINAL)?;
-        let stop = store.dir().join(STOP_FILE);
-        if stop.exists() {
-            std::fs::remove_file(&stop).map_err(|source| CheckpointError::Io {
-                path: stop.display().to_string(),
-                source,
-            })?;
+        for marker in [STOP_FILE, STOPPED_FILE] {
+            let path = store.dir().join(marker);
+            if path.exists() {
+                std::fs::remove_file(&path).map_err(|source| CheckpointError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+            }
         }
         Ok(CheckpointContext {
             store,
@@ -259,6 +277,22 @@ impl CheckpointContext {
     /// Whether a savepoint (stop with a final checkpoint) was requested.
     pub fn stop_requested(&self) -> bool {
         self.store.dir().join(STOP_FILE).exists()
+    }
+
+    /// Whether the savepoint of a stop request is complete, so that the frozen
+    /// sources can drop their capabilities and the job can end.
+    pub fn savepoint_done(&self) -> bool {
+        self.store.dir().join(STOPPED_FILE).exists()
+    }
+
+    /// Records that checkpoint `id` is the savepoint of the stop request.
+    ///
+    /// # Panics
+    /// On an I/O error (fail-stop).
+    fn mark_savepoint_done(&self, id: u64) {
+        let path = self.store.dir().join(STOPPED_FILE);
+        std::fs::write(&path, format!("{id}\n"))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
 
     /// Asks the job running on the store `dir` to stop with a savepoint.
@@ -394,15 +428,22 @@ struct Committer {
     oldest: Option<Epoch>,
     max_epoch: Epoch,
     finished: bool,
+    /// The savepoint of a stop request, once complete: later checkpoints,
+    /// the final one included, are discarded.
+    savepoint: Option<u64>,
 }
 
 impl Committer {
     fn new(ctx: Arc<CheckpointContext>, expected: usize) -> Self {
-        let positions = ctx
+        let mut positions = ctx
             .restore
             .as_ref()
             .map(|r| r.sources.clone())
             .unwrap_or_default();
+        // A restored savepoint's partitions read again.
+        for p in positions.values_mut().flat_map(|s| s.values_mut()) {
+            p.frozen = false;
+        }
         let first = ctx.first_epoch();
         Committer {
             ctx,
@@ -413,6 +454,7 @@ impl Committer {
             oldest: Some(0),
             max_epoch: first,
             finished: false,
+            savepoint: None,
         }
     }
 
@@ -482,6 +524,18 @@ impl Committer {
         };
         let parts = self.parts.remove(&id).unwrap_or_default();
         self.parts.retain(|c, _| *c > id);
+        if self.savepoint.is_some() {
+            // After the savepoint: what the stopping job wrote is not a
+            // checkpoint (its final parts may hold windows fired by the
+            // shutdown itself).
+            if id == FINAL {
+                self.ctx
+                    .store
+                    .remove_incomplete(FINAL)
+                    .unwrap_or_else(|e| panic!("final checkpoint: {e}"));
+            }
+            return None;
+        }
         if self.expected > 0 && parts.len() < self.expected {
             tracing::debug!(
                 checkpoint = id,
@@ -512,13 +566,21 @@ impl Committer {
             .write_part(real, "sources", &sources)
             .unwrap_or_else(|e| panic!("checkpoint {real}: {e}"));
         entries.insert("sources".into(), entry);
+        // The savepoint of a stop request: the first checkpoint at which
+        // every partition of every source is frozen (or finished) — a
+        // consistent cut whatever order the source workers stopped in.
+        let all_frozen = !self.positions.is_empty()
+            && self
+                .positions
+                .values()
+                .flat_map(|s| s.values())
+                .all(|p| p.frozen || p.finished);
+        let stop = self.ctx.stop_requested();
+        let savepoint = stop && (was_final || all_frozen);
         let mut meta = BTreeMap::new();
         meta.insert("job".into(), self.ctx.job.clone());
         meta.insert("final".into(), was_final.to_string());
-        meta.insert(
-            "savepoint".into(),
-            (was_final && self.ctx.stop_requested()).to_string(),
-        );
+        meta.insert("savepoint".into(), savepoint.to_string());
         meta.insert(
             "created_unix_ms".into(),
             std::time::SystemTime::now()
@@ -553,9 +615,14 @@ impl Committer {
                 Relaxed,
             );
         }
+        if savepoint && !was_final {
+            self.savepoint = Some(real);
+            self.ctx.mark_savepoint_done(real);
+        }
         tracing::info!(
             checkpoint = real,
             was_final,
+            savepoint,
             bytes,
             duration_ms = format!("{duration_ms:.1}"),
             "checkpoint complete"

@@ -22,6 +22,43 @@ use serde::Serialize;
 use crate::checkpoint::Restore;
 use crate::hash::{key_group, owner};
 
+/// The group of a part whose entries *every* worker loads on a restore:
+/// broadcast state (the same on every worker, so written by one) and
+/// operator state redistributed as a union (each worker reads what all old
+/// workers wrote). Not a key group ([`crate::hash::KEY_GROUPS`] are below).
+pub const UNION_GROUP: u64 = u64::MAX;
+
+/// Encodes `entries` — `(key hash, entry)` — grouped by key group, and the
+/// `union` entries in [`UNION_GROUP`] (every worker loads them on a
+/// restore; see [`restore_owned`]).
+///
+/// # Examples
+/// ```
+/// use streamforge_dataflow::keyed_state::{decode_groups, encode_groups_with_union, UNION_GROUP};
+/// use streamforge_dataflow::stable_hash;
+/// let part = encode_groups_with_union(
+///     [(stable_hash("k"), "keyed".to_string())],
+///     ["everyone".to_string()],
+/// );
+/// let mut union = Vec::new();
+/// decode_groups::<String>(&part, |g| g == UNION_GROUP, |e| union.push(e)).unwrap();
+/// assert_eq!(union, ["everyone"]);
+/// ```
+pub fn encode_groups_with_union<E: Serialize>(
+    entries: impl IntoIterator<Item = (u64, E)>,
+    union: impl IntoIterator<Item = E>,
+) -> Vec<u8> {
+    let mut groups: BTreeMap<u64, Vec<E>> = BTreeMap::new();
+    for (h, e) in entries {
+        groups.entry(key_group(h)).or_default().push(e);
+    }
+    let union: Vec<E> = union.into_iter().collect();
+    if !union.is_empty() {
+        groups.insert(UNION_GROUP, union);
+    }
+    encode_blocks(&groups)
+}
+
 /// Encodes `entries` — `(key hash, entry)` — grouped by key group.
 ///
 /// Entries of a group keep their relative order. `E` may hold references
@@ -50,13 +87,13 @@ use crate::hash::{key_group, owner};
 /// assert_eq!(seen, ["a", "b", "c", "d"]);
 /// ```
 pub fn encode_groups<E: Serialize>(entries: impl IntoIterator<Item = (u64, E)>) -> Vec<u8> {
-    let mut groups: BTreeMap<u64, Vec<E>> = BTreeMap::new();
-    for (h, e) in entries {
-        groups.entry(key_group(h)).or_default().push(e);
-    }
+    encode_groups_with_union(entries, std::iter::empty())
+}
+
+fn encode_blocks<E: Serialize>(groups: &BTreeMap<u64, Vec<E>>) -> Vec<u8> {
     let mut blocks = Vec::new();
     let mut index: Vec<(u64, u64, u64)> = Vec::with_capacity(groups.len());
-    for (g, entries) in &groups {
+    for (g, entries) in groups {
         let start = blocks.len() as u64;
         bincode::serialize_into(&mut blocks, entries).expect("keyed state serializes");
         index.push((*g, start, blocks.len() as u64 - start));
@@ -100,7 +137,8 @@ pub fn decode_groups<E: DeserializeOwned>(
 }
 
 /// Loads, from every old worker's part `<prefix><j>` of `restore`, the key
-/// groups that worker `index` of `peers` owns now, calling `f` per entry.
+/// groups that worker `index` of `peers` owns now and the [`UNION_GROUP`],
+/// calling `f` per entry.
 ///
 /// # Errors
 /// A part is missing, damaged or undecodable: `"part NAME: reason"`.
@@ -113,8 +151,12 @@ pub fn restore_owned<E: DeserializeOwned>(
 ) -> Result<(), String> {
     for name in restore.parts_with_prefix(prefix) {
         let bytes = restore.part(name).map_err(|e| e.to_string())?;
-        decode_groups(&bytes, |g| owner(g, peers) == index as u64, &mut f)
-            .map_err(|e| format!("part {name}: {e}"))?;
+        decode_groups(
+            &bytes,
+            |g| g == UNION_GROUP || owner(g, peers) == index as u64,
+            &mut f,
+        )
+        .map_err(|e| format!("part {name}: {e}"))?;
     }
     Ok(())
 }

@@ -223,9 +223,12 @@ where
 /// [`partitioned_source`] taking part in checkpoints: it starts in the epoch
 /// after the restored checkpoint, reopens each partition at its saved position
 /// (`open(index, Some(position))`) with its saved watermark, moves to a new
-/// epoch every checkpoint interval, reports its partitions' positions to the
-/// committer at each epoch change, and stops (without finishing) when a
-/// savepoint is requested.
+/// epoch every checkpoint interval, and reports its partitions' positions to
+/// the committer at each epoch change. When a savepoint is requested it
+/// freezes at its next cut (reads nothing more, keeps cutting and reporting
+/// its positions as frozen) and stops, without finishing its partitions,
+/// once the committer has completed the savepoint (see
+/// [`crate::checkpoint`]).
 pub fn checkpointed_source<'scope, D, F>(
     scope: Scope<'scope, Time>,
     settings: SourceSettings,
@@ -338,6 +341,7 @@ where
         // Reports every partition's position at the capability's epoch (the
         // epoch that is being left).
         let report = move |parts: &[Partition<D>],
+                           frozen: bool,
                            pcap: &Capability<Time>,
                            out: &mut OutputBuilder<
             Time,
@@ -352,6 +356,7 @@ where
                 let mut position = p.reader.position();
                 position.max_seen = p.watermark.max_seen();
                 position.finished = p.finished;
+                position.frozen = frozen;
                 session.give(CheckpointMsg::Position {
                     source: name.clone(),
                     partition: p.index,
@@ -359,6 +364,10 @@ where
                 });
             }
         };
+        // Stopping for a savepoint: read nothing more, keep the capabilities
+        // (and cutting) until the committer says the savepoint is complete.
+        let mut frozen = false;
+        let mut last_cut = Instant::now();
         let mut since_bump = 0usize;
         let mut items: Vec<SourceItem<D>> = Vec::with_capacity(settings.batch_items);
         let mut on_time: Vec<D> = Vec::with_capacity(settings.batch_items);
@@ -390,7 +399,11 @@ where
             let mut throttled = false;
             let mut records_out = records_out.activate();
             let mut dead_out = dead_out.activate();
-            let mut budget = settings.items_per_activation;
+            let mut budget = if frozen {
+                0
+            } else {
+                settings.items_per_activation
+            };
             if let Some(rate) = settings.rate_limit {
                 let allowed = (rate as f64 * started.elapsed().as_secs_f64()) as u64;
                 let left = allowed.saturating_sub(emitted) as usize;
@@ -495,7 +508,7 @@ where
                 }
                 if bump {
                     // A cut: positions at the old epoch, then move on.
-                    report(&parts, pcap, &mut position_out);
+                    report(&parts, frozen, pcap, &mut position_out);
                     epoch = epoch.max(rcap.time().epoch) + 1;
                     pcap.downgrade(&time(epoch, rcap.time().event_ms));
                     since_bump = 0;
@@ -504,22 +517,31 @@ where
             // Checkpoint cuts happen between activations (at most
             // `items_per_activation` items apart), once per interval.
             if let Some(c) = ctx.as_ref() {
+                if frozen && c.savepoint_done() {
+                    // The savepoint holds every partition here: stop without
+                    // finishing them.
+                    caps = None;
+                    lift = None;
+                    return;
+                }
                 let target = c.epoch_now();
-                if target > epoch.max(rcap.time().epoch) {
-                    report(&parts, pcap, &mut position_out);
+                // Frozen sources cut at most every FROZEN_CUT: checkpoints
+                // complete only when every participant sees the same oldest
+                // epoch, which a frontier moving at every activation (a tiny
+                // interval) would never hold still long enough for.
+                let due = !frozen || last_cut.elapsed() >= FROZEN_CUT;
+                if target > epoch.max(rcap.time().epoch) && due {
+                    last_cut = Instant::now();
+                    // A savepoint was asked for: freeze at this cut. The
+                    // positions of the epoch being left are the last ones.
+                    frozen = frozen || c.stop_requested();
+                    report(&parts, frozen, pcap, &mut position_out);
                     epoch = target;
                     pcap.downgrade(&time(epoch, rcap.time().event_ms));
-                    if c.stop_requested() {
-                        // Savepoint: stop here without finishing the partitions.
-                        report(&parts, pcap, &mut position_out);
-                        caps = None;
-                        lift = None;
-                        return;
-                    }
                 }
             }
             if parts.iter().all(|p| p.finished) {
-                report(&parts, pcap, &mut position_out);
+                report(&parts, frozen, pcap, &mut position_out);
                 caps = None;
                 lift = None;
                 return;
@@ -529,7 +551,9 @@ where
             let floor = rcap.time().event_ms;
             let active_low = parts
                 .iter()
-                .filter(|p| !p.finished && !p.is_idle(now, settings.idle_timeout))
+                // A frozen partition does not turn idle: the watermark stays
+                // where the savepoint has it.
+                .filter(|p| !p.finished && (frozen || !p.is_idle(now, settings.idle_timeout)))
                 .map(|p| p.watermark.current())
                 .min();
             epoch = epoch.max(rcap.time().epoch);
@@ -553,12 +577,24 @@ where
                     {
                         lift = None;
                     }
+                    // A kept advert must not hold an old epoch open: that
+                    // stalled every checkpoint while a worker ahead stood
+                    // still or had finished (its last advert stays here
+                    // until our watermark passes it).
+                    if let Some(l) = lift.as_mut() {
+                        if l[0].time().epoch < epoch {
+                            let t = time(epoch, l[0].time().event_ms);
+                            for c in l.iter_mut() {
+                                c.downgrade(&t);
+                            }
+                        }
+                    }
                 }
                 None => {
                     if let Some([r, d, a, q]) = lift.take() {
                         if rcap.time().less_equal(r.time()) {
                             if r.time().epoch > rcap.time().epoch.max(epoch) {
-                                report(&parts, pcap, &mut position_out);
+                                report(&parts, frozen, pcap, &mut position_out);
                             }
                             *rcap = r;
                             *dcap = d;
@@ -579,6 +615,8 @@ where
                 .min()
                 .unwrap_or(Duration::ZERO);
             let wake = match (ctx.as_ref(), throttled) {
+                // Frozen: cut on time and look for the end of the savepoint.
+                (Some(c), _) if frozen => c.interval.min(Duration::from_millis(10)),
                 (_, true) => wake.max(Duration::from_millis(2)),
                 // Wake up for the next checkpoint cut even when idle.
                 (Some(c), false) if !wake.is_zero() => wake.min(c.interval),
@@ -594,6 +632,9 @@ where
     adverts.broadcast().connect_loop(advert_loop);
     (records, dead, positions)
 }
+
+/// The shortest time between two cuts of a frozen source.
+const FROZEN_CUT: Duration = Duration::from_millis(10);
 
 /// A partition over an in-memory vector of `(event_time_ms, record)`; for tests,
 /// examples and replaying generated data.

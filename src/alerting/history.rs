@@ -31,6 +31,7 @@ use timely::dataflow::operators::CapabilitySet;
 use timely::dataflow::Stream;
 
 use streamforge_dataflow::checkpoint::{CheckpointContext, CheckpointGraph, CheckpointMsg, FINAL};
+use streamforge_dataflow::keyed_state;
 use streamforge_dataflow::time::{emit_at, hold_back, Epoch, FrontierView};
 use streamforge_dataflow::Time;
 
@@ -72,11 +73,25 @@ struct Kept {
     sample: Sample,
 }
 
-/// What a checkpoint part holds.
-#[derive(Serialize, Deserialize)]
-struct Part {
-    kept: Vec<Kept>,
-    names: Vec<KeyNames>,
+/// One entry of the operator's part of a checkpoint (keyed state, by the
+/// key hash of the row's key, see [`state_hash`]): a kept row, or the
+/// names of a key some kept row has.
+#[derive(Deserialize)]
+enum Entry {
+    Kept(Kept),
+    Names(KeyNames),
+}
+
+/// [`Entry`] by reference, for writing (bincode encodes both alike).
+#[derive(Serialize)]
+enum EntryRef<'a> {
+    Kept(&'a Kept),
+    Names(&'a KeyNames),
+}
+
+/// The keyed-state hash of a key hash (`HistoryKey.2`).
+fn state_hash(key_hash: u64) -> u64 {
+    stable_hash(&key_hash)
 }
 
 /// Extension trait: `rows.threshold_history(..)`.
@@ -141,21 +156,21 @@ impl<'scope> ThresholdHistory<'scope> for Stream<'scope, Time, Vec<OperatorAggRo
             let mut seq = 0u64;
             let first_epoch = ctx.as_ref().map_or(0, |c| c.first_epoch());
             if let Some(restore) = ctx.as_ref().and_then(|c| c.restore.as_ref()) {
-                // Old writer j's rows go to worker j mod peers: every kept row is
-                // fed in exactly once, on some worker (the reduce re-keys them).
-                let mut restored = Vec::new();
-                for (_, p) in
-                    super::restored_parts::<Part>(restore, &part_prefix, |j| j % peers == index)
-                {
-                    restored.extend(p.kept);
-                    names.extend(p.names.into_iter().map(|n| (n.0, n)));
-                }
-                for mut k in restored {
-                    pending.insert((k.retract_ms, seq), (k.group, k.sample));
-                    k.epoch = first_epoch;
-                    kept.insert((k.retract_ms, seq), k);
-                    seq += 1;
-                }
+                // Each kept row is loaded on the worker that owns its key
+                // group: every row is fed in exactly once, on some worker
+                // (the reduce re-keys them), with the names of its key.
+                keyed_state::restore_owned(restore, &part_prefix, index, peers, |e| match e {
+                    Entry::Kept(mut k) => {
+                        pending.insert((k.retract_ms, seq), (k.group, k.sample));
+                        k.epoch = first_epoch;
+                        kept.insert((k.retract_ms, seq), k);
+                        seq += 1;
+                    }
+                    Entry::Names(n) => {
+                        names.insert(n.0, n);
+                    }
+                })
+                .unwrap_or_else(|e| panic!("restoring {part_prefix}*: {e}"));
             }
             // Sent in the first activation: the output has no receivers yet
             // while the operator is being built.
@@ -197,15 +212,15 @@ impl<'scope> ThresholdHistory<'scope> for Stream<'scope, Time, Vec<OperatorAggRo
                 let mut write =
                     |id: u64, kept: &BTreeMap<(u64, u64), Kept>, names: &HashMap<u64, KeyNames>| {
                         if let Some(ctx) = ctx.as_ref() {
-                            let rows: Vec<Kept> =
-                                kept.values().filter(|k| k.epoch <= id).cloned().collect();
+                            let rows = kept.values().filter(|k| k.epoch <= id);
                             let ids: std::collections::BTreeSet<u64> =
-                                rows.iter().map(|k| k.group.2).collect();
-                            let part = Part {
-                                kept: rows,
-                                names: ids.iter().filter_map(|i| names.get(i).cloned()).collect(),
-                            };
-                            let bytes = bincode::serialize(&part).expect("history serializes");
+                                rows.clone().map(|k| k.group.2).collect();
+                            let entries = rows
+                                .map(|k| (state_hash(k.group.2), EntryRef::Kept(k)))
+                                .chain(ids.iter().filter_map(|i| {
+                                    names.get(i).map(|n| (state_hash(n.0), EntryRef::Names(n)))
+                                }));
+                            let bytes = keyed_state::encode_groups(entries);
                             let msg = ctx.write_part(id, part_name.clone(), Some(&bytes));
                             let cap = ack_caps.first().expect("ack capability");
                             ack_out.activate().session(&cap).give(msg);

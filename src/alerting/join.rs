@@ -26,14 +26,15 @@ use timely::dataflow::operators::{Capability, CapabilitySet};
 use timely::dataflow::Stream;
 
 use streamforge_dataflow::checkpoint::{CheckpointContext, CheckpointGraph, CheckpointMsg, FINAL};
-use streamforge_dataflow::hash::{key_group, owner};
+use streamforge_dataflow::hash::key_group;
+use streamforge_dataflow::keyed_state;
 use streamforge_dataflow::stable_hash;
 use streamforge_dataflow::time::{Epoch, FrontierView};
 use streamforge_dataflow::Time;
 use streamforge_sources::span::parts_hash;
 
 use super::RuleUpdate;
-use crate::alerts::{evaluate, Alert, Suppressor};
+use crate::alerts::{evaluate, Alert, Convergence, MetricKey, Suppressor};
 use crate::main_job::OperatorAggRow;
 use crate::thresholds::{hour_of_day, AlarmRule};
 
@@ -150,17 +151,35 @@ pub struct AlertCounters {
     pub rows_done: std::sync::atomic::AtomicBool,
 }
 
-#[derive(Serialize, Deserialize, Default)]
-struct State {
-    book: RuleBook,
-    suppressor: Suppressor,
-    waiting: Vec<(Time, OperatorAggRow)>,
+/// One entry of the operator's part of a checkpoint (the keyed-state layer,
+/// `streamforge_dataflow::keyed_state`): the rule book is broadcast state
+/// (written by worker 0 into the union group, loaded by every worker);
+/// convergence state and waiting rows are keyed state in their key's group.
+#[derive(Deserialize)]
+enum StateEntry {
+    Book(RuleBook),
+    Convergence(MetricKey, Convergence),
+    Waiting(Time, OperatorAggRow),
+}
+
+/// [`StateEntry`] by reference, for writing (bincode encodes both alike).
+#[derive(Serialize)]
+enum StateEntryRef<'a> {
+    Book(&'a RuleBook),
+    Convergence(&'a MetricKey, &'a Convergence),
+    Waiting(Time, &'a OperatorAggRow),
+}
+
+/// The key hash of the keyed state of (service, operator_name,
+/// operator_class) — its key group is [`key_route`]'s.
+fn state_hash(key_hash: u64) -> u64 {
+    stable_hash(&key_hash)
 }
 
 /// The key group of a row's key: the window operator's routing (`SpanKey`
 /// hashes as its stable hash), so rows stay on their worker.
 fn key_route(service: &str, operator_name: &str, operator_class: &str) -> u64 {
-    key_group(stable_hash(&parts_hash(
+    key_group(state_hash(parts_hash(
         service,
         operator_name,
         operator_class,
@@ -223,23 +242,18 @@ impl<'scope> AlertJoin<'scope> for Stream<'scope, Time, Vec<OperatorAggRow>> {
                 VecDeque::new();
             let first_epoch = ctx.as_ref().map_or(0, |c| c.first_epoch());
             if let Some(restore) = ctx.as_ref().and_then(|c| c.restore.as_ref()) {
-                for (j, mut s) in super::restored_parts::<State>(restore, &part_prefix, |_| true) {
-                    if j == 0 {
-                        book = s.book;
+                keyed_state::restore_owned(restore, &part_prefix, index, peers, |e| match e {
+                    StateEntry::Book(b) => book = b,
+                    StateEntry::Convergence(k, v) => suppressor.insert(k, v),
+                    StateEntry::Waiting(t, row) => {
+                        let t = Time {
+                            epoch: first_epoch,
+                            event_ms: t.event_ms,
+                        };
+                        waiting.push_back((alert_caps.delayed(&t), VecDeque::from([row])));
                     }
-                    s.suppressor
-                        .retain(|h| owner(key_group(stable_hash(&h)), peers) == index as u64);
-                    suppressor.merge(s.suppressor);
-                    for (t, row) in s.waiting {
-                        if owner(route(&row), peers) == index as u64 {
-                            let t = Time {
-                                epoch: first_epoch,
-                                event_ms: t.event_ms,
-                            };
-                            waiting.push_back((alert_caps.delayed(&t), VecDeque::from([row])));
-                        }
-                    }
-                }
+                })
+                .unwrap_or_else(|e| panic!("restoring {part_prefix}*: {e}"));
             }
             let mut last_oldest: Option<Epoch> = Some(0);
             move |frontiers| {
@@ -264,23 +278,21 @@ impl<'scope> AlertJoin<'scope> for Stream<'scope, Time, Vec<OperatorAggRow>> {
                     VecDeque<OperatorAggRow>,
                 )>| {
                     if let Some(ctx) = ctx.as_ref() {
-                        #[derive(Serialize)]
-                        struct StateRef<'a> {
-                            book: &'a RuleBook,
-                            suppressor: &'a Suppressor,
-                            waiting: Vec<(Time, &'a OperatorAggRow)>,
-                        }
-                        let empty = RuleBook::default();
-                        let state = StateRef {
-                            book: if index == 0 { book } else { &empty },
-                            suppressor,
-                            waiting: waiting
-                                .iter()
-                                .filter(|(c, _)| c.time().epoch <= id)
-                                .flat_map(|(c, rows)| rows.iter().map(|r| (*c.time(), r)))
-                                .collect(),
-                        };
-                        let bytes = bincode::serialize(&state).expect("state serializes");
+                        let convergence = suppressor
+                            .entries()
+                            .map(|(k, v)| (state_hash(k.0), StateEntryRef::Convergence(k, v)));
+                        let rows = waiting
+                            .iter()
+                            .filter(|(c, _)| c.time().epoch <= id)
+                            .flat_map(|(c, rows)| rows.iter().map(move |r| (*c.time(), r)))
+                            .map(|(t, r)| {
+                                let h = parts_hash(&r.service, &r.operator_name, &r.operator_class);
+                                (state_hash(h), StateEntryRef::Waiting(t, r))
+                            });
+                        // Every worker holds the whole book: one writes it.
+                        let union = (index == 0).then_some(StateEntryRef::Book(book));
+                        let bytes =
+                            keyed_state::encode_groups_with_union(convergence.chain(rows), union);
                         let msg = ctx.write_part(id, part_name.clone(), Some(&bytes));
                         let cap = ack_caps.first().expect("ack capability");
                         ack_out.activate().session(&cap).give(msg);

@@ -32,10 +32,7 @@ pub use wiring::Alerting;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-
-use streamforge_dataflow::checkpoint::Restore;
 
 use streamforge_sinks::webhook::WebhookSinkConfig;
 use streamforge_sinks::KafkaSinkConfig;
@@ -45,35 +42,6 @@ use crate::thresholds::{AlarmRule, ThresholdSettings};
 pub use history::ThresholdHistory;
 pub use join::AlertJoin;
 pub use publisher::PublishHourly;
-
-/// The worker parts `<prefix><j>` of a restored checkpoint that `want(j)`
-/// accepts, decoded: `(old worker j, state)`.
-///
-/// # Panics
-/// When a part cannot be read or decoded (a corrupt checkpoint is rejected
-/// before the run starts, so this is a defect or a changed job).
-fn restored_parts<T: DeserializeOwned>(
-    restore: &Restore,
-    prefix: &str,
-    want: impl Fn(usize) -> bool,
-) -> Vec<(usize, T)> {
-    restore
-        .parts_with_prefix(prefix)
-        .filter_map(|part| {
-            let j: usize = part[prefix.len()..]
-                .parse()
-                .unwrap_or_else(|_| panic!("restoring {part}: not a worker part"));
-            want(j).then(|| {
-                let bytes = restore
-                    .part(part)
-                    .unwrap_or_else(|e| panic!("restoring {part}: {e}"));
-                let state = bincode::deserialize(&bytes)
-                    .unwrap_or_else(|e| panic!("restoring {part}: {e}"));
-                (j, state)
-            })
-        })
-        .collect()
-}
 
 /// One change of the broadcast rule state: the rule of (service,
 /// operator_name) for an hour of day from `version` on, or its deletion.

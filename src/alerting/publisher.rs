@@ -25,6 +25,8 @@ use timely::dataflow::operators::CapabilitySet;
 use timely::dataflow::Stream;
 
 use streamforge_dataflow::checkpoint::{CheckpointContext, CheckpointGraph, CheckpointMsg, FINAL};
+use streamforge_dataflow::hash::{key_group, owner};
+use streamforge_dataflow::keyed_state;
 use streamforge_dataflow::time::{emit_at, hold_back, Epoch, FrontierView};
 use streamforge_dataflow::Time;
 
@@ -38,11 +40,34 @@ pub type ThresholdUpdate = ((HistoryKey, [u64; 14]), Time, isize);
 
 const HOUR_MS: u64 = 3_600_000;
 
-/// The publisher's state in a checkpoint.
-#[derive(serde::Serialize, serde::Deserialize, Default)]
+/// The publisher's state.
+#[derive(Default)]
 struct State {
     last: Option<u64>,
     published: BTreeSet<(String, String)>,
+}
+
+/// One entry of the publisher's part of a checkpoint (the keyed-state
+/// layer): each worker's last boundary is operator state with union
+/// redistribution (every worker loads all of them); the keys published at
+/// it are keyed state, by [`so_hash`].
+#[derive(serde::Deserialize)]
+enum Entry {
+    Last { worker: u32, last: Option<u64> },
+    Published(String, String),
+}
+
+/// [`Entry`] by reference, for writing (bincode encodes both alike).
+#[derive(serde::Serialize)]
+enum EntryRef<'a> {
+    Last { worker: u32, last: Option<u64> },
+    Published(&'a str, &'a str),
+}
+
+/// The worker (of `peers`) that publishes the rules of (service,
+/// operator_name): the owner of its key group, as the input exchange routes.
+fn publisher_of(so: u64, peers: usize) -> usize {
+    owner(key_group(so), peers) as usize
 }
 
 struct Publisher {
@@ -95,7 +120,7 @@ impl Publisher {
     /// Whether boundary `h_ms` was published for key (s, o) before a restore.
     fn done_before(&self, h_ms: u64, service: &str, operator_name: &str) -> bool {
         self.floors.as_ref().is_some_and(|(old_peers, lasts)| {
-            let j = (so_hash(service, operator_name) % *old_peers as u64) as usize;
+            let j = publisher_of(so_hash(service, operator_name), *old_peers);
             lasts.get(j).copied().flatten().is_some_and(|l| h_ms <= l)
         })
     }
@@ -199,9 +224,11 @@ impl<'scope> PublishHourly<'scope> for Stream<'scope, Time, Vec<ThresholdUpdate>
         let mut builder = OperatorBuilder::new(name.to_string(), scope);
         let (out, rules) = builder.new_output::<Vec<RuleUpdate>>();
         let (ack_out, acks) = builder.new_output::<Vec<CheckpointMsg>>();
-        let mut input =
-            builder.new_input(self, Exchange::new(|((g, _), _, _): &ThresholdUpdate| g.1));
-        let mut names_in = builder.new_input(names, Exchange::new(|n: &KeyNames| n.1));
+        let mut input = builder.new_input(
+            self,
+            Exchange::new(|((g, _), _, _): &ThresholdUpdate| key_group(g.1)),
+        );
+        let mut names_in = builder.new_input(names, Exchange::new(|n: &KeyNames| key_group(n.1)));
         let mut out = OutputBuilder::from(out);
         let mut ack_out = OutputBuilder::from(ack_out);
         let part_name = format!("{name}-w{index}");
@@ -221,18 +248,20 @@ impl<'scope> PublishHourly<'scope> for Stream<'scope, Time, Vec<ThresholdUpdate>
             };
             let first_epoch = ctx.as_ref().map_or(0, |c| c.first_epoch());
             if let Some(restore) = ctx.as_ref().and_then(|c| c.restore.as_ref()) {
-                let parts = super::restored_parts::<State>(restore, &part_prefix, |_| true);
-                let mut lasts = vec![None; parts.len()];
-                for (j, s) in parts {
-                    if let Some(slot) = lasts.get_mut(j) {
-                        *slot = s.last;
+                let mut lasts: Vec<Option<u64>> = Vec::new();
+                keyed_state::restore_owned(restore, &part_prefix, index, peers, |e| match e {
+                    Entry::Last { worker, last } => {
+                        let j = worker as usize;
+                        if lasts.len() <= j {
+                            lasts.resize(j + 1, None);
+                        }
+                        lasts[j] = last;
                     }
-                    p.state.published.extend(
-                        s.published
-                            .into_iter()
-                            .filter(|(s, o)| so_hash(s, o) % peers as u64 == index as u64),
-                    );
-                }
+                    Entry::Published(s, o) => {
+                        p.state.published.insert((s, o));
+                    }
+                })
+                .unwrap_or_else(|e| panic!("restoring {part_prefix}*: {e}"));
                 // Go on from the oldest boundary any old worker had reached;
                 // keys skip what their old owner had published.
                 // (An old worker that had published nothing: from the start.)
@@ -266,7 +295,15 @@ impl<'scope> PublishHourly<'scope> for Stream<'scope, Time, Vec<ThresholdUpdate>
                 last_oldest = oldest;
                 let mut write = |id: u64, state: &State| {
                     if let Some(ctx) = ctx.as_ref() {
-                        let bytes = bincode::serialize(state).expect("state serializes");
+                        let keyed = state
+                            .published
+                            .iter()
+                            .map(|(s, o)| (so_hash(s, o), EntryRef::Published(s, o)));
+                        let union = [EntryRef::Last {
+                            worker: index as u32,
+                            last: state.last,
+                        }];
+                        let bytes = keyed_state::encode_groups_with_union(keyed, union);
                         let msg = ctx.write_part(id, part_name.clone(), Some(&bytes));
                         let cap = ack_caps.first().expect("ack capability");
                         ack_out.activate().session(&cap).give(msg);
