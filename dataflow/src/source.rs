@@ -616,7 +616,7 @@ where
                 .unwrap_or(Duration::ZERO);
             let wake = match (ctx.as_ref(), throttled) {
                 // Frozen: cut on time and look for the end of the savepoint.
-                (Some(c), _) if frozen => c.interval.min(Duration::from_millis(10)),
+                (Some(c), _) if frozen => c.interval.min(FROZEN_CUT),
                 (_, true) => wake.max(Duration::from_millis(2)),
                 // Wake up for the next checkpoint cut even when idle.
                 (Some(c), false) if !wake.is_zero() => wake.min(c.interval),

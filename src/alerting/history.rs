@@ -35,7 +35,7 @@ use streamforge_dataflow::keyed_state;
 use streamforge_dataflow::time::{emit_at, hold_back, Epoch, FrontierView};
 use streamforge_dataflow::Time;
 
-use super::RuleUpdate;
+use super::{state_hash, RuleUpdate};
 use crate::main_job::OperatorAggRow;
 use crate::thresholds::{hour_of_day, Sample};
 use streamforge_dataflow::stable_hash;
@@ -87,11 +87,6 @@ enum Entry {
 enum EntryRef<'a> {
     Kept(&'a Kept),
     Names(&'a KeyNames),
-}
-
-/// The keyed-state hash of a key hash (`HistoryKey.2`).
-fn state_hash(key_hash: u64) -> u64 {
-    stable_hash(&key_hash)
 }
 
 /// Extension trait: `rows.threshold_history(..)`.

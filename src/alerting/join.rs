@@ -33,7 +33,7 @@ use streamforge_dataflow::time::{Epoch, FrontierView};
 use streamforge_dataflow::Time;
 use streamforge_sources::span::parts_hash;
 
-use super::RuleUpdate;
+use super::{state_hash, RuleUpdate};
 use crate::alerts::{evaluate, Alert, Convergence, MetricKey, Suppressor};
 use crate::main_job::OperatorAggRow;
 use crate::thresholds::{hour_of_day, AlarmRule};
@@ -168,12 +168,6 @@ enum StateEntryRef<'a> {
     Book(&'a RuleBook),
     Convergence(&'a MetricKey, &'a Convergence),
     Waiting(Time, &'a OperatorAggRow),
-}
-
-/// The key hash of the keyed state of (service, operator_name,
-/// operator_class) — its key group is [`key_route`]'s.
-fn state_hash(key_hash: u64) -> u64 {
-    stable_hash(&key_hash)
 }
 
 /// The key group of a row's key: the window operator's routing (`SpanKey`

@@ -43,6 +43,13 @@ pub use history::ThresholdHistory;
 pub use join::AlertJoin;
 pub use publisher::PublishHourly;
 
+/// The keyed-state hash of a key's `SpanKey` hash (`parts_hash` of service,
+/// operator_name, operator_class): the alerting operators store and route a
+/// key's state in the key group of this hash.
+fn state_hash(key_hash: u64) -> u64 {
+    streamforge_dataflow::stable_hash(&key_hash)
+}
+
 /// One change of the broadcast rule state: the rule of (service,
 /// operator_name) for an hour of day from `version` on, or its deletion.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
