@@ -230,12 +230,27 @@ fn apply_ops<'s>(
     if ops.is_empty() {
         return stream;
     }
-    let name = match &ops[0].0 {
-        RowOp::Filter(..) => "filter",
-        RowOp::Compute(..) => "compute",
-        RowOp::Inputs(_) => "window-inputs",
-    };
-    stream.try_filter_map_raw(name, move |mut row: Row| {
+    let name = ops_name(&ops);
+    let f = row_ops(ops);
+    stream.try_filter_map_raw(name, f)
+}
+
+/// The operator name of `ops`.
+fn ops_name(ops: &[(RowOp, Arc<Vec<String>>)]) -> &'static str {
+    match ops.first().map(|o| &o.0) {
+        Some(RowOp::Filter(..)) => "filter",
+        Some(RowOp::Compute(..)) => "compute",
+        Some(RowOp::Inputs(_)) => "window-inputs",
+        None => "key",
+    }
+}
+
+/// `ops` as one function of a row: the row (changed), `None` (filtered
+/// out) or a dead letter (reason, the row as JSON).
+fn row_ops(
+    ops: Vec<(RowOp, Arc<Vec<String>>)>,
+) -> impl Fn(Row) -> Result<Option<Row>, (String, String)> + 'static {
+    move |mut row: Row| {
         for (op, names) in &ops {
             let failed = match op {
                 RowOp::Filter(e, step) => match e.holds(&row) {
@@ -262,7 +277,7 @@ fn apply_ops<'s>(
             return Err((failed, json_line(names, &row)));
         }
         Ok(Some(row))
-    })
+    }
 }
 
 /// A compiled step.
@@ -581,11 +596,14 @@ fn build(
             if !plan.inputs.is_empty() {
                 run.push((RowOp::Inputs(plan.clone()), Arc::new(names.clone())));
             }
-            let with_inputs = apply_ops(stream, run);
-            // The row is its own key (no copied key per record).
+            // The row is its own key (no copied key per record); the steps
+            // and the key run as one operator.
             let cols = KeyColumns::new(&key);
-            let keyed = with_inputs
-                .key_by_element(move |t, row: Row| (RowKey::new(cols.clone(), row), t, ()));
+            let name = ops_name(&run);
+            let ops = row_ops(run);
+            let keyed = stream.try_key_by_element_raw(name, move |t, row: Row| {
+                Ok(ops(row)?.map(|row| (RowKey::new(cols.clone(), row), t, ())))
+            });
             let agg = OnRowKey(RowAggregate::new(plan));
             let size = w.size.map_or(0, |d| d.as_millis() as u64);
             let (results, late) = match w.kind {

@@ -339,6 +339,9 @@ struct Bound {
     default: Option<Value>,
     min: Option<Value>,
     max: Option<Value>,
+    /// `[min, max]` of an int or timestamp column as integers (the fast
+    /// path's check; unbounded ends at `i64::MIN`/`i64::MAX`).
+    ints: (i64, i64),
 }
 
 /// A validated list of columns.
@@ -381,10 +384,16 @@ impl Schema {
                     })
                     .transpose()
             };
+            let (min, max) = (lit(&c.min, "min")?, lit(&c.max, "max")?);
+            let int = |v: &Option<Value>, none: i64| match v {
+                Some(Value::Int(i) | Value::Timestamp(i)) => *i,
+                _ => none,
+            };
             let b = Bound {
                 default: lit(&c.default, "default")?,
-                min: lit(&c.min, "min")?,
-                max: lit(&c.max, "max")?,
+                ints: (int(&min, i64::MIN), int(&max, i64::MAX)),
+                min,
+                max,
             };
             if (b.min.is_some() || b.max.is_some())
                 && !(c.ty.is_numeric() || c.ty == ColumnType::Timestamp)
@@ -575,8 +584,24 @@ impl Schema {
         if text.is_empty() && c.ty != ColumnType::String {
             return self.missing(i);
         }
+        let (lo, hi) = self.bounds[i].ints;
         let v = match c.ty {
-            ColumnType::String => strings.intern(text),
+            // No bounds on strings (checked by `Schema::new`).
+            ColumnType::String => return Ok(strings.intern(text)),
+            // The common case first: an integer in range (anything else
+            // goes the long way, for the exact reason).
+            ColumnType::Int => match text.parse::<i64>() {
+                Ok(v) if (lo..=hi).contains(&v) => return Ok(Value::Int(v)),
+                _ => self.parse_number(i, text)?,
+            },
+            ColumnType::Timestamp => match text
+                .parse::<i64>()
+                .ok()
+                .and_then(|v| timestamp_ms(c.unit, v))
+            {
+                Some(v) if (lo..=hi).contains(&v) => return Ok(Value::Timestamp(v)),
+                _ => self.parse_number(i, text)?,
+            },
             ColumnType::Bool => match text {
                 "true" => Value::Bool(true),
                 "false" => Value::Bool(false),
@@ -719,13 +744,20 @@ impl StrCache {
     const MAX: usize = 1 << 12;
 
     fn intern(&mut self, s: &str) -> Value {
+        Value::Str(self.intern_arc(s))
+    }
+
+    /// The shared `Arc` of `s` (returned in registers, so that the caller
+    /// builds the value in place).
+    #[inline]
+    fn intern_arc(&mut self, s: &str) -> Arc<str> {
         if self.off {
-            return Value::str(s);
+            return Arc::from(s);
         }
         self.lookups += 1;
         if let Some(a) = self.set.get(s) {
             self.hits += 1;
-            return Value::Str(a.clone());
+            return a.clone();
         }
         let a: Arc<str> = Arc::from(s);
         if self.set.len() < Self::MAX {
@@ -734,7 +766,7 @@ impl StrCache {
             self.off = true;
             self.set = Default::default();
         }
-        Value::Str(a)
+        a
     }
 }
 
@@ -907,18 +939,16 @@ impl<'de> Visitor<'de> for FastObject<'_> {
             pos += 1;
             match k {
                 Some(i) => {
-                    let v = map.next_value_seed(FastValue {
+                    let ok = map.next_value_seed(FastValue {
                         schema: self.schema,
                         i,
                         strings: &mut self.strings[i],
+                        slot: &mut self.row[i],
                     })?;
-                    match v {
-                        Some(v) => {
-                            self.row[i] = v;
-                            *self.seen |= 1 << i;
-                        }
-                        None => return Err(serde::de::Error::custom(SLOW)),
+                    if !ok {
+                        return Err(serde::de::Error::custom(SLOW));
                     }
+                    *self.seen |= 1 << i;
                 }
                 None => {
                     map.next_value::<IgnoredAny>()?;
@@ -956,11 +986,15 @@ impl Visitor<'_> for FastKey<'_> {
     }
 }
 
-/// One field's value as a value of column `i` (`None`: the slow path).
+/// One field's value as a value of column `i`, written into `slot`
+/// (`false`: not accepted as is, the slow path). The value is written in
+/// place rather than returned: moving an `Option<Value>` out through the
+/// parser's `Result` layers cost more than the conversion.
 struct FastValue<'a> {
     schema: &'a Schema,
     i: usize,
     strings: &'a mut StrCache,
+    slot: &'a mut Value,
 }
 
 impl FastValue<'_> {
@@ -968,67 +1002,85 @@ impl FastValue<'_> {
         self.schema.columns[self.i].ty
     }
 
-    fn bounded(&self, v: Value) -> Option<Value> {
-        self.schema.check_bounds(self.i, v).ok()
+    #[inline]
+    fn put(self, v: Option<Value>) -> bool {
+        match v {
+            Some(v) => {
+                *self.slot = v;
+                true
+            }
+            None => false,
+        }
     }
 
-    fn int(self, v: i64) -> Option<Value> {
-        match self.ty() {
-            ColumnType::Int => self.bounded(Value::Int(v)),
-            ColumnType::Timestamp => {
-                let ms = timestamp_ms(self.schema.columns[self.i].unit, v)?;
-                self.bounded(Value::Timestamp(ms))
-            }
+    /// An int or timestamp within the column's bounds.
+    #[inline]
+    fn int(self, v: i64) -> bool {
+        let (lo, hi) = self.schema.bounds[self.i].ints;
+        let v = match self.ty() {
+            ColumnType::Int => Some(v).filter(|v| (lo..=hi).contains(v)).map(Value::Int),
+            ColumnType::Timestamp => timestamp_ms(self.schema.columns[self.i].unit, v)
+                .filter(|v| (lo..=hi).contains(v))
+                .map(Value::Timestamp),
             _ => None,
-        }
+        };
+        self.put(v)
     }
 }
 
 impl<'de> DeserializeSeed<'de> for FastValue<'_> {
-    type Value = Option<Value>;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<Value>, D::Error> {
+    type Value = bool;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
         if matches!(self.ty(), ColumnType::Decimal | ColumnType::Float) {
             // From the number's text, as on the slow path: decimals exact,
             // floats correctly rounded by `str::parse`.
             let raw = sonic_rs::LazyValue::<'de>::deserialize(d)?;
-            return Ok(self
+            let v = self
                 .schema
                 .parse_json(self.i, raw.as_raw_str(), self.strings)
-                .ok());
+                .ok();
+            return Ok(self.put(v));
         }
         d.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for FastValue<'_> {
-    type Value = Option<Value>;
+    type Value = bool;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "a {}", self.ty())
     }
-    fn visit_bool<E>(self, v: bool) -> Result<Option<Value>, E> {
-        Ok((self.ty() == ColumnType::Bool).then_some(Value::Bool(v)))
+    fn visit_bool<E>(self, v: bool) -> Result<bool, E> {
+        let ok = self.ty() == ColumnType::Bool;
+        Ok(ok && self.put(Some(Value::Bool(v))))
     }
-    fn visit_i64<E>(self, v: i64) -> Result<Option<Value>, E> {
+    fn visit_i64<E>(self, v: i64) -> Result<bool, E> {
         Ok(self.int(v))
     }
-    fn visit_u64<E>(self, v: u64) -> Result<Option<Value>, E> {
-        Ok(i64::try_from(v).ok().and_then(|v| self.int(v)))
+    fn visit_u64<E>(self, v: u64) -> Result<bool, E> {
+        Ok(i64::try_from(v).is_ok_and(|v| self.int(v)))
     }
-    fn visit_f64<E>(self, _: f64) -> Result<Option<Value>, E> {
+    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
         // A fraction or an integer beyond 64 bits for an int or timestamp
         // (floats and decimals are read from their text).
-        Ok(None)
+        Ok(false)
     }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Option<Value>, E> {
-        Ok((self.ty() == ColumnType::String).then(|| self.strings.intern(v)))
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<bool, E> {
+        if self.ty() != ColumnType::String {
+            return Ok(false);
+        }
+        *self.slot = Value::Str(self.strings.intern_arc(v));
+        Ok(true)
     }
-    fn visit_str<E>(self, v: &str) -> Result<Option<Value>, E> {
+    fn visit_str<E>(self, v: &str) -> Result<bool, E> {
         // Text with escapes (unescaped by the parser into a scratch
         // buffer): not interned, as on the slow path.
-        Ok((self.ty() == ColumnType::String).then(|| Value::str(v)))
+        let ok = self.ty() == ColumnType::String;
+        Ok(ok && self.put(Some(Value::str(v))))
     }
-    fn visit_unit<E>(self) -> Result<Option<Value>, E> {
-        Ok(self.schema.columns[self.i].nullable.then_some(Value::Null))
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        let ok = self.schema.columns[self.i].nullable;
+        Ok(ok && self.put(Some(Value::Null)))
     }
 }
 
@@ -1041,7 +1093,7 @@ impl RowDecoder {
             return None;
         }
         let mut row = Vec::with_capacity(n + self.spare);
-        row.resize(n, Value::Null);
+        row.extend((0..n).map(|_| Value::Null));
         let mut seen = 0u64;
         let mut de = sonic_rs::Deserializer::from_str(text);
         FastObject {

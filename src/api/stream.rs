@@ -387,17 +387,24 @@ impl<'s, T: StreamData> DataStream<'s, T> {
         }
     }
 
-    /// A keyed stream whose elements `element(event time, record)` makes
-    /// (the key may be the record itself, see `sql::row_key`).
-    pub(crate) fn key_by_element<K, U, F>(self, element: F) -> KeyedStream<'s, K, U>
+    /// [`try_filter_map_raw`](Self::try_filter_map_raw) and a key as one
+    /// operator: `f` keeps, drops or dead-letters each record and gives the
+    /// kept ones as keyed elements `(key, event time, record)` (a row that
+    /// is its own key: no copied key per record).
+    pub(crate) fn try_key_by_element_raw<K, U>(
+        self,
+        name: &str,
+        f: impl Fn(EventTime, T) -> Result<Option<(K, EventTime, U)>, (String, String)> + 'static,
+    ) -> KeyedStream<'s, K, U>
     where
         K: StreamData + Hash + Eq + Clone + Serialize + DeserializeOwned,
         U: StreamData,
-        F: Fn(EventTime, T) -> (K, EventTime, U) + 'static,
     {
-        let s = self.stream.clone().map(move |(t, r)| element(t, r));
+        let name = self.env.borrow_mut().claim(name);
+        let (ok, dead) = split_results(self.stream.clone(), &name, f);
+        self.env.borrow_mut().dead.push(dead);
         KeyedStream {
-            stream: s,
+            stream: ok,
             env: self.env,
         }
     }
@@ -659,18 +666,15 @@ impl DataStream<'_, String> {
 
 /// Splits `stream` by `f` into records and dead letters (named `name`).
 #[allow(clippy::type_complexity)]
-fn split_results<'s, T: 'static, U: 'static>(
+fn split_results<'s, T: 'static, O: 'static>(
     stream: Stream<'s, Time, Vec<Timestamped<T>>>,
     name: &str,
-    f: impl Fn(EventTime, T) -> Result<Option<Timestamped<U>>, (String, String)> + 'static,
-) -> (
-    Stream<'s, Time, Vec<Timestamped<U>>>,
-    Stream<'s, Time, Vec<DeadLetter>>,
-) {
+    f: impl Fn(EventTime, T) -> Result<Option<O>, (String, String)> + 'static,
+) -> (Stream<'s, Time, Vec<O>>, Stream<'s, Time, Vec<DeadLetter>>) {
     let scope = stream.scope();
     let mut builder = OperatorBuilder::new(name.to_string(), scope);
     let mut input = builder.new_input(stream, Pipeline);
-    let (ok_out, ok) = builder.new_output::<Vec<Timestamped<U>>>();
+    let (ok_out, ok) = builder.new_output::<Vec<O>>();
     let (dead_out, dead) = builder.new_output::<Vec<DeadLetter>>();
     let mut ok_out = OutputBuilder::from(ok_out);
     let mut dead_out = OutputBuilder::from(dead_out);
