@@ -37,8 +37,8 @@ fn main() {
     let stamp = now_ms();
     let (input, output) = (format!("lat-in-{stamp}"), format!("lat-out-{stamp}"));
     let props = [("bootstrap.servers".to_string(), brokers.clone())].into();
-    streamforge::produce::ensure_topic(&props, &input, 3).unwrap();
-    streamforge::produce::ensure_topic(&props, &output, 1).unwrap();
+    streamforge::connectors::kafka::ensure_topic(&props, &input, 3).unwrap();
+    streamforge::connectors::kafka::ensure_topic(&props, &output, 1).unwrap();
     let dir = std::env::temp_dir().join(format!("sf-latency-{stamp}"));
     std::fs::create_dir_all(&dir).unwrap();
     let job = dir.join("job.toml");

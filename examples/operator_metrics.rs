@@ -3,7 +3,7 @@
 //!
 //! `cargo run --release --example operator_metrics -- -w 2`
 
-use streamforge::main_job::{metrics_aggregate, to_row};
+use streamforge::operator_metrics::{metrics_aggregate, to_row};
 use streamforge::prelude::*;
 use streamforge::sources::generator::generator_partition;
 use streamforge::sources::GeneratorConfig;

@@ -1,9 +1,17 @@
 //! **streamforge** — Flink-style stream processing on timely dataflow.
 //!
 //! This front crate re-exports the layers (`dataflow`, `operators`, `sources`,
-//! `sinks`), defines the main job (operator metrics, seed table
-//! `flink_operator_agg_result`), job files, and the cluster launcher used by the
-//! `streamforge` binary.
+//! `sinks`) and holds, by responsibility:
+//! - [`api`]: the DataStream API (sources of any record, keyed windows,
+//!   dedup, keyed process, sinks) over the timely operators;
+//! - [`sql`]: the SQL expressions and aggregates of job files;
+//! - [`connectors`]: sources and sinks of job files, selected by `kind`;
+//! - [`job`]: job files and running them (table jobs, the span-mapping job,
+//!   checkpoints, restores, savepoints, the run summary);
+//! - [`operator_metrics`]: the main job's domain (seed table
+//!   `flink_operator_agg_result`, thresholds, alerting);
+//! - [`tools`]: the benchmark harness and the Kafka producer, off the run
+//!   path; [`cluster`] and [`metrics`]: the launcher and the status page.
 //!
 //! ```
 //! use streamforge::prelude::*;
@@ -12,21 +20,15 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod alerting;
-pub mod alerts;
 pub mod api;
-pub mod bench;
 pub mod cluster;
 pub mod connectors;
 pub mod error;
 pub mod job;
-pub mod main_job;
 pub mod metrics;
-pub mod produce;
-pub mod schema;
+pub mod operator_metrics;
 pub mod sql;
-pub mod table_job;
-pub mod thresholds;
+pub mod tools;
 
 pub use streamforge_dataflow as dataflow;
 pub use streamforge_operators as operators;

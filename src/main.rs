@@ -254,7 +254,7 @@ enum Command {
         partitions: Option<i32>,
         /// Value format (CSV input can be sent as CSV rows or JSON objects).
         #[arg(long, value_enum, default_value = "json")]
-        format: streamforge::produce::ValueFormat,
+        format: streamforge::tools::produce::ValueFormat,
         /// Extra librdkafka property, KEY=VALUE (repeatable).
         #[arg(short = 'X', value_parser = parse_kv)]
         property: Vec<(String, String)>,
@@ -387,10 +387,10 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
                 path: job.display().to_string(),
                 reason,
             };
-            let (name, summary) = if streamforge::table_job::TableJob::is_table_job(&value) {
+            let (name, summary) = if streamforge::job::table::TableJob::is_table_job(&value) {
                 let config =
-                    streamforge::table_job::TableJob::from_value(value).map_err(invalid)?;
-                let summary = streamforge::table_job::run(&config, &job_base(&job), &args, &from)?;
+                    streamforge::job::table::TableJob::from_value(value).map_err(invalid)?;
+                let summary = streamforge::job::table::run(&config, &job_base(&job), &args, &from)?;
                 (config.name, summary)
             } else {
                 let config = JobConfig::from_value(value).map_err(invalid)?;
@@ -416,7 +416,7 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
             baseline,
             brokers,
         } => {
-            let args = streamforge::bench::BenchArgs {
+            let args = streamforge::tools::bench::BenchArgs {
                 quick,
                 out: out.clone(),
                 workloads,
@@ -427,7 +427,7 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
                 baseline,
                 brokers,
             };
-            streamforge::bench::run(&args)?;
+            streamforge::tools::bench::run(&args)?;
             print!("{}", std::fs::read_to_string(out.join("results.md"))?);
             println!(
                 "\nwrote {0}/results.json, {0}/results.md, {0}/throughput.svg, {0}/latency.svg",
@@ -468,17 +468,17 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
                 .entry("bootstrap.servers".into())
                 .or_insert(brokers);
             let input = match (input, generate) {
-                (Some(path), _) => streamforge::produce::ProduceInput::File(path),
-                (None, Some(n)) => {
-                    streamforge::produce::ProduceInput::Generator(GeneratorConfig::with_events(n))
-                }
+                (Some(path), _) => streamforge::tools::produce::ProduceInput::File(path),
+                (None, Some(n)) => streamforge::tools::produce::ProduceInput::Generator(
+                    GeneratorConfig::with_events(n),
+                ),
                 (None, None) => {
                     return Err(streamforge::error::Error::Invalid(
                         "give --input FILE or --generate N".into(),
                     ))
                 }
             };
-            let opts = streamforge::produce::ProduceOptions {
+            let opts = streamforge::tools::produce::ProduceOptions {
                 topic: topic.clone(),
                 properties,
                 input,
@@ -489,7 +489,7 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
                 progress: !quiet,
             };
             let start = std::time::Instant::now();
-            let n = streamforge::produce::produce(&opts)?;
+            let n = streamforge::tools::produce::produce(&opts)?;
             let secs = start.elapsed().as_secs_f64();
             println!(
                 "produced {n} messages to {topic} in {secs:.2}s ({:.0}/s)",
@@ -543,8 +543,10 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
             db,
         } => {
             let ddl = match database {
-                SchemaTarget::Clickhouse => streamforge::schema::clickhouse_ddl(&db),
-                SchemaTarget::Postgres => streamforge::schema::postgres_ddl(),
+                SchemaTarget::Clickhouse => {
+                    streamforge::operator_metrics::schema::clickhouse_ddl(&db)
+                }
+                SchemaTarget::Postgres => streamforge::operator_metrics::schema::postgres_ddl(),
             };
             if !apply {
                 for s in &ddl {
@@ -590,8 +592,8 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
             out,
             version,
         } => {
-            let rows = streamforge::thresholds::read_rows(&from, days)?;
-            let settings = streamforge::thresholds::ThresholdSettings {
+            let rows = streamforge::operator_metrics::thresholds::read_rows(&from, days)?;
+            let settings = streamforge::operator_metrics::thresholds::ThresholdSettings {
                 analysis_days: days,
                 min_samples,
                 ..Default::default()
@@ -601,7 +603,7 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64)
             });
-            let rules = streamforge::thresholds::generate(&rows, &settings, now);
+            let rules = streamforge::operator_metrics::thresholds::generate(&rows, &settings, now);
             let mut text = String::new();
             for r in &rules {
                 text.push_str(&serde_json::to_string(r).expect("json"));
@@ -631,11 +633,11 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
                 path: job.display().to_string(),
                 reason,
             };
-            if !streamforge::table_job::TableJob::is_table_job(&value) {
+            if !streamforge::job::table::TableJob::is_table_job(&value) {
                 return Err(invalid("replay needs a job file with a [schema]".into()));
             }
             let cwd = std::env::current_dir()?;
-            let replay = streamforge::table_job::Replay {
+            let replay = streamforge::job::table::Replay {
                 from_ms: from,
                 to_ms: to,
                 inputs: (!input.is_empty()).then(|| {
@@ -650,10 +652,10 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
                         .map_or(1, |d| d.as_millis() as u64)
                 }),
             };
-            let value = streamforge::table_job::replay_value(value, &replay).map_err(invalid)?;
-            let config = streamforge::table_job::TableJob::from_value(value).map_err(invalid)?;
+            let value = streamforge::job::table::replay_value(value, &replay).map_err(invalid)?;
+            let config = streamforge::job::table::TableJob::from_value(value).map_err(invalid)?;
             let args = timely.cluster_args();
-            let summary = streamforge::table_job::run(
+            let summary = streamforge::job::table::run(
                 &config,
                 &job_base(&job),
                 &args,
@@ -670,9 +672,9 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
                 path: job.display().to_string(),
                 reason,
             };
-            let dir = if streamforge::table_job::TableJob::is_table_job(&value) {
+            let dir = if streamforge::job::table::TableJob::is_table_job(&value) {
                 let config =
-                    streamforge::table_job::TableJob::from_value(value).map_err(invalid)?;
+                    streamforge::job::table::TableJob::from_value(value).map_err(invalid)?;
                 let c = config.checkpoint.ok_or_else(|| {
                     streamforge::error::Error::Invalid("the job has no [checkpoint] section".into())
                 })?;

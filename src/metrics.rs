@@ -425,7 +425,7 @@ fn status_json(
             stage("rules-published", c.rules_published_total.load(r)),
         ],
         "watermark_ms": w,
-        "watermark": crate::main_job::format_utc(w),
+        "watermark": crate::operator_metrics::format_utc(w),
         "watermark_lag_ms": now_ms().saturating_sub(w),
         "checkpoint": ckpt.map(|x| serde_json::json!({
             "completed": x.stats.completed_total.load(r),

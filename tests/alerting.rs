@@ -12,12 +12,14 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use streamforge::alerting::RuleUpdate;
-use streamforge::alerts::{evaluate, Alert, Suppressor};
 use streamforge::dataflow::launch::ClusterArgs;
 use streamforge::job::{self, JobConfig, JobSummary};
-use streamforge::main_job::OperatorAggRow;
-use streamforge::thresholds::{hour_of_day, rules_of, AlarmRule, ThresholdSettings};
+use streamforge::operator_metrics::alerting::RuleUpdate;
+use streamforge::operator_metrics::alerts::{evaluate, Alert, Suppressor};
+use streamforge::operator_metrics::thresholds::{
+    hour_of_day, rules_of, AlarmRule, ThresholdSettings,
+};
+use streamforge::operator_metrics::OperatorAggRow;
 
 const HOUR: u64 = 3_600_000;
 

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use common::{assert_rows_eq, read_rows, shared_data, sort_rows, NEZHA_MAPPING};
 use streamforge::dataflow::launch::ClusterArgs;
 use streamforge::job::{self, JobConfig, JobSummary};
-use streamforge::main_job::OperatorAggRow;
-use streamforge::schema;
+use streamforge::operator_metrics::schema;
+use streamforge::operator_metrics::OperatorAggRow;
 use streamforge::sinks::clickhouse::{ClickHouse, ClickHouseSinkConfig};
 use streamforge::sinks::postgres;
 

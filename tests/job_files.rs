@@ -13,8 +13,8 @@ fn example_job_files_parse() {
             && !path.file_name().unwrap().to_string_lossy().starts_with('.')
         {
             let value = streamforge::job::load_value(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
-            if streamforge::table_job::TableJob::is_table_job(&value) {
-                let job = streamforge::table_job::TableJob::from_value(value)
+            if streamforge::job::table::TableJob::is_table_job(&value) {
+                let job = streamforge::job::table::TableJob::from_value(value)
                     .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 job.validate(&dir)
                     .unwrap_or_else(|e| panic!("{}: {e}", path.display()));

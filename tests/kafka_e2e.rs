@@ -231,7 +231,7 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
 #[test]
 fn an_idle_partition_does_not_stall_windows_and_a_burst_after_idleness_is_processed() {
     let topic = unique("idle");
-    streamforge::produce::ensure_topic(
+    streamforge::connectors::kafka::ensure_topic(
         &[("bootstrap.servers".to_string(), broker())].into(),
         &topic,
         3,
@@ -327,7 +327,7 @@ impl Drop for KillOnDrop {
 #[test]
 fn explicit_start_offsets_on_the_real_broker() {
     let topic = unique("ts-start");
-    streamforge::produce::ensure_topic(
+    streamforge::connectors::kafka::ensure_topic(
         &[("bootstrap.servers".to_string(), broker())].into(),
         &topic,
         1,

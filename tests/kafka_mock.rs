@@ -17,8 +17,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use streamforge::dataflow::launch::ClusterArgs;
 use streamforge::job::{self, JobConfig};
-use streamforge::produce::{produce, ProduceInput, ProduceOptions, ValueFormat};
 use streamforge::sources::GeneratorConfig;
+use streamforge::tools::produce::{produce, ProduceInput, ProduceOptions, ValueFormat};
 
 const WINDOW: &str = r#"
 [watermark]

@@ -316,7 +316,7 @@ fn kafka_to_clickhouse_killed_10_times_equals_the_failure_free_run() {
     for db in &dbs {
         let ch = clickhouse(&url, db);
         ch.query(&format!("CREATE DATABASE {db}")).unwrap();
-        for ddl in streamforge::schema::clickhouse_ddl(db) {
+        for ddl in streamforge::operator_metrics::schema::clickhouse_ddl(db) {
             ch.query(&ddl).unwrap();
         }
     }

@@ -499,12 +499,12 @@ fn pipeline_with_filter_compute_dedup_and_sliding_window_matches_the_model() {
         let out = dir.path().join(format!("pipe-{workers}.jsonl"));
         let text = pipeline_job(dir.path(), &out.display().to_string());
         let value: toml::Value = toml::from_str(&text).unwrap();
-        let job = streamforge::table_job::TableJob::from_value(value).unwrap();
+        let job = streamforge::job::table::TableJob::from_value(value).unwrap();
         let args = streamforge::dataflow::launch::ClusterArgs {
             workers,
             ..Default::default()
         };
-        let s = streamforge::table_job::run(&job, dir.path(), &args, &Default::default()).unwrap();
+        let s = streamforge::job::table::run(&job, dir.path(), &args, &Default::default()).unwrap();
         assert_eq!(s.rows as usize, want.len());
         let mut got: Vec<PipeRow> = Vec::new();
         for line in std::fs::read_to_string(&out).unwrap().lines() {
@@ -589,10 +589,10 @@ fn bad_job_files_are_rejected_with_the_place_and_reason() {
         assert_ne!(text, base, "{from}");
         let job = toml::from_str::<toml::Value>(&text)
             .map_err(|e| e.to_string())
-            .and_then(streamforge::table_job::TableJob::from_value);
+            .and_then(streamforge::job::table::TableJob::from_value);
         let err = match job {
             Err(e) => e,
-            Ok(job) => streamforge::table_job::run(
+            Ok(job) => streamforge::job::table::run(
                 &job,
                 dir.path(),
                 &Default::default(),
@@ -661,12 +661,12 @@ fn session_windows_in_a_job_file_match_the_model_at_1_2_4_workers() {
             out.display()
         );
         let job =
-            streamforge::table_job::TableJob::from_value(toml::from_str(&text).unwrap()).unwrap();
+            streamforge::job::table::TableJob::from_value(toml::from_str(&text).unwrap()).unwrap();
         let args = streamforge::dataflow::launch::ClusterArgs {
             workers,
             ..Default::default()
         };
-        let s = streamforge::table_job::run(&job, dir.path(), &args, &Default::default()).unwrap();
+        let s = streamforge::job::table::run(&job, dir.path(), &args, &Default::default()).unwrap();
         assert_eq!(s.late, 0);
         let mut got: Vec<(String, u64, u64, u64, i64)> = std::fs::read_to_string(&out)
             .unwrap()

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use streamforge::dataflow::launch::ClusterArgs;
 use streamforge::job::{self, JobConfig};
-use streamforge::main_job::OperatorAggRow;
-use streamforge::thresholds::{generate, ThresholdSettings};
+use streamforge::operator_metrics::thresholds::{generate, ThresholdSettings};
+use streamforge::operator_metrics::OperatorAggRow;
 
 fn flights_rows(dir: &std::path::Path) -> Vec<OperatorAggRow> {
     let toml = common::flights_job(&dir.join("rows.jsonl"));

@@ -1,12 +1,17 @@
 //! `kind = "kafka"`: a topic of JSON values, one partition per topic
-//! partition, offsets in checkpoints.
+//! partition, offsets in checkpoints; and the topic checks every Kafka
+//! sink runs before a job starts ([`ensure_topic`], [`check_topic`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
 use serde::Deserialize;
+use streamforge_sources::kafka::client_config;
 use streamforge_sources::kafka::StartPosition;
 use streamforge_sources::row::Row;
 
@@ -75,5 +80,64 @@ impl SourceConnector for KafkaSource {
     fn bound_for_replay(&self, table: &mut toml::Table) {
         table.insert("bounded".into(), true.into());
         table.insert("start".into(), "earliest".into());
+    }
+}
+
+fn kafka_error(topic: &str, e: impl ToString) -> Error {
+    Error::Source(streamforge_sources::SourceError::Kafka {
+        topic: topic.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Creates `topic` with `partitions` partitions unless it exists.
+///
+/// # Errors
+/// The broker refused or could not be reached.
+pub fn ensure_topic(
+    properties: &BTreeMap<String, String>,
+    topic: &str,
+    partitions: i32,
+) -> Result<(), Error> {
+    let admin: AdminClient<DefaultClientContext> = client_config(properties)?
+        .create()
+        .map_err(|e| kafka_error(topic, e))?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = futures_executor::block_on(admin.create_topics([&new], &opts))
+        .map_err(|e| kafka_error(topic, e))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => return Err(kafka_error(topic, code)),
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `topic` exists.
+///
+/// # Errors
+/// The broker cannot be reached or has no such topic (the message says how to
+/// create it).
+pub fn check_topic(properties: &BTreeMap<String, String>, topic: &str) -> Result<(), Error> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = client_config(properties)?
+        .create()
+        .map_err(|e| kafka_error(topic, e))?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| kafka_error(topic, e))?;
+    let ok = metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+    if ok {
+        Ok(())
+    } else {
+        Err(kafka_error(
+            topic,
+            "no such topic: create it, or set create-partitions = N on the sink",
+        ))
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use streamforge::main_job::{format_utc, OperatorAggRow};
+use streamforge::operator_metrics::{format_utc, OperatorAggRow};
 
 /// `../shared/data` next to the repository (or `$STREAMFORGE_SHARED_DATA`).
 /// Panics with instructions when it is missing: the tests need the real data.

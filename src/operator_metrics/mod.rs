@@ -1,5 +1,15 @@
-//! The main job: operator metrics per (service, operator_name) window — the seed
-//! table `flink_operator_agg_result`.
+//! The main job's domain: operator metrics per (service, operator_name)
+//! window — the seed table `flink_operator_agg_result` (its row, aggregate
+//! and DDL: [`schema`]) — with hourly thresholds ([`thresholds`]), the
+//! broadcast rules and multi-level alerts ([`alerting`], [`alerts`]). One
+//! job module among others: it builds on the engine, the API and the job
+//! machinery and nothing there depends on it, except that job files may
+//! name its `[alerting]` section.
+
+pub mod alerting;
+pub mod alerts;
+pub mod schema;
+pub mod thresholds;
 
 use serde::{Deserialize, Serialize};
 use streamforge_operators::{AggregateFunction, Count, CountIf, Max, Quantiles, Sum, WindowResult};
@@ -93,7 +103,7 @@ pub fn format_utc(ms: u64) -> String {
 ///
 /// # Examples
 /// ```
-/// use streamforge::main_job::{metrics_aggregate, to_row};
+/// use streamforge::operator_metrics::{metrics_aggregate, to_row};
 /// use streamforge::prelude::*;
 /// let agg = metrics_aggregate();
 /// let key = SpanKey::new("cart", "GetCart", "span");

@@ -1,12 +1,11 @@
-//! Job files and running a job.
-//!
-//! A job file is TOML (`examples/jobs/*.toml`). Relative paths in it are
-//! resolved against the job file's directory. Precedence: command-line flags
-//! (`-w -n -p -h`) > job file > built-in defaults.
+//! The span-mapping job file: the main job typed end to end — a source of
+//! [`Span`]s (`[source.mapping]`), one tumbling or sliding window of the
+//! operator metrics, `flink_operator_agg_result` rows to JSONL, Kafka,
+//! ClickHouse, PostgreSQL or stdout, and `[alerting]`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,18 +15,16 @@ use timely::dataflow::operators::Inspect;
 use timely::dataflow::Scope;
 
 use streamforge_dataflow::checkpoint::{
-    CheckpointContext, CheckpointGraph, CheckpointSettings, PartitionPosition, Restore,
+    CheckpointContext, CheckpointGraph, PartitionPosition, Restore,
 };
-use streamforge_dataflow::checkpoint_store::CheckpointStore;
 use streamforge_dataflow::launch::ClusterArgs;
 use streamforge_dataflow::source::{
-    checkpointed_source, partitioned_source, PartitionReader, SourceCounters, SourceSettings,
+    checkpointed_source, partitioned_source, PartitionReader, SourceSettings,
 };
 use streamforge_dataflow::{DataflowError, Time};
 use streamforge_operators::{Sliding, Tumbling, WindowAggregate, WindowAssigner, WindowSpec};
 use streamforge_sinks::batched::{BatchLimits, SinkBatched};
-use streamforge_sinks::clickhouse::{ClickHouse, ClickHouseSinkConfig, DbSinkCounters};
-use streamforge_sinks::kafka::KafkaSinkCounters;
+use streamforge_sinks::clickhouse::{ClickHouse, ClickHouseSinkConfig};
 use streamforge_sinks::postgres::{Postgres, PostgresSinkConfig, PreparedPostgres};
 use streamforge_sinks::write_ahead::SinkWriteAhead;
 use streamforge_sinks::{
@@ -40,10 +37,12 @@ use streamforge_sources::{
     file_partitions, FileSourceConfig, GeneratorConfig, KafkaSourceConfig, Span,
 };
 
-use crate::alerting::join::AlertCounters;
-use crate::alerting::{AlertSinkConfig, AlertingConfig, RulesConfig};
+use super::config::{CheckpointConfig, RestoreFrom, WatermarkConfig};
+use super::runner::{fail_stop_build, join_workers, log_restored, open_checkpoints};
+use super::summary::{JobCounters, JobSummary};
 use crate::error::Error;
-use crate::main_job::{metrics_aggregate, to_row};
+use crate::operator_metrics::alerting::{AlertSinkConfig, AlertingConfig, RulesConfig};
+use crate::operator_metrics::{metrics_aggregate, to_row};
 
 /// A job file.
 #[derive(Clone, Debug, Deserialize)]
@@ -75,51 +74,6 @@ pub struct JobConfig {
     pub metrics: Option<crate::metrics::MetricsConfig>,
 }
 
-/// Checkpoint settings of a job file (`[checkpoint]`).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct CheckpointConfig {
-    /// The checkpoint directory (shared by all processes of a cluster).
-    pub dir: PathBuf,
-    /// Time between checkpoints (default `"1s"`).
-    #[serde(default = "default_interval", with = "humantime_serde")]
-    pub interval: Duration,
-    /// Complete checkpoints kept (default 3).
-    #[serde(default = "default_retain")]
-    pub retain: usize,
-}
-
-fn default_interval() -> Duration {
-    Duration::from_secs(1)
-}
-
-fn default_retain() -> usize {
-    3
-}
-
-/// Where a run starts from.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum RestoreFrom {
-    /// A fresh run (the checkpoint history is cleared).
-    #[default]
-    Fresh,
-    /// The newest complete checkpoint; a fresh run when there is none.
-    Latest,
-    /// A checkpoint or savepoint directory (`…/chk-<id>`).
-    Path(PathBuf),
-}
-
-impl std::str::FromStr for RestoreFrom {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(if s == "latest" {
-            RestoreFrom::Latest
-        } else {
-            RestoreFrom::Path(s.into())
-        })
-    }
-}
-
 /// Sources.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Deserialize)]
@@ -131,28 +85,6 @@ pub enum SourceConfig {
     Generator(GeneratorConfig),
     /// A Kafka topic, one partition per source partition.
     Kafka(KafkaSourceConfig),
-}
-
-/// Watermark strategy: bounded out-of-orderness per partition.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct WatermarkConfig {
-    /// Maximum expected disorder (e.g. `"5s"`; default 5 s).
-    #[serde(with = "humantime_serde")]
-    pub out_of_orderness: Duration,
-    /// A partition without data for this long stops holding the watermark back
-    /// (e.g. `"10s"`; default: never).
-    #[serde(default, with = "humantime_serde")]
-    pub idle_timeout: Option<Duration>,
-}
-
-impl Default for WatermarkConfig {
-    fn default() -> Self {
-        WatermarkConfig {
-            out_of_orderness: Duration::from_secs(5),
-            idle_timeout: None,
-        }
-    }
 }
 
 /// Window kinds.
@@ -210,84 +142,6 @@ fn default_rows() -> usize {
     20
 }
 
-/// Reads a job file as TOML and applies `--set KEY=VALUE` overrides (as
-/// Flink's `-D`): dotted keys, array elements by index (`sinks.0.path`),
-/// values in TOML syntax (`'"out.csv"'`, `'["a.jsonl"]'`, `4`, `"2s"`);
-/// a key that does not exist is added (array elements must exist).
-///
-/// # Errors
-/// [`Error::JobFile`] when the file cannot be read or parsed, or an
-/// override does not parse or names no place in the file.
-///
-/// # Examples
-/// ```
-/// let dir = std::env::temp_dir().join(format!("sf-set-{}", std::process::id()));
-/// std::fs::create_dir_all(&dir).unwrap();
-/// let job = dir.join("job.toml");
-/// std::fs::write(&job, "name = \"a\"\n[[sinks]]\npath = \"x.csv\"\n").unwrap();
-/// let v = streamforge::job::load_value(&job, &[("sinks.0.path".into(), "\"y.csv\"".into()),
-///                                              ("source.paths".into(), "[\"in.jsonl\"]".into())]).unwrap();
-/// assert_eq!(v["sinks"][0]["path"].as_str(), Some("y.csv"));
-/// assert_eq!(v["source"]["paths"][0].as_str(), Some("in.jsonl"));
-/// assert!(streamforge::job::load_value(&job, &[("sinks.3.path".into(), "1".into())]).is_err());
-/// let v = streamforge::job::load_value(&job, &[("source.properties.\"bootstrap.servers\"".into(), "\"h:1\"".into())]).unwrap();
-/// assert_eq!(v["source"]["properties"]["bootstrap.servers"].as_str(), Some("h:1"));
-/// assert!(streamforge::job::load_value(&job, &[("name".into(), "not toml".into())]).is_err());
-/// # std::fs::remove_dir_all(&dir).unwrap();
-/// ```
-pub fn load_value(path: &Path, sets: &[(String, String)]) -> Result<toml::Value, Error> {
-    let err = |reason: String| Error::JobFile {
-        path: path.display().to_string(),
-        reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let mut value: toml::Value = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
-    for (key, raw) in sets {
-        let parsed: toml::Table = toml::from_str(&format!("v = {raw}"))
-            .map_err(|e| err(format!("--set {key}={raw}: not a TOML value: {e}")))?;
-        let new = parsed.get("v").cloned().expect("parsed v");
-        let mut at = &mut value;
-        let parts = split_key(key);
-        for (i, part) in parts.iter().enumerate() {
-            let last = i + 1 == parts.len();
-            let missing = || err(format!("--set {key}: no `{part}` here"));
-            at = match at {
-                toml::Value::Array(items) => {
-                    let n: usize = part.parse().map_err(|_| missing())?;
-                    items.get_mut(n).ok_or_else(missing)?
-                }
-                toml::Value::Table(t) => {
-                    if last {
-                        t.entry(part.to_string())
-                            .or_insert(toml::Value::Boolean(false))
-                    } else {
-                        t.entry(part.to_string())
-                            .or_insert_with(|| toml::Value::Table(Default::default()))
-                    }
-                }
-                _ => return Err(missing()),
-            };
-        }
-        *at = new;
-    }
-    Ok(value)
-}
-
-/// Splits a dotted key; segments in double quotes may contain dots
-/// (`source.properties."bootstrap.servers"`).
-fn split_key(key: &str) -> Vec<String> {
-    let mut parts = vec![String::new()];
-    let mut quoted = false;
-    for c in key.chars() {
-        match c {
-            '"' => quoted = !quoted,
-            '.' if !quoted => parts.push(String::new()),
-            c => parts.last_mut().expect("one part").push(c),
-        }
-    }
-    parts
-}
-
 impl JobConfig {
     /// Parses a job from a TOML value ([`load_value`]).
     ///
@@ -321,100 +175,6 @@ impl JobConfig {
     }
 }
 
-/// Counters of one process's run.
-#[derive(Debug, Default)]
-pub struct JobCounters {
-    /// Source counters (records, dead letters).
-    pub source: Arc<SourceCounters>,
-    /// Aggregate rows emitted by the window operator.
-    pub rows_total: AtomicU64,
-    /// Records too late for all their windows.
-    pub late_total: AtomicU64,
-    /// Dead letters.
-    pub dead_letters_total: AtomicU64,
-    /// Kafka sink deliveries and errors.
-    pub kafka_sink: Arc<KafkaSinkCounters>,
-    /// ClickHouse sink rows, batches, retries.
-    pub clickhouse_sink: Arc<DbSinkCounters>,
-    /// PostgreSQL sink rows, batches, retries.
-    pub postgres_sink: Arc<DbSinkCounters>,
-    /// Alerting: windows evaluated, alerts by level, suppressed, rule updates.
-    pub alerts: Arc<AlertCounters>,
-    /// Rule updates published by the hourly publisher.
-    pub rules_published_total: AtomicU64,
-    /// Webhook deliveries and retries.
-    pub webhook: Arc<streamforge_sinks::webhook::WebhookCounters>,
-    /// Latency histograms (benchmarks: `STREAMFORGE_LATENCY_OUT`).
-    pub latency: Option<Arc<crate::bench::LatencyRecorder>>,
-    /// The last alerts (JSON, newest last; the status page).
-    pub recent_alerts: std::sync::Mutex<std::collections::VecDeque<String>>,
-}
-
-/// What a run did, for this process.
-#[derive(Clone, Debug, PartialEq)]
-pub struct JobSummary {
-    /// Records read by this process's sources.
-    pub events: u64,
-    /// Aggregate rows emitted by this process's workers.
-    pub rows: u64,
-    /// Late records.
-    pub late: u64,
-    /// Dead-lettered records.
-    pub dead_letters: u64,
-    /// Records acknowledged by Kafka sinks.
-    pub kafka_delivered: u64,
-    /// Kafka transactions committed by the exactly-once Kafka sink.
-    pub kafka_transactions: u64,
-    /// Rows written to ClickHouse (re-commits after a restore included).
-    pub clickhouse_rows: u64,
-    /// Rows written to PostgreSQL.
-    pub postgres_rows: u64,
-    /// Database writes retried (server down or overloaded).
-    pub database_retries: u64,
-    /// Kafka delivery failures (retried).
-    pub kafka_delivery_errors: u64,
-    /// Alerts emitted by level: LOW, MID, HIGH.
-    pub alerts: [u64; 3],
-    /// Rule updates published by the in-job hourly publisher.
-    pub rules_published: u64,
-    /// Webhook requests retried.
-    pub webhook_retries: u64,
-    /// Wall-clock time of the dataflow, seconds.
-    pub elapsed_seconds: f64,
-    /// The checkpoint this run resumed from.
-    pub restored_from: Option<u64>,
-}
-
-impl JobSummary {
-    /// Events per second of wall-clock time.
-    pub fn events_per_second(&self) -> f64 {
-        self.events as f64 / self.elapsed_seconds.max(1e-9)
-    }
-}
-
-impl std::fmt::Display for JobSummary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "events {}  rows {}  late {}  dead-lettered {}  elapsed {:.3}s  events/s {:.0}",
-            self.events,
-            self.rows,
-            self.late,
-            self.dead_letters,
-            self.elapsed_seconds,
-            self.events_per_second()
-        )?;
-        if self.alerts.iter().sum::<u64>() > 0 || self.rules_published > 0 {
-            write!(
-                f,
-                "  rules published {}  alerts LOW {} MID {} HIGH {}",
-                self.rules_published, self.alerts[0], self.alerts[1], self.alerts[2]
-            )?;
-        }
-        Ok(())
-    }
-}
-
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 enum Input {
@@ -433,7 +193,7 @@ struct Plan {
     /// Checked ClickHouse sinks by `database.table`.
     clickhouse: BTreeMap<String, ClickHouse>,
     /// The checked `[alerting]` section.
-    alerting: Option<crate::alerting::Alerting>,
+    alerting: Option<crate::operator_metrics::alerting::Alerting>,
 }
 
 impl Plan {
@@ -452,8 +212,8 @@ impl Plan {
         for sink in &job.sinks {
             if let SinkConfig::Kafka(k) = sink {
                 match k.create_partitions {
-                    Some(n) => crate::produce::ensure_topic(&k.properties, &k.topic, n)?,
-                    None => crate::produce::check_topic(&k.properties, &k.topic)?,
+                    Some(n) => crate::connectors::kafka::ensure_topic(&k.properties, &k.topic, n)?,
+                    None => crate::connectors::kafka::check_topic(&k.properties, &k.topic)?,
                 }
             }
         }
@@ -479,7 +239,7 @@ impl Plan {
             alerting: job
                 .alerting
                 .as_ref()
-                .map(|a| crate::alerting::Alerting::prepare(a, base))
+                .map(|a| crate::operator_metrics::alerting::Alerting::prepare(a, base))
                 .transpose()?,
         };
         Ok(plan)
@@ -622,11 +382,11 @@ impl Plan {
     fn count<'s>(
         &self,
         counters: &Arc<JobCounters>,
-        rows: timely::dataflow::Stream<'s, Time, Vec<crate::main_job::OperatorAggRow>>,
+        rows: timely::dataflow::Stream<'s, Time, Vec<crate::operator_metrics::OperatorAggRow>>,
         late: timely::dataflow::Stream<'s, Time, Vec<Span>>,
         dead: timely::dataflow::Stream<'s, Time, Vec<streamforge_dataflow::DeadLetter>>,
     ) -> (
-        timely::dataflow::Stream<'s, Time, Vec<crate::main_job::OperatorAggRow>>,
+        timely::dataflow::Stream<'s, Time, Vec<crate::operator_metrics::OperatorAggRow>>,
         timely::dataflow::Stream<'s, Time, Vec<Span>>,
         timely::dataflow::Stream<'s, Time, Vec<streamforge_dataflow::DeadLetter>>,
     ) {
@@ -814,14 +574,14 @@ impl Plan {
     fn alerting<'s>(
         &self,
         scope: Scope<'s, Time>,
-        rows: &timely::dataflow::Stream<'s, Time, Vec<crate::main_job::OperatorAggRow>>,
+        rows: &timely::dataflow::Stream<'s, Time, Vec<crate::operator_metrics::OperatorAggRow>>,
         counters: &Arc<JobCounters>,
         graph: Option<&mut CheckpointGraph<'s>>,
     ) -> Result<(), Error> {
         let Some(a) = &self.alerting else {
             return Ok(());
         };
-        let on = crate::alerting::wiring::Wiring {
+        let on = crate::operator_metrics::alerting::wiring::Wiring {
             counters,
             window_size_ms: self.job.window.size.as_millis() as u64,
             status_page: self.job.metrics.is_some(),
@@ -834,7 +594,7 @@ impl Plan {
     fn other_sink<'s>(
         &self,
         sink: &SinkConfig,
-        rows: &timely::dataflow::Stream<'s, Time, Vec<crate::main_job::OperatorAggRow>>,
+        rows: &timely::dataflow::Stream<'s, Time, Vec<crate::operator_metrics::OperatorAggRow>>,
         counters: &Arc<JobCounters>,
     ) -> Result<(), Error> {
         match sink {
@@ -895,7 +655,7 @@ impl Plan {
         spans: timely::dataflow::Stream<'s, Time, Vec<Span>>,
         graph: Option<&mut CheckpointGraph<'s>>,
     ) -> (
-        timely::dataflow::Stream<'s, Time, Vec<crate::main_job::OperatorAggRow>>,
+        timely::dataflow::Stream<'s, Time, Vec<crate::operator_metrics::OperatorAggRow>>,
         timely::dataflow::Stream<'s, Time, Vec<Span>>,
     ) {
         let w = &self.job.window;
@@ -918,7 +678,7 @@ impl Plan {
         lateness: u64,
         graph: Option<&mut CheckpointGraph<'s>>,
     ) -> (
-        timely::dataflow::Stream<'s, Time, Vec<crate::main_job::OperatorAggRow>>,
+        timely::dataflow::Stream<'s, Time, Vec<crate::operator_metrics::OperatorAggRow>>,
         timely::dataflow::Stream<'s, Time, Vec<Span>>,
     ) {
         fn key(s: &Span) -> &streamforge_sources::SpanKey {
@@ -954,97 +714,6 @@ pub fn run(job: &JobConfig, base: &Path, cluster: &ClusterArgs) -> Result<JobSum
     run_from(job, base, cluster, &RestoreFrom::Fresh)
 }
 
-/// A worker's dataflow build result. The other workers would wait forever
-/// for the operators a failed build did not create: with peers, the process
-/// stops (fail-stop) after printing the error.
-pub(crate) fn fail_stop_build(
-    result: Result<(), Error>,
-    worker: usize,
-    peers: usize,
-) -> Result<(), String> {
-    result.map_err(|e| {
-        if peers > 1 {
-            eprintln!("error: building the dataflow on worker {worker}: {e}");
-            std::process::exit(1);
-        }
-        e.to_string()
-    })
-}
-
-/// Waits for the workers of a run; the first error of any of them.
-pub(crate) fn join_workers(
-    guards: timely::communication::WorkerGuards<Result<(), String>>,
-) -> Result<(), Error> {
-    for r in guards.join() {
-        r.map_err(DataflowError::Execution)?
-            .map_err(Error::Invalid)?;
-    }
-    Ok(())
-}
-
-/// Logs the one machine-readable line of a restored run, on stderr:
-/// `{"event":"restored","job":NAME,"checkpoint":ID}`.
-pub(crate) fn log_restored(job: &str, id: u64) {
-    eprintln!(
-        "{}",
-        serde_json::json!({"event": "restored", "job": job, "checkpoint": id})
-    );
-}
-
-/// Finds the checkpoint to resume from and opens the checkpoint context of
-/// job `job`.
-pub(crate) fn open_checkpoints(
-    job: &str,
-    dir: &Path,
-    cfg: &CheckpointConfig,
-    from: &RestoreFrom,
-) -> Result<CheckpointContext, Error> {
-    let settings = CheckpointSettings {
-        dir: dir.to_path_buf(),
-        interval: cfg.interval,
-        retain: cfg.retain,
-    };
-    let ckpt = |e: streamforge_dataflow::checkpoint_store::CheckpointError| {
-        Error::Checkpoint(e.to_string())
-    };
-    let restore = match from {
-        RestoreFrom::Fresh => None,
-        RestoreFrom::Latest => {
-            let store = CheckpointStore::open(dir, cfg.retain).map_err(ckpt)?;
-            let (found, skipped) = store.latest().map_err(ckpt)?;
-            for s in &skipped {
-                eprintln!("streamforge: {s}; falling back to an older checkpoint");
-            }
-            match found {
-                Some(c) => Some(Restore::new(store, c).map_err(ckpt)?),
-                None => {
-                    eprintln!(
-                        "streamforge: no complete checkpoint in {}; starting from the beginning",
-                        dir.display()
-                    );
-                    None
-                }
-            }
-        }
-        RestoreFrom::Path(p) => {
-            let (store, c) = CheckpointStore::load_path(p).map_err(ckpt)?;
-            Some(Restore::new(store, c).map_err(ckpt)?)
-        }
-    };
-    if let Some(r) = &restore {
-        let saved = r.checkpoint.manifest.meta.get("job");
-        if saved.is_some_and(|j| j != job) {
-            return Err(Error::Checkpoint(format!(
-                "checkpoint {} belongs to job {:?}, not {:?}",
-                r.id(),
-                saved.unwrap_or(&String::new()),
-                job
-            )));
-        }
-    }
-    CheckpointContext::new(&settings, job, restore).map_err(ckpt)
-}
-
 /// [`run`] starting from a checkpoint or savepoint (`from`), for jobs with a
 /// `[checkpoint]` section.
 ///
@@ -1077,11 +746,11 @@ pub fn run_from(
     }
     let config = cluster.timely_config()?;
     streamforge_dataflow::metrics::clear();
-    let latency_out = std::env::var_os(crate::bench::LATENCY_OUT).map(PathBuf::from);
+    let latency_out = std::env::var_os(crate::job::latency::LATENCY_OUT).map(PathBuf::from);
     let counters = Arc::new(JobCounters {
         latency: latency_out
             .as_ref()
-            .map(|_| Arc::new(crate::bench::LatencyRecorder::default())),
+            .map(|_| Arc::new(crate::job::latency::LatencyRecorder::default())),
         ..Default::default()
     });
     let _metrics = match &job.metrics {
@@ -1166,43 +835,15 @@ pub fn checkpoint_dir(job: &JobConfig, base: &Path) -> Result<PathBuf, Error> {
     })
 }
 
-/// Asks the job running on checkpoint directory `dir` to stop with a
-/// savepoint, waits for it, and returns its directory.
-///
-/// # Errors
-/// No savepoint appeared within `timeout` (is the job running?), or I/O errors.
-pub fn savepoint(dir: &Path, timeout: Duration) -> Result<PathBuf, Error> {
-    let ckpt = |e: streamforge_dataflow::checkpoint_store::CheckpointError| {
-        Error::Checkpoint(e.to_string())
-    };
-    let store = CheckpointStore::open(dir, usize::MAX).map_err(ckpt)?;
-    let before = store.latest().map_err(ckpt)?.0.map(|c| c.manifest.id);
-    CheckpointContext::request_stop(dir)?;
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if let (Some(c), _) = store.latest().map_err(ckpt)? {
-            let newer = before.is_none_or(|b| c.manifest.id > b);
-            if newer && c.manifest.meta.get("savepoint").map(String::as_str) == Some("true") {
-                return Ok(c.dir);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Err(Error::Checkpoint(format!(
-        "no savepoint in {} after {timeout:?}: is the job running?",
-        dir.display()
-    )))
-}
-
 /// The columns of an aggregate row (its JSON field names).
 fn agg_columns() -> Vec<String> {
-    crate::main_job::AGG_COLUMNS
+    crate::operator_metrics::AGG_COLUMNS
         .iter()
         .map(|c| c.to_string())
         .collect()
 }
 
 /// An aggregate row as the JSON object the database sinks write.
-fn encode_row(row: &crate::main_job::OperatorAggRow) -> Vec<u8> {
+fn encode_row(row: &crate::operator_metrics::OperatorAggRow) -> Vec<u8> {
     serde_json::to_vec(row).expect("serializable row")
 }

@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::main_job::{format_utc, OperatorAggRow};
+use crate::operator_metrics::{format_utc, OperatorAggRow};
 
 /// Settings of the threshold generator.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -176,7 +176,7 @@ pub struct AlarmRule {
 ///
 /// # Examples
 /// ```
-/// use streamforge::thresholds::quantile_exact;
+/// use streamforge::operator_metrics::thresholds::quantile_exact;
 /// let v = [1.0, 2.0, 3.0, 4.0];
 /// assert_eq!(quantile_exact(&v, 0.5), 3.0); // index ⌊0.5·4⌋ = 2
 /// assert_eq!(quantile_exact(&v, 0.95), 4.0);
@@ -400,8 +400,8 @@ impl GroupThresholds {
 ///
 /// # Examples
 /// ```
-/// use streamforge::thresholds::{generate, ThresholdSettings};
-/// use streamforge::main_job::{format_utc, OperatorAggRow};
+/// use streamforge::operator_metrics::thresholds::{generate, ThresholdSettings};
+/// use streamforge::operator_metrics::{format_utc, OperatorAggRow};
 /// let row = |day: u64, avg: f64| OperatorAggRow {
 ///     window_start: format_utc(day * 86_400_000 + 12 * 3_600_000),
 ///     window_start_ms: day * 86_400_000 + 12 * 3_600_000, window_size: 3600,
@@ -492,11 +492,15 @@ pub fn read_rows(from: &str, days: u32) -> Result<Vec<OperatorAggRow>, crate::er
         let config: streamforge_sinks::clickhouse::ClickHouseSinkConfig =
             toml::from_str(&format!("url = {url:?}\ntable = {table:?}")).expect("config");
         let ch = streamforge_sinks::clickhouse::ClickHouse::new(&config, Default::default())?;
-        return Ok(crate::schema::read_agg_rows_clickhouse(&ch, &table, days)?);
+        return Ok(crate::operator_metrics::schema::read_agg_rows_clickhouse(
+            &ch, &table, days,
+        )?);
     }
     if let Some(rest) = from.strip_prefix("postgres:") {
         let (url, table) = split(rest);
-        return Ok(crate::schema::read_agg_rows_postgres(&url, &table, days)?);
+        return Ok(crate::operator_metrics::schema::read_agg_rows_postgres(
+            &url, &table, days,
+        )?);
     }
     let path = std::path::Path::new(from);
     let lines = streamforge_sinks::read_committed(path)?;

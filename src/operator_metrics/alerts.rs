@@ -19,8 +19,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::main_job::OperatorAggRow;
-use crate::thresholds::{success_rate, AlarmRule};
+use crate::operator_metrics::thresholds::{success_rate, AlarmRule};
+use crate::operator_metrics::OperatorAggRow;
 
 /// Alert level, ordered LOW < MID < HIGH.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -185,9 +185,9 @@ fn fill(template: &str, row: &OperatorAggRow, m: Metric, level: Level, v: f64, t
 ///
 /// # Examples
 /// ```
-/// use streamforge::alerts::{evaluate, Level, Metric};
-/// # use streamforge::thresholds::AlarmRule;
-/// # use streamforge::main_job::OperatorAggRow;
+/// use streamforge::operator_metrics::alerts::{evaluate, Level, Metric};
+/// # use streamforge::operator_metrics::thresholds::AlarmRule;
+/// # use streamforge::operator_metrics::OperatorAggRow;
 /// # let rule = AlarmRule { hour_of_day: 0, service: "s".into(), operator_name: "o".into(),
 /// #   operator_class: "span".into(), avg_duration_low: 10.0, avg_duration_mid: 20.0,
 /// #   avg_duration_high: 30.0, max_duration_low: 1e9, max_duration_mid: 1e9, max_duration_high: 1e9,
@@ -298,7 +298,7 @@ impl Suppressor {
     ///
     /// # Examples
     /// ```
-    /// # use streamforge::alerts::*;
+    /// # use streamforge::operator_metrics::alerts::*;
     /// # fn alert(t: u64, level: Level) -> Alert { Alert { window_start: String::new(),
     /// #   window_start_ms: t, service: "s".into(), operator_name: "o".into(),
     /// #   operator_class: "c".into(), level, rule_version: 1, metrics: vec![Triggered {

@@ -21,7 +21,7 @@ use streamforge_sinks::{SinkJsonl, SinkJsonlExactlyOnce, SinkKafka, SinkKafkaExa
 use super::{AlertSinkConfig, AlertingConfig, RuleUpdate, RulesConfig};
 use crate::error::Error;
 use crate::job::JobCounters;
-use crate::main_job::OperatorAggRow;
+use crate::operator_metrics::OperatorAggRow;
 
 /// A checked `[alerting]` section with its rule file read.
 #[derive(Clone, Debug)]
@@ -71,8 +71,8 @@ impl Alerting {
             .chain(cfg.publish.kafka.iter());
         for k in topics {
             match k.create_partitions {
-                Some(n) => crate::produce::ensure_topic(&k.properties, &k.topic, n)?,
-                None => crate::produce::check_topic(&k.properties, &k.topic)?,
+                Some(n) => crate::connectors::kafka::ensure_topic(&k.properties, &k.topic, n)?,
+                None => crate::connectors::kafka::check_topic(&k.properties, &k.topic)?,
             }
         }
         let mut a = Alerting {
@@ -148,15 +148,17 @@ impl Alerting {
                     .reduce_named(
                         "thresholds",
                         move |group: &super::history::HistoryKey,
-                              input: &[(&crate::thresholds::Sample, isize)],
+                              input: &[(&crate::operator_metrics::thresholds::Sample, isize)],
                               output: &mut Vec<([u64; 14], isize)>| {
-                            let samples: Vec<crate::thresholds::Sample> = input
+                            let samples: Vec<crate::operator_metrics::thresholds::Sample> = input
                                 .iter()
                                 .flat_map(|(s, d)| std::iter::repeat_n(**s, (*d).max(0) as usize))
                                 .collect();
                             if samples.len() >= min {
                                 let f = s.hour_factor(group.0);
-                                let t = crate::thresholds::GroupThresholds::of(&samples, f);
+                                let t = crate::operator_metrics::thresholds::GroupThresholds::of(
+                                    &samples, f,
+                                );
                                 output.push((t.encode(), 1));
                             }
                         },
@@ -249,7 +251,7 @@ impl Alerting {
                 (AlertSinkConfig::Webhook(w), g) => {
                     let target =
                         streamforge_sinks::webhook::Webhook::new(w, counters.webhook.clone())?;
-                    let encode = |a: &crate::alerts::Alert| {
+                    let encode = |a: &crate::operator_metrics::alerts::Alert| {
                         serde_json::to_string(a).expect("alert serializes")
                     };
                     match g {

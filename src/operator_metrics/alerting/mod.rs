@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use streamforge_sinks::webhook::WebhookSinkConfig;
 use streamforge_sinks::KafkaSinkConfig;
 
-use crate::thresholds::{AlarmRule, ThresholdSettings};
+use crate::operator_metrics::thresholds::{AlarmRule, ThresholdSettings};
 
 pub use history::ThresholdHistory;
 pub use join::AlertJoin;
@@ -84,7 +84,7 @@ impl RuleUpdate {
     ///
     /// # Examples
     /// ```
-    /// use streamforge::alerting::RuleUpdate;
+    /// use streamforge::operator_metrics::alerting::RuleUpdate;
     /// let delete = RuleUpdate { service: "cart".into(), operator_name: "Get".into(),
     ///     hour_of_day: 3, version: 10_800_000, rule: None };
     /// let (key, value) = delete.kafka_record();
@@ -116,7 +116,7 @@ impl RuleUpdate {
             return Ok(RuleUpdate {
                 service: service.to_string(),
                 operator_name: operator_name.to_string(),
-                hour_of_day: crate::thresholds::hour_of_day(version),
+                hour_of_day: crate::operator_metrics::thresholds::hour_of_day(version),
                 version,
                 rule: None,
             });

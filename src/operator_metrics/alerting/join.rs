@@ -34,9 +34,9 @@ use streamforge_dataflow::Time;
 use streamforge_sources::span::parts_hash;
 
 use super::{state_hash, RuleUpdate};
-use crate::alerts::{evaluate, Alert, Convergence, MetricKey, Suppressor};
-use crate::main_job::OperatorAggRow;
-use crate::thresholds::{hour_of_day, AlarmRule};
+use crate::operator_metrics::alerts::{evaluate, Alert, Convergence, MetricKey, Suppressor};
+use crate::operator_metrics::thresholds::{hour_of_day, AlarmRule};
+use crate::operator_metrics::OperatorAggRow;
 
 /// Versions kept per (key, hour); older ones are dropped.
 pub const VERSIONS_KEPT: usize = 4;
@@ -98,7 +98,7 @@ impl RuleBook {
     ///
     /// # Examples
     /// ```
-    /// # use streamforge::alerting::{join::RuleBook, RuleUpdate};
+    /// # use streamforge::operator_metrics::alerting::{join::RuleBook, RuleUpdate};
     /// let mut book = RuleBook::default();
     /// let delete = |v| RuleUpdate { service: "s".into(), operator_name: "o".into(),
     ///     hour_of_day: 0, version: v, rule: None };

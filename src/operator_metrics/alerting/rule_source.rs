@@ -17,7 +17,7 @@ use streamforge_dataflow::Time;
 
 use super::{RuleTopicConfig, RuleUpdate};
 use crate::error::Error;
-use crate::thresholds::AlarmRule;
+use crate::operator_metrics::thresholds::AlarmRule;
 
 /// Reads rules from a JSONL file: `hourly_alarm_rules` rows (as `streamforge
 /// thresholds --out` writes them, or as a rule publisher's JSONL output of

@@ -11,7 +11,7 @@
 use streamforge_sinks::clickhouse::ClickHouse;
 use streamforge_sinks::SinkError;
 
-use crate::main_job::OperatorAggRow;
+use crate::operator_metrics::OperatorAggRow;
 
 /// The key of `flink_operator_agg_result`: one row per window and operator.
 pub const AGG_KEY: &[&str] = &[
@@ -26,7 +26,7 @@ pub const AGG_KEY: &[&str] = &[
 ///
 /// # Examples
 /// ```
-/// let ddl = streamforge::schema::clickhouse_ddl("default");
+/// let ddl = streamforge::operator_metrics::schema::clickhouse_ddl("default");
 /// assert!(ddl[0].contains("ReplacingMergeTree"));
 /// assert!(ddl.iter().any(|s| s.contains("hourly_alarm_rules")));
 /// assert!(ddl.iter().any(|s| s.contains("orders_window_metrics") && s.contains("gmv_total Decimal(18, 2)")));
@@ -93,7 +93,7 @@ ORDER BY window_start_ms"
 ///
 /// # Examples
 /// ```
-/// let ddl = streamforge::schema::postgres_ddl();
+/// let ddl = streamforge::operator_metrics::schema::postgres_ddl();
 /// assert!(ddl[0].contains("PRIMARY KEY (window_start_ms, \"windowSize\""));
 /// ```
 pub fn postgres_ddl() -> Vec<String> {

@@ -36,8 +36,8 @@ use streamforge_dataflow::time::{emit_at, hold_back, Epoch, FrontierView};
 use streamforge_dataflow::Time;
 
 use super::{state_hash, RuleUpdate};
-use crate::main_job::OperatorAggRow;
-use crate::thresholds::{hour_of_day, Sample};
+use crate::operator_metrics::thresholds::{hour_of_day, Sample};
+use crate::operator_metrics::OperatorAggRow;
 use streamforge_dataflow::stable_hash;
 use streamforge_sources::span::parts_hash;
 

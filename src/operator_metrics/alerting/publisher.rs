@@ -32,8 +32,8 @@ use streamforge_dataflow::Time;
 
 use super::history::{ceil_hour, so_hash, HistoryKey, KeyNames};
 use super::RuleUpdate;
-use crate::main_job::format_utc;
-use crate::thresholds::{hour_of_day, GroupThresholds, ThresholdSettings};
+use crate::operator_metrics::format_utc;
+use crate::operator_metrics::thresholds::{hour_of_day, GroupThresholds, ThresholdSettings};
 
 /// A change of one group's thresholds (see [`GroupThresholds::encode`]).
 pub type ThresholdUpdate = ((HistoryKey, [u64; 14]), Time, isize);

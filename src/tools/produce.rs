@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+pub use crate::connectors::kafka::{check_topic, ensure_topic};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use streamforge_sources::kafka::client_config;
 use streamforge_sources::GeneratorConfig;
@@ -60,58 +60,6 @@ fn kafka(topic: &str, e: impl ToString) -> Error {
         topic: topic.to_string(),
         reason: e.to_string(),
     })
-}
-
-/// Creates `topic` with `partitions` partitions unless it exists.
-///
-/// # Errors
-/// The broker refused or could not be reached.
-pub fn ensure_topic(
-    properties: &BTreeMap<String, String>,
-    topic: &str,
-    partitions: i32,
-) -> Result<(), Error> {
-    let admin: AdminClient<DefaultClientContext> = client_config(properties)?
-        .create()
-        .map_err(|e| kafka(topic, e))?;
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = futures_executor::block_on(admin.create_topics([&new], &opts))
-        .map_err(|e| kafka(topic, e))?;
-    for r in results {
-        match r {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((_, code)) => return Err(kafka(topic, code)),
-        }
-    }
-    Ok(())
-}
-
-/// Checks that `topic` exists.
-///
-/// # Errors
-/// The broker cannot be reached or has no such topic (the message says how to
-/// create it).
-pub fn check_topic(properties: &BTreeMap<String, String>, topic: &str) -> Result<(), Error> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = client_config(properties)?
-        .create()
-        .map_err(|e| kafka(topic, e))?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| kafka(topic, e))?;
-    let ok = metadata
-        .topics()
-        .iter()
-        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-    if ok {
-        Ok(())
-    } else {
-        Err(kafka(
-            topic,
-            "no such topic: create it, or set create-partitions = N on the sink",
-        ))
-    }
 }
 
 fn open(path: &Path) -> Result<Box<dyn BufRead>, Error> {

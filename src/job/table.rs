@@ -107,7 +107,7 @@ pub struct TableJob {
     /// job, over the rows of the **first sink**: its `columns` must give the
     /// columns of `flink_operator_agg_result` (see
     /// `examples/jobs/operator-metrics.toml`).
-    pub alerting: Option<crate::alerting::AlertingConfig>,
+    pub alerting: Option<crate::operator_metrics::alerting::AlertingConfig>,
 }
 
 /// The declared input schema.
@@ -455,7 +455,7 @@ fn compile_job(job: &TableJob) -> Result<Compiled, String> {
             .first()
             .map(|(_, p)| p.names.clone())
             .unwrap_or_default();
-        let missing: Vec<&str> = crate::main_job::AGG_COLUMNS
+        let missing: Vec<&str> = crate::operator_metrics::AGG_COLUMNS
             .iter()
             .copied()
             .filter(|c| !names.iter().any(|n| n == c))
@@ -512,7 +512,7 @@ pub fn run(
     let alerting = job
         .alerting
         .as_ref()
-        .map(|a| crate::alerting::Alerting::prepare(a, base))
+        .map(|a| crate::operator_metrics::alerting::Alerting::prepare(a, base))
         .transpose()?;
     let counters = Arc::new(crate::job::JobCounters::default());
     let rows = Arc::new(AtomicU64::new(0));
@@ -555,7 +555,7 @@ fn build(
     c: &Compiled,
     base: &Path,
     rows: Arc<AtomicU64>,
-    alerting: Option<&crate::alerting::Alerting>,
+    alerting: Option<&crate::operator_metrics::alerting::Alerting>,
     counters: &Arc<crate::job::JobCounters>,
 ) -> Result<(), Error> {
     let mut watermarks =
@@ -676,15 +676,17 @@ fn build(
                 .clone()
                 .try_map_raw("alerting-rows", move |row: Row| {
                     let line = json_line(&names, &row);
-                    serde_json::from_str::<crate::main_job::OperatorAggRow>(&line).map_err(|e| {
-                        (
-                            format!("alerting: not a flink_operator_agg_result row: {e}"),
-                            line,
-                        )
-                    })
+                    serde_json::from_str::<crate::operator_metrics::OperatorAggRow>(&line).map_err(
+                        |e| {
+                            (
+                                format!("alerting: not a flink_operator_agg_result row: {e}"),
+                                line,
+                            )
+                        },
+                    )
                 })
                 .build_timely(|scope, rows, graph| {
-                    let on = crate::alerting::wiring::Wiring {
+                    let on = crate::operator_metrics::alerting::wiring::Wiring {
                         counters: &counters,
                         window_size_ms,
                         status_page: false,
@@ -756,7 +758,7 @@ pub struct Replay {
 ///
 /// # Examples
 /// ```
-/// use streamforge::table_job::{replay_value, Replay, TableJob};
+/// use streamforge::job::table::{replay_value, Replay, TableJob};
 /// let job: toml::Value = toml::from_str(r#"
 /// name = "j"
 /// [source]
