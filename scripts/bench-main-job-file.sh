@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job before/after it became a job file over a schema, in one run
-# with the two sides alternating: OLD_BIN (default: the binary of a commit
-# built in a worktree) runs the span-mapping job, the current binary the job
-# file; the rows are checked byte-identical (sorted).
+# with the sides alternating: OLD_BIN (the binary of an earlier commit) runs
+# the span-mapping job and the job file ("file before"), the current binary
+# the job file ("file after"); the rows are checked byte-identical (sorted).
 # Usage: scripts/bench-main-job-file.sh OLD_BIN [EVENTS] [REPEATS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,10 +18,13 @@ for r in $(seq "$repeats"); do
   for w in 1 2; do
     a=$($old run examples/jobs/generated-spans.toml -w $w --set "source.paths=['$dir/spans.jsonl']" \
       --set "sinks.0.path='$dir/old.jsonl'" | rate)
+    f=$($old run examples/jobs/generated-spans-schema.toml -w $w --set "source.paths=['$dir/spans.jsonl']" \
+      --set "sinks.0.path='$dir/before.jsonl'" --set "late-output='$dir/late.jsonl'" --set "dead-letter='$dir/dead.jsonl'" | rate)
     b=$($new run examples/jobs/generated-spans-schema.toml -w $w --set "source.paths=['$dir/spans.jsonl']" \
       --set "sinks.0.path='$dir/new.jsonl'" --set "late-output='$dir/late.jsonl'" --set "dead-letter='$dir/dead.jsonl'" | rate)
     cmp -s <(sort "$dir/old.jsonl") <(sort "$dir/new.jsonl") || { echo "rows differ" >&2; exit 1; }
-    echo "generated spans (JSONL, 1 file) w=$w run $r: old $a  new $b  ratio $(echo "scale=2; $b / $a" | bc)"
+    echo "generated spans (JSONL, 1 file) w=$w run $r: span mapping $a  file before $f  file after $b" \
+      " after/before $(echo "scale=2; $b / $f" | bc)  after/span $(echo "scale=2; $b / $a" | bc)"
     a=$($old run examples/jobs/trainticket-alerts.toml -w $w --set "source.paths=$days" \
       --set "sinks.0.path='$dir/old-tt'" --set "alerting.publish.jsonl='$dir/old-rules'" \
       --set "alerting.sinks.0.path='$dir/old-alerts'" --set "late-output='$dir/late.jsonl'" --set "dead-letter='$dir/dead.jsonl'" | rate)

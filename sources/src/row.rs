@@ -225,24 +225,47 @@ impl Ord for Value {
     }
 }
 
-impl Hash for Value {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        h.write_u8(self.rank());
+impl Value {
+    /// The bytes the value's `Hash` writes, handed to `put` in pieces: the
+    /// type's rank byte, then the value native-endian (an `i64`, a float's
+    /// bits, a bool's byte, a decimal's normalized mantissa `i128` and
+    /// scale `u32`, a string's bytes and `0xff`). What `Hasher::write_u8`,
+    /// `write_i64`, … write, so a caller that gathers these bytes itself
+    /// (a row key's one-buffer hash) gets the value `stable_hash` gives.
+    ///
+    /// # Examples
+    /// ```
+    /// use streamforge_dataflow::hash::{stable_hash, stable_hash_bytes};
+    /// use streamforge_sources::row::Value;
+    /// let mut bytes = Vec::new();
+    /// Value::str("cart").hash_bytes(|b| bytes.extend_from_slice(b));
+    /// assert_eq!(bytes, b"\x05cart\xff");
+    /// assert_eq!(stable_hash(&Value::str("cart")), stable_hash_bytes(&bytes));
+    /// ```
+    #[inline]
+    pub fn hash_bytes(&self, mut put: impl FnMut(&[u8])) {
+        put(&[self.rank()]);
         match self {
             Value::Null => {}
-            Value::Bool(b) => h.write_u8(*b as u8),
-            Value::Int(i) | Value::Timestamp(i) => h.write_i64(*i),
-            Value::Float(f) => h.write_u64(f.to_bits()),
+            Value::Bool(b) => put(&[*b as u8]),
+            Value::Int(i) | Value::Timestamp(i) => put(&i.to_ne_bytes()),
+            Value::Float(f) => put(&f.to_bits().to_ne_bytes()),
             Value::Decimal(d) => {
                 let n = d.normalize();
-                h.write_i128(n.mantissa());
-                h.write_u32(n.scale());
+                put(&n.mantissa().to_ne_bytes());
+                put(&n.scale().to_ne_bytes());
             }
             Value::Str(s) => {
-                h.write(s.as_bytes());
-                h.write_u8(0xff);
+                put(s.as_bytes());
+                put(&[0xff]);
             }
         }
+    }
+}
+
+impl Hash for Value {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.hash_bytes(|b| h.write(b));
     }
 }
 
@@ -1002,15 +1025,11 @@ impl FastValue<'_> {
         self.schema.columns[self.i].ty
     }
 
+    /// Writes `v` into the slot; `true`.
     #[inline]
-    fn put(self, v: Option<Value>) -> bool {
-        match v {
-            Some(v) => {
-                *self.slot = v;
-                true
-            }
-            None => false,
-        }
+    fn put(self, v: Value) -> bool {
+        *self.slot = v;
+        true
     }
 
     /// An int or timestamp within the column's bounds.
@@ -1024,7 +1043,7 @@ impl FastValue<'_> {
                 .map(Value::Timestamp),
             _ => None,
         };
-        self.put(v)
+        v.is_some_and(|v| self.put(v))
     }
 }
 
@@ -1037,9 +1056,8 @@ impl<'de> DeserializeSeed<'de> for FastValue<'_> {
             let raw = sonic_rs::LazyValue::<'de>::deserialize(d)?;
             let v = self
                 .schema
-                .parse_json(self.i, raw.as_raw_str(), self.strings)
-                .ok();
-            return Ok(self.put(v));
+                .parse_json(self.i, raw.as_raw_str(), self.strings);
+            return Ok(v.is_ok_and(|v| self.put(v)));
         }
         d.deserialize_any(self)
     }
@@ -1051,8 +1069,7 @@ impl<'de> Visitor<'de> for FastValue<'_> {
         write!(f, "a {}", self.ty())
     }
     fn visit_bool<E>(self, v: bool) -> Result<bool, E> {
-        let ok = self.ty() == ColumnType::Bool;
-        Ok(ok && self.put(Some(Value::Bool(v))))
+        Ok(self.ty() == ColumnType::Bool && self.put(Value::Bool(v)))
     }
     fn visit_i64<E>(self, v: i64) -> Result<bool, E> {
         Ok(self.int(v))
@@ -1066,21 +1083,18 @@ impl<'de> Visitor<'de> for FastValue<'_> {
         Ok(false)
     }
     fn visit_borrowed_str<E>(self, v: &'de str) -> Result<bool, E> {
-        if self.ty() != ColumnType::String {
-            return Ok(false);
-        }
-        *self.slot = Value::Str(self.strings.intern_arc(v));
-        Ok(true)
+        Ok(self.ty() == ColumnType::String && {
+            let a = self.strings.intern_arc(v);
+            self.put(Value::Str(a))
+        })
     }
     fn visit_str<E>(self, v: &str) -> Result<bool, E> {
         // Text with escapes (unescaped by the parser into a scratch
         // buffer): not interned, as on the slow path.
-        let ok = self.ty() == ColumnType::String;
-        Ok(ok && self.put(Some(Value::str(v))))
+        Ok(self.ty() == ColumnType::String && self.put(Value::str(v)))
     }
     fn visit_unit<E>(self) -> Result<bool, E> {
-        let ok = self.schema.columns[self.i].nullable;
-        Ok(ok && self.put(Some(Value::Null)))
+        Ok(self.schema.columns[self.i].nullable && self.put(Value::Null))
     }
 }
 

@@ -83,7 +83,8 @@ impl SourceConnector for KafkaSource {
     }
 }
 
-fn kafka_error(topic: &str, e: impl ToString) -> Error {
+/// A Kafka failure on `topic` as the job's error.
+pub(crate) fn kafka_error(topic: &str, e: impl ToString) -> Error {
     Error::Source(streamforge_sources::SourceError::Kafka {
         topic: topic.to_string(),
         reason: e.to_string(),

@@ -116,46 +116,28 @@ impl RowKey {
 /// is hashed through `Hash`).
 const ENCODED_BYTES: usize = 128;
 
-/// The stable hash of the key's values, from their `Hash` encoding written
-/// straight into one buffer: the same bytes `KeyValues::hash` gives the
-/// hasher (`write_usize`/`write_i64`/`write_u64` write native-endian bytes,
-/// `write_u8` one byte), without a call per piece. `None` for a decimal
-/// (hashed normalized) or a key over [`ENCODED_BYTES`] bytes.
+/// The stable hash of the key's values, their `Hash` bytes
+/// ([`Value::hash_bytes`]) gathered in one buffer and hashed once — the
+/// value `stable_hash` gives, without a hasher call per piece. `None` for a
+/// key over [`ENCODED_BYTES`] bytes.
 #[inline]
 fn encoded_key_hash(k: &RowKey) -> Option<u64> {
     let mut buf = [0u8; ENCODED_BYTES];
     let mut n = 0;
-    let mut put = |bytes: &[u8]| -> Option<()> {
-        buf.get_mut(n..n + bytes.len())?.copy_from_slice(bytes);
-        n += bytes.len();
-        Some(())
-    };
-    put(&k.cols.as_slice().len().to_ne_bytes())?;
-    for v in k.key_values() {
-        match v {
-            Value::Null => put(&[0])?,
-            Value::Bool(b) => put(&[1, *b as u8])?,
-            Value::Int(i) => {
-                put(&[2])?;
-                put(&i.to_ne_bytes())?;
-            }
-            Value::Float(f) => {
-                put(&[3])?;
-                put(&f.to_bits().to_ne_bytes())?;
-            }
-            Value::Decimal(_) => return None,
-            Value::Str(s) => {
-                put(&[5])?;
-                put(s.as_bytes())?;
-                put(&[0xff])?;
-            }
-            Value::Timestamp(t) => {
-                put(&[6])?;
-                put(&t.to_ne_bytes())?;
-            }
+    let mut fits = true;
+    let mut put = |bytes: &[u8]| match buf.get_mut(n..n + bytes.len()) {
+        Some(dst) if fits => {
+            dst.copy_from_slice(bytes);
+            n += bytes.len();
         }
+        _ => fits = false,
+    };
+    // As `Vec<Value>::hash`: the length, then each value.
+    put(&k.cols.as_slice().len().to_ne_bytes());
+    for v in k.key_values() {
+        v.hash_bytes(&mut put);
     }
-    Some(streamforge_dataflow::hash::stable_hash_bytes(&buf[..n]))
+    fits.then(|| streamforge_dataflow::hash::stable_hash_bytes(&buf[..n]))
 }
 
 /// The key values of a row key, hashing as a `Vec<Value>` of them.

@@ -8,12 +8,11 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-
-pub use crate::connectors::kafka::{check_topic, ensure_topic};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use streamforge_sources::kafka::client_config;
 use streamforge_sources::GeneratorConfig;
 
+use crate::connectors::kafka::{ensure_topic, kafka_error};
 use crate::error::Error;
 
 /// What to replay.
@@ -55,13 +54,6 @@ pub struct ProduceOptions {
     pub progress: bool,
 }
 
-fn kafka(topic: &str, e: impl ToString) -> Error {
-    Error::Source(streamforge_sources::SourceError::Kafka {
-        topic: topic.to_string(),
-        reason: e.to_string(),
-    })
-}
-
 fn open(path: &Path) -> Result<Box<dyn BufRead>, Error> {
     let f = std::fs::File::open(path)?;
     let gz = path
@@ -90,7 +82,7 @@ pub fn produce(opts: &ProduceOptions) -> Result<u64, Error> {
         .set("linger.ms", "5");
     let producer: BaseProducer<Deliveries> = config
         .create_with_context(Deliveries::default())
-        .map_err(|e| kafka(&opts.topic, e))?;
+        .map_err(|e| kafka_error(&opts.topic, e))?;
     let bar = if opts.progress {
         let total = match &opts.input {
             ProduceInput::Generator(g) => g.events,
@@ -132,7 +124,7 @@ pub fn produce(opts: &ProduceOptions) -> Result<u64, Error> {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     producer.poll(Duration::from_millis(5));
                 }
-                Err((e, _)) => return Err(kafka(&opts.topic, e)),
+                Err((e, _)) => return Err(kafka_error(&opts.topic, e)),
             }
         }
         sent += 1;
@@ -216,7 +208,7 @@ pub fn produce(opts: &ProduceOptions) -> Result<u64, Error> {
     }
     producer
         .flush(Duration::from_secs(60))
-        .map_err(|e| kafka(&opts.topic, e))?;
+        .map_err(|e| kafka_error(&opts.topic, e))?;
     bar.finish_and_clear();
     Ok(sent)
 }
