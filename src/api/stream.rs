@@ -687,6 +687,8 @@ fn split_results<'s, T: 'static, O: 'static>(
             let mut dead_handle = dead_out.activate();
             input.for_each_time(|cap, data| {
                 for batch in data {
+                    // Sized once per batch (a sent buffer comes back empty).
+                    oks.reserve(batch.len());
                     for (t, r) in batch.drain(..) {
                         match f(t, r) {
                             Ok(Some(u)) => oks.push(u),

@@ -385,6 +385,7 @@ impl AggregateFunction<Row> for RowAggregate {
             .collect()
     }
 
+    #[inline]
     fn add(&self, acc: &mut Vec<AccState>, row: &Row) {
         for (c, a) in self.calls.iter().zip(acc.iter_mut()) {
             if let Some(f) = c.filter {
@@ -412,6 +413,13 @@ impl AggregateFunction<Row> for RowAggregate {
                 (AccState::DecimalSum(s, n), _) => {
                     *s = decimal_add(s, v);
                     *n += 1;
+                }
+                // Integers (the common case) compare in place.
+                (AccState::Extreme(Value::Int(m)), kind) if matches!(v, Value::Int(_)) => {
+                    let Value::Int(x) = *v else { unreachable!() };
+                    if (kind == AggKind::Min && x < *m) || (kind != AggKind::Min && x > *m) {
+                        *m = x;
+                    }
                 }
                 (AccState::Extreme(m), kind) => {
                     let better = m.is_null()

@@ -988,6 +988,9 @@ impl Expr {
             Expr::Arith(op, l, r, ty) => {
                 // Columns and constants are read in place (no copies).
                 if let (Some(a), Some(b)) = (operand(l, row), operand(r, row)) {
+                    if let Some(v) = arith_fast(*op, a, b, *ty) {
+                        return Ok(v);
+                    }
                     return arith_nullable(*op, a, b, *ty);
                 }
                 arith_nullable(*op, &l.eval(row)?, &r.eval(row)?, *ty)?
@@ -1132,6 +1135,33 @@ fn call(f: &Func, mut vs: Vec<Value>) -> Result<Value, String> {
 mod tests {
     use super::*;
 
+    fn any_number() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<i64>().prop_map(Value::Int),
+            (-3i64..3).prop_map(Value::Int),
+            any::<f64>().prop_map(Value::Float),
+            Just(Value::Float(0.0)),
+            Just(Value::Null),
+            (0i64..2_000_000_000_000).prop_map(Value::Timestamp),
+            (-1000i64..1000).prop_map(|i| Value::Decimal(Decimal::new(i, 2))),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_arithmetic_fast_path_agrees_with_arith(a in any_number(), b in any_number(),
+                                                      op in 0..5usize, float in proptest::bool::ANY) {
+            let op = [Arith::Add, Arith::Sub, Arith::Mul, Arith::Div, Arith::Rem][op];
+            let ty = if float { ColumnType::Float } else { ColumnType::Int };
+            if let Some(v) = arith_fast(op, &a, &b, ty) {
+                let slow = arith_nullable(op, &a, &b, ty).expect("the fast path only takes what succeeds");
+                proptest::prop_assert!(v == slow || matches!((&v, &slow), (Value::Float(x), Value::Float(y)) if x.to_bits() == y.to_bits()),
+                                       "{a:?} {op:?} {b:?}: fast {v:?}, arith {slow:?}");
+            }
+        }
+    }
+
     fn scope() -> Scope {
         Scope::new([
             ("i".into(), ColumnType::Int),
@@ -1251,6 +1281,46 @@ fn operand<'a>(e: &'a Expr, row: &'a [Value]) -> Option<&'a Value> {
     match e {
         Expr::Column(i) => Some(&row[*i]),
         Expr::Literal(v) => Some(v),
+        _ => None,
+    }
+}
+
+/// `a op b` for the common cases — ints to an int, ints and floats to a
+/// float — when it succeeds; `None` sends every other case (nulls,
+/// decimals, timestamps, overflow, division by zero, a non-finite float)
+/// to [`arith`], which gives the same results and the errors.
+#[inline(always)]
+fn arith_fast(op: Arith, a: &Value, b: &Value, ty: ColumnType) -> Option<Value> {
+    match ty {
+        ColumnType::Int => {
+            let (Value::Int(x), Value::Int(y)) = (a, b) else {
+                return None;
+            };
+            match op {
+                Arith::Add => x.checked_add(*y),
+                Arith::Sub => x.checked_sub(*y),
+                Arith::Mul => x.checked_mul(*y),
+                Arith::Div => x.checked_div(*y),
+                Arith::Rem => x.checked_rem(*y),
+            }
+            .map(Value::Int)
+        }
+        ColumnType::Float => {
+            let num = |v: &Value| match v {
+                Value::Int(i) => Some(*i as f64),
+                Value::Float(f) => Some(*f),
+                _ => None,
+            };
+            let (x, y) = (num(a)?, num(b)?);
+            let r = match op {
+                Arith::Add => x + y,
+                Arith::Sub => x - y,
+                Arith::Mul => x * y,
+                Arith::Div => x / y,
+                Arith::Rem => x % y,
+            };
+            r.is_finite().then_some(Value::Float(r))
+        }
         _ => None,
     }
 }
