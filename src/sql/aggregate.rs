@@ -327,8 +327,9 @@ pub enum AccState {
     Distinct(BTreeSet<Value>),
     /// Approximate distinct values.
     Sketch(DistinctSketch),
-    /// Quantile sketch.
-    Quantiles(QuantileSketch),
+    /// Quantile sketch (boxed: a DDSketch is ~200 bytes, and every
+    /// accumulator of a window entry is as large as its largest variant).
+    Quantiles(Box<QuantileSketch>),
     /// First/last (event time, value).
     Pick(Option<(i64, Value)>),
 }
@@ -379,7 +380,7 @@ impl AggregateFunction<Row> for RowAggregate {
                 AggKind::Min | AggKind::Max => AccState::Extreme(Value::Null),
                 AggKind::CountDistinct => AccState::Distinct(BTreeSet::new()),
                 AggKind::ApproxCountDistinct => AccState::Sketch(DistinctSketch::default()),
-                AggKind::Quantile(_) => AccState::Quantiles(QuantileSketch::default()),
+                AggKind::Quantile(_) => AccState::Quantiles(Box::default()),
                 AggKind::First | AggKind::Last => AccState::Pick(None),
             })
             .collect()

@@ -981,7 +981,26 @@ impl Expr {
     ///
     /// # Errors
     /// Overflow, division by zero, a failed CAST: the row's error.
+    #[inline]
     pub fn eval(&self, row: &[Value]) -> Result<Value, String> {
+        // The common shapes here, in a small frame; the rest in `eval_any`.
+        match self {
+            Expr::Column(i) => Ok(row[*i].clone()),
+            Expr::Literal(v) => Ok(v.clone()),
+            Expr::Arith(op, l, r, ty) => match (operand(l, row), operand(r, row)) {
+                (Some(a), Some(b)) => match arith_fast(*op, a, b, *ty) {
+                    Some(v) => Ok(v),
+                    None => arith_nullable(*op, a, b, *ty),
+                },
+                _ => self.eval_any(row),
+            },
+            _ => self.eval_any(row),
+        }
+    }
+
+    /// [`Expr::eval`] of any expression.
+    #[inline(never)]
+    fn eval_any(&self, row: &[Value]) -> Result<Value, String> {
         Ok(match self {
             Expr::Column(i) => row[*i].clone(),
             Expr::Literal(v) => v.clone(),
