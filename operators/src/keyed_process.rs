@@ -17,7 +17,10 @@
 //!   `current_ms = T`) once the watermark reaches `T`.
 //! * **Order.** Elements and timers are applied in order of time: records
 //!   by `(t, event time, encoded record)`, a timer at `T` before any record
-//!   with `t ≥ T`. A record is applied once the watermark is past `t` (all
+//!   with `t ≥ T`; of one key's timers at one `T`, the function's timer
+//!   before the state-TTL timer (timers of different keys touch different
+//!   states, so their order among themselves is free). A record is applied
+//!   once the watermark is past `t` (all
 //!   records at `t` have arrived), so the order — and hence every state and
 //!   every output — is the same for any number of workers or processes and
 //!   any arrival order. Records wait for that in a per-worker buffer (about
@@ -36,7 +39,7 @@
 //!   including timers registered while doing so; a savepoint keeps them.
 
 use std::cmp::Ordering as CmpOrdering;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use hashbrown::HashMap;
 use std::hash::Hash;
@@ -136,9 +139,6 @@ impl<S> Slot<S> {
         self.expires_ms
     }
 }
-
-/// A timer: (time, key hash, encoded key, is a TTL timer).
-type Timer = (u64, u64, Vec<u8>, bool);
 
 /// A buffered record: (delivery time, event time, epoch, key hash, key, record).
 type Pending<K, D> = (u64, EventTime, Epoch, u64, K, D);
@@ -413,11 +413,7 @@ where
                 let mut handle = out.activate();
                 loop {
                     let next_record = records.peek().map(|p| p.0);
-                    let next_timer = store
-                        .timers
-                        .first()
-                        .map(|t| t.0)
-                        .filter(|t| *t <= limit || ended);
+                    let next_timer = store.first_timer_ms().filter(|t| *t <= limit || ended);
                     let (timer, now) = match (next_timer, next_record) {
                         (Some(tt), Some(rt)) if tt <= rt => (true, tt),
                         (Some(tt), None) => (true, tt),
@@ -488,7 +484,7 @@ where
             let hold = pending
                 .iter()
                 .map(|p| p.0)
-                .chain(store.timers.first().map(|t| t.0.saturating_sub(1)))
+                .chain(store.first_timer_ms().map(|t| t.saturating_sub(1)))
                 .min()
                 .unwrap_or(u64::MAX);
             hold_back(&mut out_caps, frontiers[0].frontier().iter(), hold);
@@ -507,20 +503,22 @@ enum EntryRef<'a, K, S, D> {
 }
 
 /// The keyed state of one worker: per key hash the keys' slots, and the
-/// timers (ordered by time) with their keys.
+/// timers ordered by (time, key hash), each with its keys and whether it is
+/// a TTL timer. Timers of different keys are independent, so only the order
+/// of one key's timers matters: by time, and at one time its function timer
+/// before its TTL timer (see [`KeyedStore::pop_timer`]).
 struct KeyedStore<K, S> {
     states: HashMap<u64, Vec<(K, Slot<S>)>>,
-    timers: BTreeSet<Timer>,
-    /// Encoded key → (key, number of its timers).
-    timer_keys: HashMap<Vec<u8>, (K, usize)>,
+    timers: BTreeMap<(u64, u64), Vec<(K, bool)>>,
+    timer_count: usize,
 }
 
 impl<K, S> Default for KeyedStore<K, S> {
     fn default() -> Self {
         KeyedStore {
             states: HashMap::new(),
-            timers: BTreeSet::new(),
-            timer_keys: HashMap::new(),
+            timers: BTreeMap::new(),
+            timer_count: 0,
         }
     }
 }
@@ -568,29 +566,33 @@ impl<K: Eq + Clone + Serialize, S: Serialize> KeyedStore<K, S> {
     }
 
     fn insert_timer(&mut self, t: u64, h: u64, k: &K, ttl: bool) {
-        let kb = bincode::serialize(k).expect("key serializes");
-        let timer = (t, h, kb, ttl);
-        if self.timers.contains(&timer) {
+        let keys = self.timers.entry((t, h)).or_default();
+        if keys.iter().any(|(k2, ttl2)| *ttl2 == ttl && k2 == k) {
             return;
         }
-        match self.timer_keys.get_mut(&timer.2) {
-            Some(entry) => entry.1 += 1,
-            None => {
-                self.timer_keys.insert(timer.2.clone(), (k.clone(), 1));
-            }
-        }
-        self.timers.insert(timer);
+        keys.push((k.clone(), ttl));
+        self.timer_count += 1;
     }
 
-    /// Takes the first timer: (time, key hash, key, is a TTL timer).
+    /// The time of the first timer.
+    fn first_timer_ms(&self) -> Option<u64> {
+        self.timers.first_key_value().map(|(&(t, _), _)| t)
+    }
+
+    /// Takes the first timer: (time, key hash, key, is a TTL timer). Of the
+    /// timers at one (time, key hash), a function timer goes before a TTL
+    /// timer, so a key's function timer sees its state before the TTL at the
+    /// same time clears it; between different keys the order does not matter.
     fn pop_timer(&mut self) -> (u64, u64, K, bool) {
-        let (t, h, kb, ttl) = self.timers.pop_first().expect("timer");
-        let entry = self.timer_keys.get_mut(&kb).expect("timer key");
-        let k = entry.0.clone();
-        entry.1 -= 1;
-        if entry.1 == 0 {
-            self.timer_keys.remove(&kb);
+        let mut first = self.timers.first_entry().expect("timer");
+        let (t, h) = *first.key();
+        let keys = first.get_mut();
+        let i = keys.iter().position(|(_, ttl)| !ttl).unwrap_or(0);
+        let (k, ttl) = keys.swap_remove(i);
+        if keys.is_empty() {
+            first.remove();
         }
+        self.timer_count -= 1;
         (t, h, k, ttl)
     }
 
@@ -602,14 +604,63 @@ impl<K: Eq + Clone + Serialize, S: Serialize> KeyedStore<K, S> {
                 v.iter()
                     .map(move |(k, slot)| (*h, EntryRef::State(k, slot)))
             })
-            .chain(
-                self.timers
-                    .iter()
-                    .map(|(t, h, kb, ttl)| (*h, EntryRef::Timer(&self.timer_keys[kb].0, *t, *ttl))),
-            )
+            .chain(self.timers.iter().flat_map(|(&(t, h), keys)| {
+                keys.iter()
+                    .map(move |(k, ttl)| (h, EntryRef::Timer(k, t, *ttl)))
+            }))
     }
 
     fn entry_count(&self) -> usize {
-        self.states.values().map(Vec::len).sum::<usize>() + self.timers.len()
+        self.states.values().map(Vec::len).sum::<usize>() + self.timer_count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timers_pop_by_time_and_a_keys_function_timer_before_its_ttl_timer() {
+        let mut store: KeyedStore<String, u32> = KeyedStore::default();
+        let (a, b) = ("a".to_string(), "b".to_string());
+        // Inserted out of order; the TTL timer of `a` at 20 before its
+        // function timer at 20; a repeated timer is kept once.
+        store.insert_timer(20, 7, &a, true);
+        store.insert_timer(30, 9, &b, false);
+        store.insert_timer(20, 7, &a, false);
+        store.insert_timer(20, 7, &a, false);
+        store.insert_timer(10, 9, &b, true);
+        assert_eq!(store.entry_count(), 4);
+        assert_eq!(store.first_timer_ms(), Some(10));
+        let popped: Vec<(u64, u64, String, bool)> = (0..4).map(|_| store.pop_timer()).collect();
+        assert_eq!(
+            popped,
+            vec![
+                (10, 9, b.clone(), true),
+                (20, 7, a.clone(), false),
+                (20, 7, a.clone(), true),
+                (30, 9, b.clone(), false),
+            ]
+        );
+        assert_eq!((store.entry_count(), store.first_timer_ms()), (0, None));
+    }
+
+    #[test]
+    fn timers_of_colliding_keys_are_kept_apart() {
+        let mut store: KeyedStore<String, u32> = KeyedStore::default();
+        let (a, b) = ("a".to_string(), "b".to_string());
+        store.insert_timer(5, 1, &a, false);
+        store.insert_timer(5, 1, &b, false);
+        let entries: Vec<String> = store
+            .entries::<()>()
+            .map(|(h, e)| match e {
+                EntryRef::Timer(k, t, ttl) => format!("{h} {k} {t} {ttl}"),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(entries, ["1 a 5 false", "1 b 5 false"]);
+        let mut keys = vec![store.pop_timer().2, store.pop_timer().2];
+        keys.sort();
+        assert_eq!(keys, [a, b]);
     }
 }
