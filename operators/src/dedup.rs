@@ -11,7 +11,9 @@
 //! A record is held until the watermark passes its event time (no record
 //! with an earlier event time can then arrive on time), so kept records
 //! leave about one watermark step after they arrive, with their own event
-//! time. A record that arrives behind the watermark competes only with the
+//! time, at a timestamp rounded down to [`EMIT_GRANULARITY_MS`] but not
+//! before the record's delivery time (a record on time stays on time
+//! downstream). A record that arrives behind the watermark competes only with the
 //! records still held for its key, and is dropped if its key already has a
 //! winner. Built on [`keyed_process`](crate::keyed_process), so the state
 //! takes part in checkpoints and restores with any worker count.
@@ -47,12 +49,26 @@ pub struct Dedup<D> {
     _record: PhantomData<fn() -> D>,
 }
 
+/// Kept records leave at their event time rounded down to this many ms
+/// (see [`ProcessSpec::emit_granularity_ms`]): one timestamp per 100 ms of
+/// event time instead of one per record, downstream windows closing at most
+/// 100 ms of event time later.
+pub const EMIT_GRANULARITY_MS: u64 = 100;
+
 impl<D> Dedup<D> {
     /// Dedup remembering keys for `ttl_ms` of event time.
     pub fn new(ttl_ms: u64) -> Self {
         Dedup {
             ttl_ms,
             _record: PhantomData,
+        }
+    }
+
+    /// The keyed process options of a dedup.
+    pub fn spec() -> ProcessSpec {
+        ProcessSpec {
+            emit_granularity_ms: EMIT_GRANULARITY_MS,
+            ..ProcessSpec::default()
         }
     }
 
@@ -200,7 +216,7 @@ impl<'scope, D: ExchangeData> DedupByKey<'scope, D> for Stream<'scope, Time, Vec
     {
         self.keyed_process(
             name,
-            ProcessSpec::default(),
+            Dedup::<D>::spec(),
             key,
             event_time_ms,
             Dedup::new(ttl_ms),
@@ -222,7 +238,7 @@ impl<'scope, D: ExchangeData> DedupByKey<'scope, D> for Stream<'scope, Time, Vec
     {
         self.keyed_process_checkpointed(
             name,
-            ProcessSpec::default(),
+            Dedup::<D>::spec(),
             key,
             event_time_ms,
             Dedup::new(ttl_ms),

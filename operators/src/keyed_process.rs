@@ -118,6 +118,13 @@ pub struct ProcessSpec {
     /// Drop a key's state when nothing touched it for this long (event
     /// time, ms); `None`: keep it until the function clears it.
     pub state_ttl_ms: Option<u64>,
+    /// Outputs of a timer at `T` leave at `T − 1` rounded down to a multiple
+    /// of this (ms), but not before the time the timer was registered at:
+    /// the outputs of one step share one timestamp — one timely message and
+    /// one progress update instead of one per record — and downstream
+    /// frontiers are held up to this much longer. Never later than `T − 1`,
+    /// so never late downstream. 0 or 1: exactly `T − 1`.
+    pub emit_granularity_ms: u64,
 }
 
 /// One key's state and when it expires.
@@ -147,7 +154,8 @@ type Pending<K, D> = (u64, EventTime, Epoch, u64, K, D);
 #[derive(Serialize, Deserialize)]
 enum Entry<K, S, D> {
     State(K, Slot<S>),
-    Timer(K, u64, bool),
+    /// (key, time, is a TTL timer, time it was registered at)
+    Timer(K, u64, bool, u64),
     Pending(u64, EventTime, K, D),
 }
 
@@ -327,7 +335,7 @@ where
     builder.build(move |mut caps| {
         let mut ack_caps = CapabilitySet::from_elem(caps.pop().expect("ack output"));
         let mut out_caps = CapabilitySet::from_elem(caps.pop().expect("output"));
-        let mut store: KeyedStore<K, P::State> = KeyedStore::default();
+        let mut store: KeyedStore<K, P::State> = KeyedStore::new(spec.emit_granularity_ms);
         let mut pending: Vec<Pending<K, D>> = Vec::new();
         if let Some(restore) = ctx.as_ref().and_then(|c| c.restore.as_ref()) {
             keyed_state::restore_owned(
@@ -341,7 +349,9 @@ where
                         .entry(stable_hash(&k))
                         .or_default()
                         .push((k, slot)),
-                    Entry::Timer(k, t, ttl) => store.insert_timer(t, stable_hash(&k), &k, ttl),
+                    Entry::Timer(k, t, ttl, floor) => {
+                        store.insert_timer(t, stable_hash(&k), &k, ttl, floor)
+                    }
                     Entry::Pending(t, e, k, d) => {
                         let h = stable_hash(&k);
                         // Restored records belong to epochs before this run.
@@ -411,6 +421,7 @@ where
                 let ready = pending.partition_point(|p| p.0 < limit || ended);
                 let mut records = pending.drain(..ready).peekable();
                 let mut handle = out.activate();
+                let (mut batch, mut batch_at) = (Vec::new(), None::<u64>);
                 loop {
                     let next_record = records.peek().map(|p| p.0);
                     let next_timer = store.first_timer_ms().filter(|t| *t <= limit || ended);
@@ -421,7 +432,7 @@ where
                         (None, None) => break,
                     };
                     let emit_ms = if timer {
-                        let (t, h, k, ttl_timer) = store.pop_timer();
+                        let (t, h, k, ttl_timer, at) = store.pop_timer();
                         let slot = store.slot(h, &k);
                         if slot.expires_ms.is_some_and(|x| x <= t) {
                             slot.state = None;
@@ -443,10 +454,11 @@ where
                         } else if slot.state.is_none() {
                             store.remove(h, &k);
                         }
-                        // Just before the watermark reached the timer: a
-                        // record a timer releases at its own event time
-                        // (< t) is not late downstream.
-                        t.saturating_sub(1)
+                        // Before the watermark reached the timer (`t − 1`,
+                        // rounded down to the granularity): a record a timer
+                        // releases at its own event time (< t) is not late
+                        // downstream.
+                        at
                     } else {
                         let (t, e, _, h, k, d) = records.next().expect("record");
                         let slot = store.slot(h, &k);
@@ -468,9 +480,22 @@ where
                         t
                     };
                     if !outputs.is_empty() {
-                        let cap = out_caps.delayed(&emit_at(&out_caps, oldest)(emit_ms));
-                        handle.session(&cap).give_container(&mut outputs);
+                        // Consecutive outputs at one time leave as one batch.
+                        if batch_at.is_some_and(|b| b != emit_ms) {
+                            let at = emit_at(&out_caps, oldest)(batch_at.expect("batch"));
+                            handle
+                                .session(&out_caps.delayed(&at))
+                                .give_container(&mut batch);
+                        }
+                        batch.append(&mut outputs);
+                        batch_at = Some(emit_ms);
                     }
+                }
+                if let Some(b) = batch_at.filter(|_| !batch.is_empty()) {
+                    let at = emit_at(&out_caps, oldest)(b);
+                    handle
+                        .session(&out_caps.delayed(&at))
+                        .give_container(&mut batch);
                 }
             }
             metrics
@@ -484,7 +509,7 @@ where
             let hold = pending
                 .iter()
                 .map(|p| p.0)
-                .chain(store.first_timer_ms().map(|t| t.saturating_sub(1)))
+                .chain(store.first_emit_ms())
                 .min()
                 .unwrap_or(u64::MAX);
             hold_back(&mut out_caps, frontiers[0].frontier().iter(), hold);
@@ -498,7 +523,7 @@ where
 #[derive(Serialize)]
 enum EntryRef<'a, K, S, D> {
     State(&'a K, &'a Slot<S>),
-    Timer(&'a K, u64, bool),
+    Timer(&'a K, u64, bool, u64),
     Pending(u64, EventTime, &'a K, &'a D),
 }
 
@@ -509,16 +534,42 @@ enum EntryRef<'a, K, S, D> {
 /// before its TTL timer (see [`KeyedStore::pop_timer`]).
 struct KeyedStore<K, S> {
     states: HashMap<u64, Vec<(K, Slot<S>)>>,
-    timers: BTreeMap<(u64, u64), Vec<(K, bool)>>,
+    /// (time, key hash) → (key, is a TTL timer, time registered at).
+    timers: BTreeMap<(u64, u64), Vec<(K, bool, u64)>>,
     timer_count: usize,
+    /// The emit times of the function timers (a multiset): the output
+    /// capability is held at the first.
+    emits: BTreeMap<u64, usize>,
+    /// [`ProcessSpec::emit_granularity_ms`], at least 1.
+    granularity_ms: u64,
 }
 
-impl<K, S> Default for KeyedStore<K, S> {
-    fn default() -> Self {
+impl<K, S> KeyedStore<K, S> {
+    fn new(granularity_ms: u64) -> Self {
         KeyedStore {
             states: HashMap::new(),
             timers: BTreeMap::new(),
             timer_count: 0,
+            emits: BTreeMap::new(),
+            granularity_ms: granularity_ms.max(1),
+        }
+    }
+
+    /// Where the outputs of a timer at `t` registered at `floor` leave: `t −
+    /// 1` rounded down to the granularity, not before `min(floor, t − 1)`.
+    fn emit_ms(&self, t: u64, floor: u64) -> u64 {
+        let last = t.saturating_sub(1);
+        (last - last % self.granularity_ms).max(floor.min(last))
+    }
+
+    fn count_emit(&mut self, at: u64, add: bool) {
+        if add {
+            *self.emits.entry(at).or_default() += 1;
+        } else if let std::collections::btree_map::Entry::Occupied(mut o) = self.emits.entry(at) {
+            *o.get_mut() -= 1;
+            if *o.get() == 0 {
+                o.remove();
+            }
         }
     }
 }
@@ -558,20 +609,36 @@ impl<K: Eq + Clone + Serialize, S: Serialize> KeyedStore<K, S> {
     /// timer at `expiry`.
     fn schedule(&mut self, h: u64, k: &K, now: u64, new: &mut Vec<u64>, expiry: Option<u64>) {
         for t in new.drain(..) {
-            self.insert_timer(t.max(now), h, k, false);
+            self.insert_timer(t.max(now), h, k, false, now);
         }
         if let Some(x) = expiry {
-            self.insert_timer(x, h, k, true);
+            self.insert_timer(x, h, k, true, now);
         }
     }
 
-    fn insert_timer(&mut self, t: u64, h: u64, k: &K, ttl: bool) {
+    /// Adds a timer at `t` for `k` registered at `floor` (once: the same
+    /// timer again keeps the earlier registration).
+    fn insert_timer(&mut self, t: u64, h: u64, k: &K, ttl: bool, floor: u64) {
         let keys = self.timers.entry((t, h)).or_default();
-        if keys.iter().any(|(k2, ttl2)| *ttl2 == ttl && k2 == k) {
+        if let Some(at) = keys
+            .iter()
+            .position(|(k2, ttl2, _)| *ttl2 == ttl && k2 == k)
+        {
+            let old = keys[at].2;
+            if floor < old && !ttl {
+                keys[at].2 = floor;
+                let (from, to) = (self.emit_ms(t, old), self.emit_ms(t, floor));
+                self.count_emit(from, false);
+                self.count_emit(to, true);
+            }
             return;
         }
-        keys.push((k.clone(), ttl));
+        keys.push((k.clone(), ttl, floor));
         self.timer_count += 1;
+        if !ttl {
+            let at = self.emit_ms(t, floor);
+            self.count_emit(at, true);
+        }
     }
 
     /// The time of the first timer.
@@ -579,21 +646,30 @@ impl<K: Eq + Clone + Serialize, S: Serialize> KeyedStore<K, S> {
         self.timers.first_key_value().map(|(&(t, _), _)| t)
     }
 
+    /// The first time a timer's outputs can leave at (TTL timers have none).
+    fn first_emit_ms(&self) -> Option<u64> {
+        self.emits.first_key_value().map(|(&at, _)| at)
+    }
+
     /// Takes the first timer: (time, key hash, key, is a TTL timer). Of the
     /// timers at one (time, key hash), a function timer goes before a TTL
     /// timer, so a key's function timer sees its state before the TTL at the
     /// same time clears it; between different keys the order does not matter.
-    fn pop_timer(&mut self) -> (u64, u64, K, bool) {
+    fn pop_timer(&mut self) -> (u64, u64, K, bool, u64) {
         let mut first = self.timers.first_entry().expect("timer");
         let (t, h) = *first.key();
         let keys = first.get_mut();
-        let i = keys.iter().position(|(_, ttl)| !ttl).unwrap_or(0);
-        let (k, ttl) = keys.swap_remove(i);
+        let i = keys.iter().position(|(_, ttl, _)| !ttl).unwrap_or(0);
+        let (k, ttl, floor) = keys.swap_remove(i);
         if keys.is_empty() {
             first.remove();
         }
         self.timer_count -= 1;
-        (t, h, k, ttl)
+        let at = self.emit_ms(t, floor);
+        if !ttl {
+            self.count_emit(at, false);
+        }
+        (t, h, k, ttl, at)
     }
 
     /// States and timers as checkpoint entries by key hash.
@@ -606,7 +682,7 @@ impl<K: Eq + Clone + Serialize, S: Serialize> KeyedStore<K, S> {
             })
             .chain(self.timers.iter().flat_map(|(&(t, h), keys)| {
                 keys.iter()
-                    .map(move |(k, ttl)| (h, EntryRef::Timer(k, t, *ttl)))
+                    .map(move |(k, ttl, floor)| (h, EntryRef::Timer(k, t, *ttl, *floor)))
             }))
     }
 
@@ -621,44 +697,67 @@ mod tests {
 
     #[test]
     fn timers_pop_by_time_and_a_keys_function_timer_before_its_ttl_timer() {
-        let mut store: KeyedStore<String, u32> = KeyedStore::default();
+        let mut store: KeyedStore<String, u32> = KeyedStore::new(0);
         let (a, b) = ("a".to_string(), "b".to_string());
         // Inserted out of order; the TTL timer of `a` at 20 before its
         // function timer at 20; a repeated timer is kept once.
-        store.insert_timer(20, 7, &a, true);
-        store.insert_timer(30, 9, &b, false);
-        store.insert_timer(20, 7, &a, false);
-        store.insert_timer(20, 7, &a, false);
-        store.insert_timer(10, 9, &b, true);
+        store.insert_timer(20, 7, &a, true, 0);
+        store.insert_timer(30, 9, &b, false, 0);
+        store.insert_timer(20, 7, &a, false, 0);
+        store.insert_timer(20, 7, &a, false, 0);
+        store.insert_timer(10, 9, &b, true, 0);
         assert_eq!(store.entry_count(), 4);
         assert_eq!(store.first_timer_ms(), Some(10));
-        let popped: Vec<(u64, u64, String, bool)> = (0..4).map(|_| store.pop_timer()).collect();
+        // TTL timers emit nothing and hold nothing back.
+        assert_eq!(store.first_emit_ms(), Some(19));
+        let popped: Vec<(u64, u64, String, bool, u64)> =
+            (0..4).map(|_| store.pop_timer()).collect();
         assert_eq!(
             popped,
             vec![
-                (10, 9, b.clone(), true),
-                (20, 7, a.clone(), false),
-                (20, 7, a.clone(), true),
-                (30, 9, b.clone(), false),
+                (10, 9, b.clone(), true, 9),
+                (20, 7, a.clone(), false, 19),
+                (20, 7, a.clone(), true, 19),
+                (30, 9, b.clone(), false, 29),
             ]
         );
         assert_eq!((store.entry_count(), store.first_timer_ms()), (0, None));
+        assert_eq!(store.first_emit_ms(), None);
+    }
+
+    #[test]
+    fn timer_outputs_leave_rounded_down_but_not_before_the_registration() {
+        let mut store: KeyedStore<String, u32> = KeyedStore::new(100);
+        let k = "k".to_string();
+        // t − 1 = 1 249 rounds down to 1 200; registered at 1 230 it leaves
+        // at 1 230; registered at the timer's own time, at t − 1.
+        assert_eq!(store.emit_ms(1_250, 0), 1_200);
+        assert_eq!(store.emit_ms(1_250, 1_230), 1_230);
+        assert_eq!(store.emit_ms(1_250, 1_250), 1_249);
+        store.insert_timer(1_250, 1, &k, false, 1_230);
+        assert_eq!(store.first_emit_ms(), Some(1_230));
+        // The same timer registered earlier again: the earlier registration.
+        store.insert_timer(1_250, 1, &k, false, 1_000);
+        assert_eq!(store.first_emit_ms(), Some(1_200));
+        assert_eq!(store.entry_count(), 1);
+        assert_eq!(store.pop_timer().4, 1_200);
+        assert_eq!(store.first_emit_ms(), None);
     }
 
     #[test]
     fn timers_of_colliding_keys_are_kept_apart() {
-        let mut store: KeyedStore<String, u32> = KeyedStore::default();
+        let mut store: KeyedStore<String, u32> = KeyedStore::new(0);
         let (a, b) = ("a".to_string(), "b".to_string());
-        store.insert_timer(5, 1, &a, false);
-        store.insert_timer(5, 1, &b, false);
+        store.insert_timer(5, 1, &a, false, 2);
+        store.insert_timer(5, 1, &b, false, 3);
         let entries: Vec<String> = store
             .entries::<()>()
             .map(|(h, e)| match e {
-                EntryRef::Timer(k, t, ttl) => format!("{h} {k} {t} {ttl}"),
+                EntryRef::Timer(k, t, ttl, floor) => format!("{h} {k} {t} {ttl} {floor}"),
                 _ => unreachable!(),
             })
             .collect();
-        assert_eq!(entries, ["1 a 5 false", "1 b 5 false"]);
+        assert_eq!(entries, ["1 a 5 false 2", "1 b 5 false 3"]);
         let mut keys = vec![store.pop_timer().2, store.pop_timer().2];
         keys.sort();
         assert_eq!(keys, [a, b]);

@@ -175,7 +175,7 @@ where
     /// assert_eq!(kept, vec![(1, 1_500), (1, 40_000), (2, 3_000)]);
     /// ```
     pub fn dedup(self, name: &str, ttl_ms: u64) -> DataStream<'s, T> {
-        self.process(name, ProcessSpec::default(), Dedup::new(ttl_ms))
+        self.process(name, Dedup::<T>::spec(), Dedup::new(ttl_ms))
     }
 
     /// Applies a keyed process function: per-key state and event-time
