@@ -21,8 +21,6 @@
 //! results except float sums and averages are independent of the order of
 //! inputs, hence identical at any parallelism.
 
-use std::collections::BTreeSet;
-
 use serde::{Deserialize, Serialize};
 use sqlparser::ast::{self, DuplicateTreatment, FunctionArg, FunctionArgExpr, FunctionArguments};
 use streamforge_operators::hll::DistinctSketch;
@@ -323,8 +321,9 @@ pub enum AccState {
     DecimalSum(Option<Value>, u64),
     /// Min or max so far (Null: none).
     Extreme(Value),
-    /// Exact distinct values.
-    Distinct(BTreeSet<Value>),
+    /// Exact distinct values (a hash set: the result is its size, so
+    /// the order of the values does not matter).
+    Distinct(hashbrown::HashSet<Value>),
     /// Approximate distinct values.
     Sketch(DistinctSketch),
     /// Quantile sketch (boxed: a DDSketch is ~200 bytes, and every
@@ -378,7 +377,7 @@ impl AggregateFunction<Row> for RowAggregate {
                     _ => AccState::FloatSum(0.0, 0),
                 },
                 AggKind::Min | AggKind::Max => AccState::Extreme(Value::Null),
-                AggKind::CountDistinct => AccState::Distinct(BTreeSet::new()),
+                AggKind::CountDistinct => AccState::Distinct(hashbrown::HashSet::new()),
                 AggKind::ApproxCountDistinct => AccState::Sketch(DistinctSketch::default()),
                 AggKind::Quantile(_) => AccState::Quantiles(Box::default()),
                 AggKind::First | AggKind::Last => AccState::Pick(None),
@@ -433,9 +432,7 @@ impl AggregateFunction<Row> for RowAggregate {
                     }
                 }
                 (AccState::Distinct(set), _) => {
-                    if !set.contains(v) {
-                        set.insert(v.clone());
-                    }
+                    set.get_or_insert_with(v, Value::clone);
                 }
                 (AccState::Sketch(s), _) => s.add(v),
                 (AccState::Quantiles(q), _) => q.add(to_f64(v).unwrap_or(f64::NAN)),
