@@ -74,8 +74,13 @@ impl KeyColumns {
 /// assert_eq!(a.key(), vec![Value::str("x"), Value::Int(1)]);
 /// assert_eq!(a.key_hash(), stable_hash(&a.key()));
 /// assert_eq!(stable_hash(&a), stable_hash(&b));
+/// // A clone is the key alone (what a window keeps per key): equal, with
+/// // the same hash and key, without the rest of the row.
+/// let c = a.clone();
+/// assert_eq!((c == a, c.key_hash(), c.key()), (true, a.key_hash(), a.key()));
+/// assert_eq!(c.row.len(), 2);
 /// ```
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct RowKey {
     /// The stable hash of the key values.
     hash: u64,
@@ -149,6 +154,21 @@ impl Hash for KeyValues<'_> {
         h.write_usize(self.0.cols.as_slice().len());
         for v in self.0.key_values() {
             v.hash(h);
+        }
+    }
+}
+
+/// A clone keeps only the key's values (`cols` become `0..n`): the keyed
+/// operators clone a key to store it with its state, and only ever read a
+/// stored key's values (equality, output), never the rest of its row.
+impl Clone for RowKey {
+    fn clone(&self) -> RowKey {
+        let n = self.cols.as_slice().len();
+        let cols: Vec<usize> = (0..n).collect();
+        RowKey {
+            hash: self.hash,
+            cols: KeyColumns::new(&cols),
+            row: self.key(),
         }
     }
 }
