@@ -864,14 +864,7 @@ fn arith(op: Arith, a: &Value, b: &Value, ty: ColumnType) -> Result<Value, Strin
             let (Some(x), Some(y)) = (int_of(a), int_of(b)) else {
                 return Err(fail());
             };
-            let r = match op {
-                Arith::Add => x.checked_add(y),
-                Arith::Sub => x.checked_sub(y),
-                Arith::Mul => x.checked_mul(y),
-                Arith::Div => x.checked_div(y),
-                Arith::Rem => x.checked_rem(y),
-            }
-            .ok_or_else(fail)?;
+            let r = int_op(op, x, y).ok_or_else(fail)?;
             if ty == T::Timestamp {
                 if !(0..=streamforge_sources::row::MAX_TIMESTAMP_MS).contains(&r) {
                     return Err(format!("timestamp out of range: {a} {op:?} {b}"));
@@ -900,13 +893,7 @@ fn arith(op: Arith, a: &Value, b: &Value, ty: ColumnType) -> Result<Value, Strin
             let (Some(x), Some(y)) = (to_f64(a), to_f64(b)) else {
                 return Err(fail());
             };
-            let r = match op {
-                Arith::Add => x + y,
-                Arith::Sub => x - y,
-                Arith::Mul => x * y,
-                Arith::Div => x / y,
-                Arith::Rem => x % y,
-            };
+            let r = float_op(op, x, y);
             if !r.is_finite() {
                 return Err(fail());
             }
@@ -914,6 +901,30 @@ fn arith(op: Arith, a: &Value, b: &Value, ty: ColumnType) -> Result<Value, Strin
         }
         _ => return Err(fail()),
     })
+}
+
+/// `x op y` on integers; `None` on overflow or division by zero.
+#[inline(always)]
+fn int_op(op: Arith, x: i64, y: i64) -> Option<i64> {
+    match op {
+        Arith::Add => x.checked_add(y),
+        Arith::Sub => x.checked_sub(y),
+        Arith::Mul => x.checked_mul(y),
+        Arith::Div => x.checked_div(y),
+        Arith::Rem => x.checked_rem(y),
+    }
+}
+
+/// `x op y` on floats (the caller rejects a non-finite result).
+#[inline(always)]
+fn float_op(op: Arith, x: f64, y: f64) -> f64 {
+    match op {
+        Arith::Add => x + y,
+        Arith::Sub => x - y,
+        Arith::Mul => x * y,
+        Arith::Div => x / y,
+        Arith::Rem => x % y,
+    }
 }
 
 fn int_of(v: &Value) -> Option<i64> {
@@ -1315,14 +1326,7 @@ fn arith_fast(op: Arith, a: &Value, b: &Value, ty: ColumnType) -> Option<Value> 
             let (Value::Int(x), Value::Int(y)) = (a, b) else {
                 return None;
             };
-            match op {
-                Arith::Add => x.checked_add(*y),
-                Arith::Sub => x.checked_sub(*y),
-                Arith::Mul => x.checked_mul(*y),
-                Arith::Div => x.checked_div(*y),
-                Arith::Rem => x.checked_rem(*y),
-            }
-            .map(Value::Int)
+            int_op(op, *x, *y).map(Value::Int)
         }
         ColumnType::Float => {
             let num = |v: &Value| match v {
@@ -1330,14 +1334,7 @@ fn arith_fast(op: Arith, a: &Value, b: &Value, ty: ColumnType) -> Option<Value> 
                 Value::Float(f) => Some(*f),
                 _ => None,
             };
-            let (x, y) = (num(a)?, num(b)?);
-            let r = match op {
-                Arith::Add => x + y,
-                Arith::Sub => x - y,
-                Arith::Mul => x * y,
-                Arith::Div => x / y,
-                Arith::Rem => x % y,
-            };
+            let r = float_op(op, num(a)?, num(b)?);
             r.is_finite().then_some(Value::Float(r))
         }
         _ => None,
