@@ -527,6 +527,10 @@ enum EntryRef<'a, K, S, D> {
     Pending(u64, EventTime, &'a K, &'a D),
 }
 
+/// A timer's key, whether it is a TTL timer, and the time it was
+/// registered at.
+type TimerKey<K> = (K, bool, u64);
+
 /// The keyed state of one worker: per key hash the keys' slots, and the
 /// timers ordered by (time, key hash), each with its keys and whether it is
 /// a TTL timer. Timers of different keys are independent, so only the order
@@ -535,7 +539,7 @@ enum EntryRef<'a, K, S, D> {
 struct KeyedStore<K, S> {
     states: HashMap<u64, Vec<(K, Slot<S>)>>,
     /// (time, key hash) → (key, is a TTL timer, time registered at).
-    timers: BTreeMap<(u64, u64), Vec<(K, bool, u64)>>,
+    timers: BTreeMap<(u64, u64), Vec<TimerKey<K>>>,
     timer_count: usize,
     /// The emit times of the function timers (a multiset): the output
     /// capability is held at the first.
