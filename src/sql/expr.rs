@@ -1015,16 +1015,8 @@ impl Expr {
         Ok(match self {
             Expr::Column(i) => row[*i].clone(),
             Expr::Literal(v) => v.clone(),
-            Expr::Arith(op, l, r, ty) => {
-                // Columns and constants are read in place (no copies).
-                if let (Some(a), Some(b)) = (operand(l, row), operand(r, row)) {
-                    if let Some(v) = arith_fast(*op, a, b, *ty) {
-                        return Ok(v);
-                    }
-                    return arith_nullable(*op, a, b, *ty);
-                }
-                arith_nullable(*op, &l.eval(row)?, &r.eval(row)?, *ty)?
-            }
+            // Column and constant operands were taken by `eval`.
+            Expr::Arith(op, l, r, ty) => arith_nullable(*op, &l.eval(row)?, &r.eval(row)?, *ty)?,
             Expr::Cmp(op, l, r) => {
                 if let (Some(a), Some(b)) = (operand(l, row), operand(r, row)) {
                     return Ok(cmp_nullable(*op, a, b));
