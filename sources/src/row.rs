@@ -37,6 +37,8 @@ use streamforge_dataflow::EventTime;
 
 use crate::record::{CsvDecoder, RecordDecoder};
 
+mod shape;
+
 pub use rust_decimal::Decimal;
 
 /// The largest timestamp accepted: 9999-12-31T23:59:59.999Z, in ms.
@@ -445,6 +447,16 @@ impl Schema {
         self.columns.iter().position(|c| c.name == name)
     }
 
+    /// The column that reads JSON field `field`: a scan of the field names
+    /// for small schemas (cheaper than hashing the key), the map otherwise.
+    fn column_of_field(&self, field: &str) -> Option<usize> {
+        if self.columns.len() <= 16 {
+            self.columns.iter().position(|c| c.field() == field)
+        } else {
+            self.by_field.get(field).copied()
+        }
+    }
+
     /// A missing field: the default, null, or an error.
     fn missing(&self, i: usize) -> Result<Value, String> {
         let c = &self.columns[i];
@@ -642,6 +654,20 @@ impl Schema {
     }
 }
 
+/// Integer `v` as a value of int or timestamp column `i`, if within the
+/// column's bounds (`None`: another type, or out of bounds).
+#[inline]
+fn int_value(schema: &Schema, i: usize, v: i64) -> Option<Value> {
+    let (lo, hi) = schema.bounds[i].ints;
+    match schema.columns[i].ty {
+        ColumnType::Int => Some(v).filter(|v| (lo..=hi).contains(v)).map(Value::Int),
+        ColumnType::Timestamp => timestamp_ms(schema.columns[i].unit, v)
+            .filter(|v| (lo..=hi).contains(v))
+            .map(Value::Timestamp),
+        _ => None,
+    }
+}
+
 /// `v` in `unit` as milliseconds, if within 1970..=9999.
 fn timestamp_ms(unit: TimeUnit, v: i64) -> Option<i64> {
     let ms = match unit {
@@ -749,7 +775,17 @@ pub struct RowDecoder {
     spare: usize,
     /// The column of each JSON key position in the last record.
     key_order: [u16; FAST_KEYS],
+    /// The layout of the last record the parser accepted
+    /// ([`shape::Shape`]), tried first.
+    shape: Option<shape::Shape>,
+    /// Records in a row whose layout could not be learned; at
+    /// [`UNSHAPED`], the decoder stops trying.
+    unshaped: u32,
 }
+
+/// Records in a row without a learnable layout after which a decoder
+/// stops learning (a source of nested or escaped records).
+const UNSHAPED: u32 = 64;
 
 /// Interns the values of one string column, so that repeated values (a
 /// service, an operator, a city) share one allocation. It holds at most
@@ -757,10 +793,36 @@ pub struct RowDecoder {
 /// rarely repeat (under one hit in four lookups once full).
 #[derive(Clone, Debug, Default)]
 struct StrCache {
-    set: hashbrown::HashSet<Arc<str>>,
+    set: hashbrown::HashSet<Interned>,
     lookups: u64,
     hits: u64,
     off: bool,
+}
+
+/// An interned string, hashed and compared as its bytes, so that a lookup
+/// by bytes ([`ByBytes`]) needs no UTF-8 check on a hit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Interned(Arc<str>);
+
+impl std::hash::Hash for Interned {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write(self.0.as_bytes());
+    }
+}
+
+/// A lookup key of [`StrCache`]: text not yet checked to be UTF-8.
+struct ByBytes<'a>(&'a [u8]);
+
+impl std::hash::Hash for ByBytes<'_> {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write(self.0);
+    }
+}
+
+impl hashbrown::Equivalent<Interned> for ByBytes<'_> {
+    fn equivalent(&self, key: &Interned) -> bool {
+        self.0 == key.0.as_bytes()
+    }
 }
 
 impl StrCache {
@@ -774,22 +836,31 @@ impl StrCache {
     /// builds the value in place).
     #[inline]
     fn intern_arc(&mut self, s: &str) -> Arc<str> {
+        self.intern_bytes(s.as_bytes())
+            .expect("a str is UTF-8")
+    }
+
+    /// The shared `Arc` of text `b`, `None` when it is not UTF-8: a value
+    /// seen before is found by its bytes, without a UTF-8 check (it equals
+    /// one that passed it).
+    #[inline]
+    fn intern_bytes(&mut self, b: &[u8]) -> Option<Arc<str>> {
         if self.off {
-            return Arc::from(s);
+            return std::str::from_utf8(b).ok().map(Arc::from);
         }
         self.lookups += 1;
-        if let Some(a) = self.set.get(s) {
+        if let Some(a) = self.set.get(&ByBytes(b)) {
             self.hits += 1;
-            return a.clone();
+            return Some(a.0.clone());
         }
-        let a: Arc<str> = Arc::from(s);
+        let a: Arc<str> = Arc::from(std::str::from_utf8(b).ok()?);
         if self.set.len() < Self::MAX {
-            self.set.insert(a.clone());
+            self.set.insert(Interned(a.clone()));
         } else if self.hits * 4 < self.lookups {
             self.off = true;
             self.set = Default::default();
         }
-        a
+        Some(a)
     }
 }
 
@@ -824,6 +895,8 @@ impl RowDecoder {
             strings: vec![StrCache::default(); n],
             spare: 0,
             key_order: [u16::MAX; FAST_KEYS],
+            shape: None,
+            unshaped: 0,
         })
     }
 
@@ -870,11 +943,7 @@ impl Visitor<'_> for KeySeed<'_> {
         f.write_str("a field name")
     }
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Option<usize>, E> {
-        Ok(if self.0.columns.len() <= 16 {
-            self.0.columns.iter().position(|c| c.field() == v)
-        } else {
-            self.0.by_field.get(v).copied()
-        })
+        Ok(self.0.column_of_field(v))
     }
 }
 
@@ -1035,15 +1104,7 @@ impl FastValue<'_> {
     /// An int or timestamp within the column's bounds.
     #[inline]
     fn int(self, v: i64) -> bool {
-        let (lo, hi) = self.schema.bounds[self.i].ints;
-        let v = match self.ty() {
-            ColumnType::Int => Some(v).filter(|v| (lo..=hi).contains(v)).map(Value::Int),
-            ColumnType::Timestamp => timestamp_ms(self.schema.columns[self.i].unit, v)
-                .filter(|v| (lo..=hi).contains(v))
-                .map(Value::Timestamp),
-            _ => None,
-        };
-        v.is_some_and(|v| self.put(v))
+        int_value(self.schema, self.i, v).is_some_and(|v| self.put(v))
     }
 }
 
@@ -1163,8 +1224,48 @@ impl RowDecoder {
     }
 }
 
+impl RowDecoder {
+    /// The row of `bytes` by the learned layout ([`shape::Shape`]), or
+    /// `None` (no layout, another layout, or a value to look at closer).
+    #[inline]
+    fn decode_shape(&mut self, bytes: &[u8]) -> Option<Row> {
+        let shape = self.shape.as_ref()?;
+        let schema = &*self.schema;
+        let n = schema.columns.len();
+        let mut row = Vec::with_capacity(n + self.spare);
+        row.extend((0..n).map(|_| Value::Null));
+        shape.decode(bytes, schema, &mut self.strings, &mut row)?;
+        let all = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        if shape.seen != all {
+            for (i, v) in row.iter_mut().enumerate() {
+                if shape.seen & (1 << i) == 0 {
+                    *v = schema.missing(i).ok()?;
+                }
+            }
+        }
+        Some(row)
+    }
+
+    /// Learns the layout of `text`, a record the parser accepted.
+    fn learn_shape(&mut self, text: &str) {
+        if self.unshaped >= UNSHAPED || self.schema.columns.len() > 64 {
+            return;
+        }
+        match shape::Shape::learn(text.as_bytes(), &self.schema) {
+            Some(s) => {
+                self.shape = Some(s);
+                self.unshaped = 0;
+            }
+            None => self.unshaped += 1,
+        }
+    }
+}
+
 impl RecordDecoder<Row> for RowDecoder {
     fn decode(&mut self, bytes: &[u8]) -> Result<(EventTime, Row), String> {
+        if let Some(row) = self.decode_shape(bytes) {
+            return self.finish(row);
+        }
         // UTF-8 is checked once per record, not per string by the parser.
         let text = std::str::from_utf8(bytes)
             .map_err(|e| format!("malformed JSON: invalid UTF-8: {e}"))?;
@@ -1172,6 +1273,7 @@ impl RecordDecoder<Row> for RowDecoder {
             Some(row) => row,
             None => self.decode_slow(text)?,
         };
+        self.learn_shape(text);
         self.finish(row)
     }
 
@@ -1456,9 +1558,143 @@ mod tests {
         assert_eq!(got, PINNED_KEY_HASH, "{got}");
     }
 
+    /// JSON values for the decoder properties: numbers at the edges of the
+    /// grammar and of i64, strings with escapes, nested values, null.
+    const VALUE: &str = "-?[0-9]{1,20}|-?[0-9]{1,3}\\.[0-9]{1,4}|-?[0-9]e[0-9]{1,3}|-?0|true|false|null|\"[a-z\\\\\"]{0,4}\"|\\[1\\]|\\{\\}|9223372036854775807|-9223372036854775808|9223372036854775808|0[0-9]|1\\.|\\.5|\"\\\\u00e5\"";
+
     const PINNED_KEY_HASH: u64 = 11_890_800_166_736_721_102;
 
+    /// The plain layout of generated spans, compact or with Python's
+    /// separators, is learned from the first record and takes the shape
+    /// path from then on, with the row the reference path gives.
+    #[test]
+    fn a_steady_layout_takes_the_shape_path() {
+        let mut d = RowDecoder::new(schema(), "ts", None).unwrap();
+        for sep in [(",", ":"), (", ", ": ")] {
+            let line = |ts: u64, city: &str| {
+                format!(
+                    "{{\"ts\"{c}{ts}{s}\"duration_ms\"{c}3{s}\"price\"{c}1.10{s}\"ratio\"{c}-0.5{s}\"ok\"{c}false{s}\"city\"{c}\"{city}\"{s}\"user_id\"{c}\"u1\"}}",
+                    s = sep.0,
+                    c = sep.1
+                )
+            };
+            d.decode(line(1, "oslo").as_bytes()).unwrap();
+            let next = line(1_674_950_400_000, "bergen");
+            let row = d.decode_shape(next.as_bytes()).expect("the shape path");
+            assert_eq!(row, d.decode_slow(&next).unwrap());
+            assert_eq!(row[6], Value::Null, "note: missing, nullable");
+            // Another layout, an escape, a bad value: the parser's answer.
+            assert!(d.decode_shape(br#"{"ts":1}"#).is_none());
+            let escaped = line(2, "a\\u00e5");
+            assert!(d.decode_shape(escaped.as_bytes()).is_none());
+            assert_eq!(d.decode(escaped.as_bytes()).unwrap().1[5], Value::str("a\u{e5}"));
+            let negative = next.replacen(
+                &format!("\"duration_ms\"{}3", sep.1),
+                &format!("\"duration_ms\"{}-3", sep.1),
+                1,
+            );
+            assert!(d.decode_shape(negative.as_bytes()).is_none());
+            assert!(d.decode(negative.as_bytes()).unwrap_err().contains("below min"));
+            let mut bad = next.clone().into_bytes();
+            let at = next.find("bergen").unwrap();
+            bad[at] = 0xff;
+            assert!(d.decode_shape(&bad).is_none());
+            assert!(d.decode(&bad).unwrap_err().contains("UTF-8"));
+        }
+    }
+
     proptest! {
+        /// A layout learned from one record decodes another exactly as the
+        /// reference path does, or declines: the same keys with random
+        /// values (numbers at the edges of the grammar and of i64, escapes,
+        /// nested values, nulls, repeated keys), random JSON whitespace.
+        #[test]
+        fn the_shape_path_agrees_with_the_slow_path(
+            keys in Just((0usize..8).collect::<Vec<_>>()).prop_shuffle(),
+            optional in proptest::collection::vec(any::<bool>(), 3),
+            dropped in proptest::option::weighted(0.1, 0usize..5),
+            repeat in 0usize..40,
+            first in proptest::collection::vec((proptest::bool::weighted(0.97), 0usize..4, VALUE), 9),
+            second in proptest::collection::vec((proptest::bool::weighted(0.85), 0usize..6, VALUE), 9),
+            ws in proptest::collection::vec(prop_oneof![Just(""), Just(" "), Just("\n\t "), Just("\r")], 4),
+            cut in 0usize..8,
+        ) {
+            let names = ["ts", "duration_ms", "price", "ratio", "ok", "city", "note", "extra"];
+            // Per column, four values it takes, then two at its edges.
+            let fitting: [&[&str]; 8] = [
+                &["1674950400000", "0", "5", "253402300799999", "-0", "253402300800000"],
+                &["0", "3", "9223372036854775807", "-0", "-3", "1e2"],
+                &["1.10", "-0", "5", "1e2", "0.0000000000000000000000000000001", "79228162514264337593543950336"],
+                &["0.5", "-0.0", "1e308", "3", "1e400", "0.1"],
+                &["true", "false", "true", "false", "null", "0"],
+                &["\"oslo\"", "\"\\u00e5\"", "\"a\\\"b\"", "\"\"", "null", "\"bergen\""],
+                &["null", "\"x\"", "\"\"", "\"y\"", "1", "null"],
+                &["[1]", "{}", "\"q\"", "1", "null", "{\"a\": [true]}"],
+            ];
+            // The keys in random order: the required ones (one maybe
+            // dropped), some optional ones, one key maybe twice.
+            let mut keys: Vec<usize> = keys.into_iter()
+                .filter(|&k| if k < 5 { Some(k) != dropped } else { optional[k - 5] })
+                .collect();
+            let repeated = repeat < keys.len();
+            if repeated {
+                keys.push(keys[repeat]);
+            }
+            let pick = |values: &[(bool, usize, String)]| -> Vec<String> {
+                keys.iter().zip(values).map(|(&k, (fit, j, v))| {
+                    if *fit { fitting[k][*j].to_string() } else { v.clone() }
+                }).collect()
+            };
+            // The learned values, other values each column takes, mixed ones.
+            let third: Vec<(bool, usize, String)> = first.iter()
+                .map(|(fit, j, v)| (*fit, (j + 1) % 4, v.clone())).collect();
+            let (first, second, third) = (pick(&first), pick(&second), pick(&third));
+            let record = |values: &[String], ws: &[&str]| {
+                let body: Vec<String> = keys.iter().zip(values)
+                    .map(|(k, v)| format!("\"{}\"{}:{}{v}", names[*k], ws[0], ws[1])).collect();
+                format!("{}{{{}{}}}{}", ws[2], ws[3], body.join(&format!("{},{}", ws[1], ws[0])), ws[2])
+            };
+            let learned = record(&first, &ws);
+            let mut d = RowDecoder::new(schema(), "ts", None).unwrap();
+            let accepted = d.decode(learned.as_bytes()).is_ok();
+            prop_assert_eq!(accepted, d.decode_slow(&learned).is_ok());
+            // A plain accepted record takes the shape path on its layout.
+            let fits = |values: &[String]| values.iter().all(|v| {
+                !v.contains(['\\', '[', '{'])
+                    && !(v.contains(['e', 'E']) && v.starts_with(|c: char| c == '-' || c.is_ascii_digit()))
+            });
+            if accepted && fits(&first) && !repeated {
+                prop_assert!(d.decode_shape(learned.as_bytes()).is_some(), "{}", learned);
+                let other = record(&third, &ws);
+                if fits(&third) && d.decode_slow(&other).is_ok() {
+                    prop_assert!(d.decode_shape(other.as_bytes()).is_some(), "{} then {}", learned, other);
+                }
+            }
+            // The same layout with other values, and another layout (the
+            // whitespace shifted, or keys dropped).
+            let mut other_ws = ws.clone();
+            other_ws.rotate_left(1);
+            let probes = [record(&second, &ws), record(&third, &ws), record(&second, &other_ws),
+                          record(&second[..cut.min(second.len())], &ws)];
+            for probe in &probes {
+                let slow = d.decode_slow(probe);
+                if let Some(row) = d.decode_shape(probe.as_bytes()) {
+                    let slow = slow.map_err(|e| TestCaseError::fail(format!("{learned} then {probe}: shape accepts, slow says {e}")))?;
+                    prop_assert_eq!(row.len(), slow.len());
+                    for (f, s) in row.iter().zip(&slow) {
+                        prop_assert!(f == s && f.column_type() == s.column_type()
+                            && f.to_text() == s.to_text(), "{} then {}: {:?} vs {:?}", learned, probe, f, s);
+                    }
+                }
+                let got = d.decode(probe.as_bytes()).map(|(_, r)| r);
+                let want = RowDecoder::new(schema(), "ts", None).unwrap().decode_slow(probe);
+                prop_assert_eq!(got.is_ok(), want.is_ok(), "{}", probe);
+                if let (Ok(g), Ok(w)) = (got, want) {
+                    prop_assert_eq!(g, w);
+                }
+            }
+        }
+
         /// Random bytes, truncated records, huge numbers, non-UTF-8: the
         /// decoder never panics, and what it accepts is a full valid row.
         #[test]
