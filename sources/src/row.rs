@@ -37,8 +37,10 @@ use streamforge_dataflow::EventTime;
 
 use crate::record::{CsvDecoder, RecordDecoder};
 
+mod de;
 mod shape;
 
+pub use de::from_row;
 pub use rust_decimal::Decimal;
 
 /// The largest timestamp accepted: 9999-12-31T23:59:59.999Z, in ms.
@@ -836,8 +838,7 @@ impl StrCache {
     /// builds the value in place).
     #[inline]
     fn intern_arc(&mut self, s: &str) -> Arc<str> {
-        self.intern_bytes(s.as_bytes())
-            .expect("a str is UTF-8")
+        self.intern_bytes(s.as_bytes()).expect("a str is UTF-8")
     }
 
     /// The shared `Arc` of text `b`, `None` when it is not UTF-8: a value
@@ -1587,14 +1588,20 @@ mod tests {
             assert!(d.decode_shape(br#"{"ts":1}"#).is_none());
             let escaped = line(2, "a\\u00e5");
             assert!(d.decode_shape(escaped.as_bytes()).is_none());
-            assert_eq!(d.decode(escaped.as_bytes()).unwrap().1[5], Value::str("a\u{e5}"));
+            assert_eq!(
+                d.decode(escaped.as_bytes()).unwrap().1[5],
+                Value::str("a\u{e5}")
+            );
             let negative = next.replacen(
                 &format!("\"duration_ms\"{}3", sep.1),
                 &format!("\"duration_ms\"{}-3", sep.1),
                 1,
             );
             assert!(d.decode_shape(negative.as_bytes()).is_none());
-            assert!(d.decode(negative.as_bytes()).unwrap_err().contains("below min"));
+            assert!(d
+                .decode(negative.as_bytes())
+                .unwrap_err()
+                .contains("below min"));
             let mut bad = next.clone().into_bytes();
             let at = next.find("bergen").unwrap();
             bad[at] = 0xff;

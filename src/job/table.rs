@@ -675,15 +675,15 @@ fn build(
             projected
                 .clone()
                 .try_map_raw("alerting-rows", move |row: Row| {
-                    let line = json_line(&names, &row);
-                    serde_json::from_str::<crate::operator_metrics::OperatorAggRow>(&line).map_err(
-                        |e| {
-                            (
-                                format!("alerting: not a flink_operator_agg_result row: {e}"),
-                                line,
-                            )
-                        },
+                    streamforge_sources::row::from_row::<crate::operator_metrics::OperatorAggRow>(
+                        &names, &row,
                     )
+                    .map_err(|e| {
+                        (
+                            format!("alerting: not a flink_operator_agg_result row: {e}"),
+                            json_line(&names, &row),
+                        )
+                    })
                 })
                 .build_timely(|scope, rows, graph| {
                     let on = crate::operator_metrics::alerting::wiring::Wiring {

@@ -732,23 +732,41 @@ impl Eq for DatePattern {}
 
 /// `k8s_workload(pod)`, memoised per thread: pods are few and repeat on
 /// every record, so the stripped name is shared, not allocated each time.
+/// The decoder interns strings, so the memo is looked up by the string's
+/// address first (the memo holds the `Arc`, so an address it knows is never
+/// another string's), and by its text for strings made elsewhere.
 fn k8s_workload(pod: Arc<str>) -> Value {
     use std::cell::RefCell;
+    type Memo = (
+        hashbrown::HashMap<usize, (Arc<str>, Value)>,
+        hashbrown::HashMap<Arc<str>, Value>,
+    );
     thread_local! {
-        static SEEN: RefCell<hashbrown::HashMap<Arc<str>, Value>> = RefCell::default();
+        static SEEN: RefCell<Memo> = RefCell::default();
     }
-    SEEN.with_borrow_mut(|seen| {
-        if let Some(v) = seen.get(&*pod) {
+    const CAP: usize = 1 << 14;
+    SEEN.with_borrow_mut(|(by_ptr, by_text)| {
+        let at = Arc::as_ptr(&pod) as *const u8 as usize;
+        if let Some((_, v)) = by_ptr.get(&at) {
             return v.clone();
         }
-        let w = streamforge_sources::mapping::strip_pod_suffix(&pod);
-        let v = if w.len() == pod.len() {
-            Value::Str(pod.clone())
-        } else {
-            Value::str(w)
+        let v = match by_text.get(&*pod) {
+            Some(v) => v.clone(),
+            None => {
+                let w = streamforge_sources::mapping::strip_pod_suffix(&pod);
+                let v = if w.len() == pod.len() {
+                    Value::Str(pod.clone())
+                } else {
+                    Value::str(w)
+                };
+                if by_text.len() < CAP {
+                    by_text.insert(pod.clone(), v.clone());
+                }
+                v
+            }
         };
-        if seen.len() < 1 << 14 {
-            seen.insert(pod, v.clone());
+        if by_ptr.len() < CAP {
+            by_ptr.insert(at, (pod, v.clone()));
         }
         v
     })

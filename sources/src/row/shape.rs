@@ -291,10 +291,7 @@ impl Shape {
         if !same(b.get(p..p + tail.len())?, tail) {
             return None;
         }
-        b[p + tail.len()..]
-            .iter()
-            .all(|&c| is_ws(c))
-            .then_some(())
+        b[p + tail.len()..].iter().all(|&c| is_ws(c)).then_some(())
     }
 }
 
@@ -305,7 +302,10 @@ mod tests {
 
     /// The byte-at-a-time reading of [`string_end`].
     fn string_end_naive(b: &[u8], q: usize) -> Option<(usize, bool)> {
-        let end = q + b.get(q..)?.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        let end = q + b
+            .get(q..)?
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
         (b[end] == b'"').then(|| (end, b[q..end].is_ascii()))
     }
 
