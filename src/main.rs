@@ -194,6 +194,10 @@ enum Command {
         /// Kafka brokers for the kafka workload (default STREAMFORGE_KAFKA).
         #[arg(long)]
         brokers: Option<String>,
+        /// Run the workloads with flow control off (`[flow-control]
+        /// enabled = false`), to compare.
+        #[arg(long)]
+        no_flow_control: bool,
     },
     /// Run the main job on the bundled real sample (TrainTicket spans), print a
     /// table and a summary.
@@ -419,6 +423,7 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
             events,
             baseline,
             brokers,
+            no_flow_control,
         } => {
             let args = streamforge::tools::bench::BenchArgs {
                 quick,
@@ -430,6 +435,7 @@ fn run(cli: Cli) -> Result<(), streamforge::error::Error> {
                 events,
                 baseline,
                 brokers,
+                flow_control: !no_flow_control,
             };
             streamforge::tools::bench::run(&args)?;
             print!("{}", std::fs::read_to_string(out.join("results.md"))?);

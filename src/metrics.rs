@@ -58,6 +58,8 @@ struct Series {
     op_in: IntCounterVec,
     op_out: IntCounterVec,
     op_state: prometheus::IntGaugeVec,
+    throttled: prometheus::CounterVec,
+    paused: prometheus::IntGaugeVec,
     counters: Vec<CounterSource>,
     alerts: IntCounterVec,
     watermark: IntGauge,
@@ -205,6 +207,22 @@ impl Series {
             &["operator", "worker"],
         )?;
         registry.register(Box::new(op_state.clone()))?;
+        let throttled = prometheus::CounterVec::new(
+            Opts::new(
+                "streamforge_source_throttled_seconds_total",
+                "Time a source had a partition paused by flow control, by source and worker.",
+            ),
+            &["operator", "worker"],
+        )?;
+        registry.register(Box::new(throttled.clone()))?;
+        let paused = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "streamforge_source_paused_partitions",
+                "Partitions paused by flow control now, by source and worker.",
+            ),
+            &["operator", "worker"],
+        )?;
+        registry.register(Box::new(paused.clone()))?;
         let alerts = IntCounterVec::new(
             Opts::new("streamforge_alerts_total", "Alerts emitted, by level."),
             &["level"],
@@ -254,6 +272,8 @@ impl Series {
             op_in,
             op_out,
             op_state,
+            throttled,
+            paused,
             counters,
             alerts,
             watermark,
@@ -280,6 +300,14 @@ impl Series {
             self.op_state
                 .with_label_values(&[&op, &w])
                 .set(m.state_entries.load(Ordering::Relaxed));
+            if m.is_source.load(Ordering::Relaxed) {
+                let c = self.throttled.with_label_values(&[&op, &w]);
+                let s = m.throttled_ns.load(Ordering::Relaxed) as f64 / 1e9;
+                c.inc_by((s - c.get()).max(0.0));
+                self.paused
+                    .with_label_values(&[&op, &w])
+                    .set(m.paused_partitions.load(Ordering::Relaxed));
+            }
         }
         for (counter, read) in &self.counters {
             set_counter(counter, read(c));

@@ -217,6 +217,26 @@ linger = "3s"
         m.get("streamforge_operator_state_entries{operator=\"metrics-test-window\",worker=\"0\"}")
             .is_some_and(|v| *v > 0.0)
     }));
+    // Flow control: the second day (worker 1) is a day ahead of the first
+    // and waits for it, paused.
+    assert!(
+        per_op(
+            "streamforge_source_throttled_seconds_total",
+            "metrics-test-source"
+        ) > 0.5,
+        "the second day's partition was throttled"
+    );
+    assert!(scrapes.iter().any(|m| {
+        m.get("streamforge_source_paused_partitions{operator=\"metrics-test-source\",worker=\"1\"}")
+            == Some(&1.0)
+    }));
+    assert_eq!(
+        per_op(
+            "streamforge_source_paused_partitions",
+            "metrics-test-source"
+        ),
+        0.0
+    );
 
     // The status page and its JSON.
     for part in [

@@ -12,6 +12,7 @@ pub mod checkpoint_store;
 pub mod dead_letter;
 pub mod env;
 pub mod error;
+pub mod flow_control;
 pub mod hash;
 pub mod keyed_state;
 pub mod launch;

@@ -18,6 +18,12 @@ pub struct OperatorMetrics {
     pub records_out: AtomicU64,
     /// Entries of keyed state (e.g. open (window, key) accumulators).
     pub state_entries: AtomicI64,
+    /// Sources: time with a partition paused by flow control (ns).
+    pub throttled_ns: AtomicU64,
+    /// Sources: partitions paused by flow control now.
+    pub paused_partitions: AtomicI64,
+    /// The operator is a source (its flow-control series are shown).
+    pub is_source: std::sync::atomic::AtomicBool,
 }
 
 type Registry = Mutex<BTreeMap<(String, usize), Arc<OperatorMetrics>>>;

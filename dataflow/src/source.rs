@@ -32,6 +32,7 @@ use timely::PartialOrder;
 
 use crate::checkpoint::{CheckpointContext, CheckpointGraph, CheckpointMsg, PartitionPosition};
 use crate::dead_letter::DeadLetter;
+use crate::flow_control::{FlowControl, Gate};
 use crate::time::{time, Epoch, EventTime, Time, TimeSummary};
 use crate::watermark::PartitionWatermark;
 
@@ -82,6 +83,18 @@ pub trait PartitionReader<D> {
     /// non-empty-queue callback) so an idle source needs no polling loop.
     fn set_waker(&mut self, _waker: Waker) {}
 
+    /// Bytes read so far (for the in-flight budget of flow control);
+    /// `None`: the source counts each record as its in-memory size.
+    fn bytes_read(&self) -> Option<u64> {
+        None
+    }
+
+    /// Flow control paused (`true`) or resumed (`false`) this partition.
+    /// The source stops calling [`PartitionReader::read_batch`] while it is
+    /// paused whatever the reader does; live readers also stop fetching
+    /// (Kafka: `pause` in librdkafka), so nothing piles up in their queues.
+    fn set_paused(&mut self, _paused: bool) {}
+
     /// Where the reader is, for a checkpoint: `offset` and `line` of
     /// [`PartitionPosition`] (the source core fills in the watermark). Opening
     /// the partition with this position must continue with the next item.
@@ -113,6 +126,8 @@ pub struct SourceSettings {
     /// Read at most this many items per second per worker (replay throttle;
     /// `None`: as fast as possible).
     pub rate_limit: Option<u64>,
+    /// Backpressure from the job's stateful operators (`None`: off).
+    pub flow: Option<FlowControl>,
 }
 
 impl SourceSettings {
@@ -128,6 +143,7 @@ impl SourceSettings {
             epoch_every_items: None,
             idle_timeout: None,
             rate_limit: None,
+            flow: None,
         }
     }
 }
@@ -143,6 +159,9 @@ pub struct SourceCounters {
     pub behind_watermark_total: AtomicU64,
     /// The highest watermark (ms) any worker of this process reached.
     pub watermark_ms: AtomicU64,
+    /// Time partitions spent paused by flow control, summed over the
+    /// workers' sources (ns; a source with any paused partition counts).
+    pub throttled_ns_total: AtomicU64,
 }
 
 struct Partition<D> {
@@ -154,6 +173,10 @@ struct Partition<D> {
     idle_until: Option<Instant>,
     /// Since when the reader has returned no data.
     quiet_since: Option<Instant>,
+    /// Flow control holds this partition back.
+    paused: bool,
+    /// [`PartitionReader::bytes_read`] at the last batch.
+    bytes_seen: u64,
 }
 
 impl<D> Partition<D> {
@@ -300,6 +323,7 @@ where
     let peers = scope.peers();
     let counters = counters.unwrap_or_default();
     let metrics = crate::metrics::operator_metrics(&settings.name, index);
+    metrics.is_source.store(true, Ordering::Relaxed);
 
     builder.build(move |mut caps| {
         let position_cap = caps.pop().expect("position output");
@@ -331,6 +355,8 @@ where
                     finished: position.is_some_and(|p| p.finished),
                     idle_until: None,
                     quiet_since: None,
+                    paused: false,
+                    bytes_seen: 0,
                 }
             })
             .collect();
@@ -374,6 +400,13 @@ where
         let mut on_time: Vec<D> = Vec::with_capacity(settings.batch_items);
         let mut behind: Vec<(EventTime, D)> = Vec::new();
         let mut dead_batch: Vec<DeadLetter> = Vec::new();
+        // Flow control: batches read but not yet past the probes (time of
+        // the batch, bytes), their total, and since when a partition has
+        // been paused.
+        let mut in_flight: std::collections::VecDeque<(Time, u64)> = Default::default();
+        let mut in_flight_total = 0u64;
+        let mut throttled_since: Option<Instant> = None;
+        let record_size = std::mem::size_of::<D>() as u64;
         activator.activate();
 
         move |_frontiers| {
@@ -420,15 +453,39 @@ where
                     p.idle_until = None;
                 }
             }
+            let flow = settings.flow.as_ref();
+            if let Some(f) = flow {
+                while in_flight.front().is_some_and(|(t, _)| f.passed(t)) {
+                    in_flight_total -= in_flight.pop_front().map_or(0, |(_, b)| b);
+                }
+            }
+            let gate: Option<Gate> = flow.map(|f| f.gate(epoch.max(rcap.time().epoch)));
+            let budget_left = |total: u64| {
+                flow.and_then(|f| f.settings.in_flight_bytes)
+                    .is_none_or(|b| total <= b)
+            };
+            // Whether flow control lets a partition with this watermark be
+            // read now.
+            let admitted = |wm: EventTime, total: u64| {
+                gate.is_none_or(|g| g.admits(wm) && (budget_left(total) || !g.ahead(wm)))
+            };
             while budget > 0 {
                 // Read the lagging partition first so that partitions advance together.
                 let Some(p) = parts
                     .iter_mut()
-                    .filter(|p| !p.finished && p.idle_until.is_none_or(|u| u <= now))
+                    .filter(|p| {
+                        !p.finished
+                            && p.idle_until.is_none_or(|u| u <= now)
+                            && admitted(p.watermark.current(), in_flight_total)
+                    })
                     .min_by_key(|p| p.watermark.current())
                 else {
                     break;
                 };
+                if p.paused {
+                    p.paused = false;
+                    p.reader.set_paused(false);
+                }
                 p.idle_until = None;
                 // A partition back from idleness may be behind the capability.
                 let floor = rcap.time().event_ms;
@@ -481,6 +538,12 @@ where
                     let c = rcap.delayed(&t);
                     records_out.session(&c).give_container(&mut on_time);
                 }
+                // The latest time of the batch (behind records are at the
+                // watermark when read, which only rises).
+                let t_last = match behind.last() {
+                    Some(&(w, _)) if w > batch_start => time(t.epoch, w),
+                    _ => t,
+                };
                 let mut run = behind.drain(..).peekable();
                 while let Some((w, r)) = run.next() {
                     let c = rcap.delayed(&time(epoch.max(rcap.time().epoch), w));
@@ -494,6 +557,17 @@ where
                 if !dead_batch.is_empty() {
                     let c = dcap.delayed(&t);
                     dead_out.session(&c).give_container(&mut dead_batch);
+                }
+                if flow.is_some() && got > 0 {
+                    let bytes = match p.reader.bytes_read() {
+                        Some(b) => b.saturating_sub(std::mem::replace(&mut p.bytes_seen, b)),
+                        None => got as u64 * record_size,
+                    };
+                    in_flight_total += bytes;
+                    match in_flight.back_mut() {
+                        Some((last, b)) if *last == t_last => *b += bytes,
+                        _ => in_flight.push_back((t_last, bytes)),
+                    }
                 }
                 since_bump += n;
                 emitted += got as u64;
@@ -516,6 +590,33 @@ where
                     epoch = epoch.max(rcap.time().epoch) + 1;
                     pcap.downgrade(&time(epoch, rcap.time().event_ms));
                     since_bump = 0;
+                }
+            }
+            // Pause what flow control holds back (live readers stop
+            // fetching), and account the throttled time.
+            let mut paused = 0i64;
+            if flow.is_some() {
+                for p in parts.iter_mut().filter(|p| !p.finished) {
+                    let hold = !admitted(p.watermark.current(), in_flight_total);
+                    if hold != p.paused {
+                        p.paused = hold;
+                        p.reader.set_paused(hold);
+                    }
+                    if hold {
+                        // Paused is not idle: it keeps its watermark.
+                        p.quiet_since = None;
+                        paused += 1;
+                    }
+                }
+                metrics.paused_partitions.store(paused, Ordering::Relaxed);
+                let now = Instant::now();
+                if let Some(since) = throttled_since.take() {
+                    let ns = now.duration_since(since).as_nanos() as u64;
+                    metrics.throttled_ns.fetch_add(ns, Ordering::Relaxed);
+                    counters.throttled_ns_total.fetch_add(ns, Ordering::Relaxed);
+                }
+                if paused > 0 {
+                    throttled_since = Some(now);
                 }
             }
             // Checkpoint cuts happen between activations (at most
@@ -612,9 +713,11 @@ where
             let wake = parts
                 .iter()
                 .filter(|p| !p.finished)
-                .map(|p| {
-                    p.idle_until
-                        .map_or(Duration::ZERO, |u| u.saturating_duration_since(now))
+                .map(|p| match p.idle_until {
+                    // A paused partition looks at the probes again shortly.
+                    _ if p.paused => FLOW_POLL,
+                    Some(u) => u.saturating_duration_since(now),
+                    None => Duration::ZERO,
                 })
                 .min()
                 .unwrap_or(Duration::ZERO);
@@ -636,6 +739,9 @@ where
     adverts.broadcast().connect_loop(advert_loop);
     (records, dead, positions)
 }
+
+/// How often a source with paused partitions looks at the probes again.
+const FLOW_POLL: Duration = Duration::from_millis(1);
 
 /// The shortest time between two cuts of a frozen source.
 const FROZEN_CUT: Duration = Duration::from_millis(10);

@@ -378,6 +378,10 @@ impl<D, Dec: RecordDecoder<D>> PartitionReader<D> for JsonlPartition<Dec> {
         self.name.clone()
     }
 
+    fn bytes_read(&self) -> Option<u64> {
+        Some(self.consumed)
+    }
+
     fn position(&self) -> PartitionPosition {
         PartitionPosition {
             offset: self.consumed - self.carry.len() as u64,
@@ -442,6 +446,10 @@ impl<D, Dec: CsvDecoder<D>> PartitionReader<D> for CsvPartition<Dec> {
 
     fn describe(&self) -> String {
         self.name.clone()
+    }
+
+    fn bytes_read(&self) -> Option<u64> {
+        Some(self.reader.position().byte())
     }
 
     fn position(&self) -> PartitionPosition {

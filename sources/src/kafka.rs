@@ -294,6 +294,8 @@ impl KafkaSourceConfig {
             read_any: false,
             commit: self.commit_offsets && self.group_id.is_some(),
             last_commit: Instant::now(),
+            bytes: 0,
+            paused: false,
         }))
     }
 }
@@ -313,6 +315,10 @@ struct KafkaPartition<Dec> {
     read_any: bool,
     commit: bool,
     last_commit: Instant,
+    /// Payload bytes read (flow control's in-flight budget).
+    bytes: u64,
+    /// Paused in librdkafka by flow control.
+    paused: bool,
 }
 
 impl<Dec> KafkaPartition<Dec> {
@@ -362,6 +368,7 @@ impl<D, Dec: RecordDecoder<D>> PartitionReader<D> for KafkaPartition<Dec> {
                     read += 1;
                     self.next_offset = offset + 1;
                     let payload = m.payload().unwrap_or_default();
+                    self.bytes += payload.len() as u64;
                     out.push(match self.decoder.decode(payload) {
                         Ok((event_time_ms, record)) => SourceItem::Record {
                             event_time_ms,
@@ -408,6 +415,34 @@ impl<D, Dec: RecordDecoder<D>> PartitionReader<D> for KafkaPartition<Dec> {
         PartitionPosition {
             offset: self.next_offset.max(0) as u64,
             ..PartitionPosition::default()
+        }
+    }
+
+    fn bytes_read(&self) -> Option<u64> {
+        Some(self.bytes)
+    }
+
+    /// Pauses or resumes fetching in librdkafka (the consumer keeps its
+    /// position), so a held-back partition does not fill the prefetch queue.
+    fn set_paused(&mut self, paused: bool) {
+        let Some(consumer) = &self.consumer else {
+            return;
+        };
+        if paused == self.paused {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, self.partition);
+        let result = if paused {
+            consumer.pause(&tpl)
+        } else {
+            consumer.resume(&tpl)
+        };
+        match result {
+            Ok(()) => self.paused = paused,
+            Err(e) => {
+                tracing::warn!(partition = %self.name, error = %e, paused, "kafka pause/resume failed")
+            }
         }
     }
 

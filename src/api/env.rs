@@ -13,6 +13,7 @@ use timely::dataflow::operators::Inspect;
 use timely::dataflow::{Scope, Stream};
 
 use streamforge_dataflow::checkpoint::{CheckpointContext, CheckpointGraph, Restore};
+use streamforge_dataflow::flow_control::{FlowControl, FlowSettings};
 use streamforge_dataflow::launch::ClusterArgs;
 use streamforge_dataflow::source::SourceCounters;
 use streamforge_dataflow::{DataflowError, DeadLetter, Time};
@@ -47,6 +48,9 @@ pub struct JobOptions {
     pub dead_letter: Option<PathBuf>,
     /// Read at most this many records per second per worker (replay throttle).
     pub rate_limit: Option<u64>,
+    /// Backpressure limits of the sources (docs/ARCHITECTURE.md, "Flow
+    /// control"); on by default.
+    pub flow: FlowSettings,
 }
 
 impl JobOptions {
@@ -68,7 +72,25 @@ impl JobOptions {
             restore: RestoreFrom::Fresh,
             dead_letter: None,
             rate_limit: None,
+            flow: FlowSettings::default(),
         }
+    }
+
+    /// The sources' backpressure limits ([`FlowSettings::off`]: none).
+    /// # Examples
+    /// ```
+    /// use streamforge::api::JobOptions;
+    /// use streamforge::dataflow::flow_control::FlowSettings;
+    /// let o = JobOptions::new("skewed").flow_control(FlowSettings {
+    ///     watermark_slack_ms: Some(5_000),
+    ///     ..FlowSettings::default()
+    /// });
+    /// assert_eq!(o.flow.watermark_slack_ms, Some(5_000));
+    /// assert_eq!(JobOptions::new("x").flow, FlowSettings::default());
+    /// ```
+    pub fn flow_control(mut self, flow: FlowSettings) -> Self {
+        self.flow = flow;
+        self
     }
 
     /// Worker threads in this process.
@@ -228,6 +250,9 @@ pub(crate) struct EnvInner<'s> {
     pub(crate) options: Arc<JobOptions>,
     pub(crate) names: BTreeSet<String>,
     pub(crate) error: Option<Error>,
+    /// The worker's flow control (`None`: off): every source reads through
+    /// it, the first stateful operator on each path probes its input.
+    pub(crate) flow: Option<FlowControl>,
 }
 
 /// The shared handle every stream of a job holds.
@@ -408,6 +433,8 @@ fn build_on<'s, F>(
 where
     F: Fn(&mut StreamEnv<'_>) -> Result<(), Error>,
 {
+    let flow =
+        (options.flow != FlowSettings::off()).then(|| FlowControl::new(options.flow.clone()));
     let inner = EnvInner {
         scope,
         checkpoints: ctx.map(|c| CheckpointGraph::new(scope, c)),
@@ -416,6 +443,7 @@ where
         options,
         names: BTreeSet::new(),
         error: None,
+        flow,
     };
     let mut env = StreamEnv {
         inner: Rc::new(RefCell::new(inner)),

@@ -240,7 +240,7 @@ where
                 None => input.keyed_process(&name, spec, key, time, f),
             }
         };
-        DataStream::new(out, env)
+        DataStream::after_state(out, env)
     }
 }
 
@@ -541,7 +541,7 @@ where
         .map(record);
     let results = results.map(|r| (r.window.end_ms - 1, r));
     WindowOutput {
-        results: DataStream::new(results, env.clone()),
-        late: DataStream::new(late, env),
+        results: DataStream::after_state(results, env.clone()),
+        late: DataStream::after_state(late, env),
     }
 }

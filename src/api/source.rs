@@ -153,6 +153,12 @@ impl<T> PartitionReader<Timestamped<T>> for Stamped<T> {
     fn set_waker(&mut self, waker: Waker) {
         self.inner.set_waker(waker)
     }
+    fn bytes_read(&self) -> Option<u64> {
+        self.inner.bytes_read()
+    }
+    fn set_paused(&mut self, paused: bool) {
+        self.inner.set_paused(paused)
+    }
     fn position(&self) -> PartitionPosition {
         self.inner.position()
     }
@@ -234,6 +240,12 @@ impl<T, F: Fn(&T) -> EventTime + 'static> PartitionReader<T> for WithTime<T, F> 
     fn set_waker(&mut self, waker: Waker) {
         self.inner.set_waker(waker)
     }
+    fn bytes_read(&self) -> Option<u64> {
+        self.inner.bytes_read()
+    }
+    fn set_paused(&mut self, paused: bool) {
+        self.inner.set_paused(paused)
+    }
     fn position(&self) -> PartitionPosition {
         self.inner.position()
     }
@@ -250,6 +262,29 @@ fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
 }
 
 impl<'s> StreamEnv<'s> {
+    /// `config` with librdkafka's prefetch queue (`queued.max.messages.kbytes`,
+    /// one consumer per partition) sized from flow control's in-flight budget
+    /// when the job does not set it: half the budget over this worker's
+    /// partitions, at least 1 MiB each. Prefetched messages are in flight
+    /// too, and a paused partition's consumer stops fetching at that size.
+    fn with_prefetch_budget(
+        &self,
+        config: &KafkaSourceConfig,
+        partitions: usize,
+    ) -> KafkaSourceConfig {
+        let mut config = config.clone();
+        let inner = self.inner.borrow();
+        let budget = inner.flow.as_ref().and_then(|f| f.settings.in_flight_bytes);
+        if let Some(bytes) = budget {
+            let here = partitions.div_ceil(inner.scope.peers().max(1)).max(1) as u64;
+            config
+                .properties
+                .entry("queued.max.messages.kbytes".into())
+                .or_insert_with(|| prefetch_kbytes(bytes, here).to_string());
+        }
+        config
+    }
+
     /// A source over `partitions` readers, `open(partition, position)` (the
     /// position to continue at when restoring from a checkpoint). The
     /// building block of the other sources: any [`PartitionReader`] is a
@@ -297,6 +332,7 @@ impl<'s> StreamEnv<'s> {
         let mut settings = SourceSettings::new(name, watermarks.out_of_orderness_ms);
         settings.idle_timeout = watermarks.idle_timeout;
         settings.rate_limit = inner.options.rate_limit;
+        settings.flow = inner.flow.clone();
         let counters = Some(inner.counters.source.clone());
         let scope = inner.scope;
         let open = move |i: usize, position: Option<&PartitionPosition>| {
@@ -595,7 +631,7 @@ impl<'s> StreamEnv<'s> {
         F: Fn(&T) -> EventTime + Clone + 'static,
     {
         let n = config.partition_count()?;
-        let config = config.clone();
+        let config = self.with_prefetch_budget(config, n);
         Ok(self.source(name, n, watermarks, move |i, position| {
             let f = event_time.clone();
             config
@@ -623,7 +659,7 @@ impl<'s> StreamEnv<'s> {
         F: Fn() -> D + 'static,
     {
         let n = config.partition_count()?;
-        let config = config.clone();
+        let config = self.with_prefetch_budget(config, n);
         Ok(self.source(name, n, watermarks, move |i, position| {
             config
                 .open_with(i, position, decoder())
@@ -760,6 +796,15 @@ impl<T> PartitionReader<T> for Offset<T> {
     fn describe(&self) -> String {
         self.inner.describe()
     }
+    fn set_waker(&mut self, waker: Waker) {
+        self.inner.set_waker(waker)
+    }
+    fn bytes_read(&self) -> Option<u64> {
+        self.inner.bytes_read()
+    }
+    fn set_paused(&mut self, paused: bool) {
+        self.inner.set_paused(paused)
+    }
     fn position(&self) -> PartitionPosition {
         let p = self.inner.position();
         PartitionPosition {
@@ -767,5 +812,26 @@ impl<T> PartitionReader<T> for Offset<T> {
             line: self.base + p.line,
             ..p
         }
+    }
+}
+
+/// librdkafka's `queued.max.messages.kbytes` for each of `partitions`
+/// consumers sharing half of an in-flight budget of `budget_bytes`; at least
+/// 1 MiB (librdkafka's default is 64 MiB).
+///
+/// ```text
+/// 64 MiB budget, 2 partitions → 16 384 kB each; 1 MiB, 8 → 1 024 (the floor)
+/// ```
+fn prefetch_kbytes(budget_bytes: u64, partitions: u64) -> u64 {
+    (budget_bytes / 2 / 1024 / partitions.max(1)).max(1024)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_prefetch_queue_shares_half_the_budget() {
+        assert_eq!(super::prefetch_kbytes(64 << 20, 2), 16_384);
+        assert_eq!(super::prefetch_kbytes(1 << 20, 8), 1_024);
+        assert_eq!(super::prefetch_kbytes(64 << 20, 0), 32_768);
     }
 }

@@ -40,6 +40,10 @@ pub type Timestamped<T> = (EventTime, T);
 pub struct DataStream<'s, T> {
     pub(crate) stream: Stream<'s, Time, Vec<Timestamped<T>>>,
     pub(crate) env: Env<'s>,
+    /// A stateful operator is upstream: flow control probes only the first
+    /// stateful operator of a path (those further down trail it by their
+    /// windows and timers).
+    pub(crate) after_state: bool,
 }
 
 impl<T: Clone + 'static> Clone for DataStream<'_, T> {
@@ -47,19 +51,46 @@ impl<T: Clone + 'static> Clone for DataStream<'_, T> {
         DataStream {
             stream: self.stream.clone(),
             env: self.env.clone(),
+            after_state: self.after_state,
         }
     }
 }
 
 impl<'s, T: StreamData> DataStream<'s, T> {
     pub(crate) fn new(stream: Stream<'s, Time, Vec<Timestamped<T>>>, env: Env<'s>) -> Self {
-        DataStream { stream, env }
+        DataStream {
+            stream,
+            env,
+            after_state: false,
+        }
+    }
+
+    /// The output of a stateful operator.
+    pub(crate) fn after_state(stream: Stream<'s, Time, Vec<Timestamped<T>>>, env: Env<'s>) -> Self {
+        DataStream {
+            stream,
+            env,
+            after_state: true,
+        }
+    }
+
+    /// The input of a stateful operator, probed for flow control when it
+    /// is the first on its path.
+    fn state_input<E: Clone + 'static>(
+        &self,
+        stream: Stream<'s, Time, Vec<E>>,
+    ) -> Stream<'s, Time, Vec<E>> {
+        match (&self.env.borrow().flow, self.after_state) {
+            (Some(flow), false) => flow.attach(stream),
+            _ => stream,
+        }
     }
 
     fn with<U>(&self, stream: Stream<'s, Time, Vec<Timestamped<U>>>) -> DataStream<'s, U> {
         DataStream {
             stream,
             env: self.env.clone(),
+            after_state: self.after_state,
         }
     }
 
@@ -344,8 +375,18 @@ impl<'s, T: StreamData> DataStream<'s, T> {
     /// ```
     pub fn union(self, others: impl IntoIterator<Item = DataStream<'s, T>>) -> DataStream<'s, T> {
         let scope = self.env.borrow().scope;
-        let all = std::iter::once(self.stream.clone()).chain(others.into_iter().map(|s| s.stream));
-        self.with(scope.concatenate(all))
+        let mut after_state = self.after_state;
+        let others: Vec<_> = others
+            .into_iter()
+            .map(|s| {
+                after_state |= s.after_state;
+                s.stream
+            })
+            .collect();
+        let all = std::iter::once(self.stream.clone()).chain(others);
+        let mut out = self.with(scope.concatenate(all));
+        out.after_state = after_state;
+        out
     }
 
     /// Partitions the stream by `key` for keyed windows, dedup and process
@@ -382,7 +423,7 @@ impl<'s, T: StreamData> DataStream<'s, T> {
     {
         let s = self.stream.clone().map(move |(t, r)| (key(&r), t, r));
         KeyedStream {
-            stream: s,
+            stream: self.state_input(s),
             env: self.env,
         }
     }
@@ -404,7 +445,7 @@ impl<'s, T: StreamData> DataStream<'s, T> {
         let (ok, dead) = split_results(self.stream.clone(), &name, f);
         self.env.borrow_mut().dead.push(dead);
         KeyedStream {
-            stream: ok,
+            stream: self.state_input(ok),
             env: self.env,
         }
     }

@@ -75,6 +75,82 @@ impl Default for WatermarkConfig {
     }
 }
 
+/// Backpressure of the sources (`[flow-control]`, docs/ARCHITECTURE.md
+/// "Flow control"): a partition pauses while its watermark is more than
+/// `watermark-slack` ahead of the slowest stateful operator's input, the
+/// source is more than `max-epochs-ahead` checkpoints ahead, or more than
+/// `in-flight-mb` MiB per worker are read and not yet there.
+///
+/// # Examples
+/// ```
+/// use streamforge::job::FlowControlConfig;
+/// let c: FlowControlConfig = toml::from_str("watermark-slack = \"5s\"").unwrap();
+/// let s = c.settings();
+/// assert_eq!(s.watermark_slack_ms, Some(5_000));
+/// assert_eq!((s.max_epochs_ahead, s.in_flight_bytes), (Some(2), Some(64 << 20)));
+/// let off: FlowControlConfig = toml::from_str("enabled = false").unwrap();
+/// assert_eq!(off.settings().watermark_slack_ms, None);
+/// assert!(toml::from_str::<FlowControlConfig>("slack = \"1s\"").is_err());
+/// ```
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct FlowControlConfig {
+    /// Flow control at all (default `true`).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Watermark slack (default `"30s"`).
+    #[serde(default = "default_slack", with = "humantime_serde")]
+    pub watermark_slack: Duration,
+    /// Checkpoint epochs a source may run ahead (default 2).
+    #[serde(default = "default_epochs")]
+    pub max_epochs_ahead: u64,
+    /// MiB read per worker and not yet at a stateful operator (default 64).
+    #[serde(default = "default_in_flight_mb")]
+    pub in_flight_mb: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_slack() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_epochs() -> u64 {
+    2
+}
+
+fn default_in_flight_mb() -> u64 {
+    64
+}
+
+impl Default for FlowControlConfig {
+    fn default() -> Self {
+        FlowControlConfig {
+            enabled: true,
+            watermark_slack: default_slack(),
+            max_epochs_ahead: default_epochs(),
+            in_flight_mb: default_in_flight_mb(),
+        }
+    }
+}
+
+impl FlowControlConfig {
+    /// The limits for the sources.
+    pub fn settings(&self) -> streamforge_dataflow::flow_control::FlowSettings {
+        use streamforge_dataflow::flow_control::FlowSettings;
+        if !self.enabled {
+            return FlowSettings::off();
+        }
+        FlowSettings {
+            watermark_slack_ms: Some(self.watermark_slack.as_millis() as u64),
+            max_epochs_ahead: Some(self.max_epochs_ahead),
+            in_flight_bytes: Some(self.in_flight_mb.saturating_mul(1 << 20)),
+        }
+    }
+}
+
 /// Reads a job file as TOML and applies `--set KEY=VALUE` overrides (as
 /// Flink's `-D`): dotted keys, array elements by index (`sinks.0.path`),
 /// values in TOML syntax (`'"out.csv"'`, `'["a.jsonl"]'`, `4`, `"2s"`);

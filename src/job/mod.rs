@@ -24,7 +24,7 @@ pub mod span;
 pub mod summary;
 pub mod table;
 
-pub use config::{load_value, CheckpointConfig, RestoreFrom, WatermarkConfig};
+pub use config::{load_value, CheckpointConfig, FlowControlConfig, RestoreFrom, WatermarkConfig};
 pub use runner::savepoint;
 pub(crate) use runner::{fail_stop_build, join_workers, log_restored, open_checkpoints};
 pub use span::{

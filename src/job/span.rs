@@ -17,6 +17,7 @@ use timely::dataflow::Scope;
 use streamforge_dataflow::checkpoint::{
     CheckpointContext, CheckpointGraph, PartitionPosition, Restore,
 };
+use streamforge_dataflow::flow_control::{FlowControl, FlowSettings};
 use streamforge_dataflow::launch::ClusterArgs;
 use streamforge_dataflow::source::{
     checkpointed_source, partitioned_source, PartitionReader, SourceSettings,
@@ -37,12 +38,23 @@ use streamforge_sources::{
     file_partitions, FileSourceConfig, GeneratorConfig, KafkaSourceConfig, Span,
 };
 
-use super::config::{CheckpointConfig, RestoreFrom, WatermarkConfig};
+use super::config::{CheckpointConfig, FlowControlConfig, RestoreFrom, WatermarkConfig};
 use super::runner::{fail_stop_build, join_workers, log_restored, open_checkpoints};
 use super::summary::{JobCounters, JobSummary};
 use crate::error::Error;
 use crate::operator_metrics::alerting::{AlertSinkConfig, AlertingConfig, RulesConfig};
 use crate::operator_metrics::{metrics_aggregate, to_row};
+
+/// The window's input, probed for the source's flow control.
+fn flow_probe<'s, D: Clone + 'static>(
+    flow: &Option<FlowControl>,
+    stream: timely::dataflow::Stream<'s, Time, Vec<D>>,
+) -> timely::dataflow::Stream<'s, Time, Vec<D>> {
+    match flow {
+        Some(f) => f.attach(stream),
+        None => stream,
+    }
+}
 
 /// A job file.
 #[derive(Clone, Debug, Deserialize)]
@@ -68,6 +80,9 @@ pub struct JobConfig {
     pub checkpoint: Option<CheckpointConfig>,
     /// Read at most this many records per second per worker (replay throttle).
     pub rate_limit: Option<u64>,
+    /// Backpressure of the source (`[flow-control]`).
+    #[serde(default)]
+    pub flow_control: FlowControlConfig,
     /// Hourly thresholds, broadcast rules and alerts (`[alerting]`).
     pub alerting: Option<AlertingConfig>,
     /// Prometheus `/metrics` and the status page (`[metrics]`).
@@ -282,10 +297,13 @@ impl Plan {
         let mut settings = SourceSettings::new(format!("{}-source", self.job.name), ooo);
         settings.idle_timeout = self.job.watermark.idle_timeout;
         settings.rate_limit = self.job.rate_limit;
+        let limits = self.job.flow_control.settings();
+        settings.flow = (limits != FlowSettings::off()).then(|| FlowControl::new(limits));
         if let Some(ctx) = &self.checkpoints {
             return self.build_checkpointed(scope, counters, settings, ctx.clone());
         }
         let mut open = self.opener();
+        let flow = settings.flow.clone();
         let (spans, dead) = partitioned_source(
             scope,
             settings,
@@ -293,6 +311,7 @@ impl Plan {
             move |i| open(i, None),
             Some(counters.source.clone()),
         );
+        let spans = flow_probe(&flow, spans);
         let (rows, late) = self.window(spans, None);
         let (rows, late, dead) = self.count(counters, rows, late, dead);
         for sink in &self.job.sinks {
@@ -318,6 +337,7 @@ impl Plan {
         ctx: Arc<CheckpointContext>,
     ) -> Result<(), Error> {
         let mut graph = CheckpointGraph::new(scope, ctx);
+        let flow = settings.flow.clone();
         let (spans, dead) = checkpointed_source(
             scope,
             settings,
@@ -326,6 +346,7 @@ impl Plan {
             Some(counters.source.clone()),
             &mut graph,
         );
+        let spans = flow_probe(&flow, spans);
         let (rows, late) = self.window(spans, Some(&mut graph));
         let (rows, late, dead) = self.count(counters, rows, late, dead);
         self.alerting(scope, &rows, counters, Some(&mut graph))?;

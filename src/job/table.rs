@@ -64,7 +64,7 @@ use crate::api::{self, JobOptions, StreamEnv, WatermarkStrategy};
 use crate::connectors::jsonl::json_line;
 use crate::connectors::{DecoderFactory, SinkConnector, SourceConnector};
 use crate::error::Error;
-use crate::job::{CheckpointConfig, JobSummary, RestoreFrom, WatermarkConfig};
+use crate::job::{CheckpointConfig, FlowControlConfig, JobSummary, RestoreFrom, WatermarkConfig};
 use crate::sql::aggregate::{compile_select, AggPlan, RowAggregate};
 use crate::sql::expr::{compile, compile_ast, parse_select_item, Expr, Scope};
 use crate::sql::row_key::{KeyColumns, RowKey};
@@ -100,6 +100,9 @@ pub struct TableJob {
     pub checkpoint: Option<CheckpointConfig>,
     /// Read at most this many records per second per worker.
     pub rate_limit: Option<u64>,
+    /// Backpressure of the sources (`[flow-control]`).
+    #[serde(default)]
+    pub flow_control: FlowControlConfig,
     /// Write only the windows overlapping `[from, to)` (ms; set by
     /// `streamforge replay`).
     pub replay_range: Option<(u64, u64)>,
@@ -509,6 +512,7 @@ pub fn run(
         options = options.dead_letter(base.join(d));
     }
     options.rate_limit = job.rate_limit;
+    options.flow = job.flow_control.settings();
     let alerting = job
         .alerting
         .as_ref()

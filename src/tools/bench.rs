@@ -55,6 +55,8 @@ pub struct BenchArgs {
     pub baseline: Option<String>,
     /// Kafka brokers for the `kafka` workload.
     pub brokers: Option<String>,
+    /// Flow control on (the default) or off in every workload.
+    pub flow_control: bool,
 }
 
 /// One measured run.
@@ -430,10 +432,13 @@ pub fn run(args: &BenchArgs) -> Result<Vec<Run>, Error> {
             for repeat in 0..repeats + warmup {
                 bar.set_message(format!("{} -n {procs} -w {workers}", load.name));
                 let per_worker = load.rate_total.map_or(0, |r| r / workers.max(1) as u64 + 1);
-                let toml = load
+                let mut toml = load
                     .toml
                     .replace("RATE_PER_WORKER", &per_worker.to_string())
                     .replace("START", &now_ms().to_string());
+                if !args.flow_control {
+                    toml.push_str("\n[flow-control]\nenabled = false\n");
+                }
                 let job = args.out.join(format!("jobs/{}.toml", load.name));
                 std::fs::write(&job, &toml)?;
                 let lat = load.latency.then(|| {
