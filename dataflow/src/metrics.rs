@@ -22,6 +22,9 @@ pub struct OperatorMetrics {
     pub throttled_ns: AtomicU64,
     /// Sources: partitions paused by flow control now.
     pub paused_partitions: AtomicI64,
+    /// Sources: times flow control paused a reader itself (Kafka: in
+    /// librdkafka), after a hold of `PAUSE_READER_AFTER`.
+    pub reader_pauses: AtomicU64,
     /// The operator is a source (its flow-control series are shown).
     pub is_source: std::sync::atomic::AtomicBool,
 }

@@ -90,9 +90,11 @@ pub trait PartitionReader<D> {
     }
 
     /// Flow control paused (`true`) or resumed (`false`) this partition.
-    /// The source stops calling [`PartitionReader::read_batch`] while it is
-    /// paused whatever the reader does; live readers also stop fetching
-    /// (Kafka: `pause` in librdkafka), so nothing piles up in their queues.
+    /// The source stops calling [`PartitionReader::read_batch`] as soon as
+    /// it holds a partition back, whatever the reader does; it pauses the
+    /// reader once the hold has lasted [`PAUSE_READER_AFTER`], so live
+    /// readers stop fetching (Kafka: `pause` in librdkafka) on long holds
+    /// without paying a refetch for every short one.
     fn set_paused(&mut self, _paused: bool) {}
 
     /// Where the reader is, for a checkpoint: `offset` and `line` of
@@ -173,8 +175,10 @@ struct Partition<D> {
     idle_until: Option<Instant>,
     /// Since when the reader has returned no data.
     quiet_since: Option<Instant>,
-    /// Flow control holds this partition back.
-    paused: bool,
+    /// Flow control holds this partition back (since when).
+    held_since: Option<Instant>,
+    /// The reader itself is paused ([`PartitionReader::set_paused`]).
+    reader_paused: bool,
     /// [`PartitionReader::bytes_read`] at the last batch.
     bytes_seen: u64,
 }
@@ -355,7 +359,8 @@ where
                     finished: position.is_some_and(|p| p.finished),
                     idle_until: None,
                     quiet_since: None,
-                    paused: false,
+                    held_since: None,
+                    reader_paused: false,
                     bytes_seen: 0,
                 }
             })
@@ -482,8 +487,9 @@ where
                 else {
                     break;
                 };
-                if p.paused {
-                    p.paused = false;
+                p.held_since = None;
+                if p.reader_paused {
+                    p.reader_paused = false;
                     p.reader.set_paused(false);
                 }
                 p.idle_until = None;
@@ -597,16 +603,23 @@ where
             let mut paused = 0i64;
             if flow.is_some() {
                 for p in parts.iter_mut().filter(|p| !p.finished) {
-                    let hold = !admitted(p.watermark.current(), in_flight_total);
-                    if hold != p.paused {
-                        p.paused = hold;
-                        p.reader.set_paused(hold);
+                    if admitted(p.watermark.current(), in_flight_total) {
+                        p.held_since = None;
+                        if p.reader_paused {
+                            p.reader_paused = false;
+                            p.reader.set_paused(false);
+                        }
+                        continue;
                     }
-                    if hold {
-                        // Paused is not idle: it keeps its watermark.
-                        p.quiet_since = None;
-                        paused += 1;
+                    let since = *p.held_since.get_or_insert(now);
+                    if !p.reader_paused && now.duration_since(since) >= PAUSE_READER_AFTER {
+                        p.reader_paused = true;
+                        p.reader.set_paused(true);
+                        metrics.reader_pauses.fetch_add(1, Ordering::Relaxed);
                     }
+                    // Paused is not idle: it keeps its watermark.
+                    p.quiet_since = None;
+                    paused += 1;
                 }
                 metrics.paused_partitions.store(paused, Ordering::Relaxed);
                 let now = Instant::now();
@@ -715,7 +728,7 @@ where
                 .filter(|p| !p.finished)
                 .map(|p| match p.idle_until {
                     // A paused partition looks at the probes again shortly.
-                    _ if p.paused => FLOW_POLL,
+                    _ if p.held_since.is_some() => FLOW_POLL,
                     Some(u) => u.saturating_duration_since(now),
                     None => Duration::ZERO,
                 })
@@ -739,6 +752,11 @@ where
     adverts.broadcast().connect_loop(advert_loop);
     (records, dead, positions)
 }
+
+/// How long flow control holds a partition back before it pauses the
+/// reader too (a Kafka consumer refetches after a resume: short holds keep
+/// the prefetched messages, which `queued.max.messages.kbytes` bounds).
+pub const PAUSE_READER_AFTER: Duration = Duration::from_millis(200);
 
 /// How often a source with paused partitions looks at the probes again.
 const FLOW_POLL: Duration = Duration::from_millis(1);
