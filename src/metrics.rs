@@ -440,6 +440,21 @@ fn status_json(
     let up = started.elapsed().as_secs_f64();
     let stage = |name: &str, n: u64| serde_json::json!({"stage": name, "total": n, "per_second": n as f64 / up.max(1e-9)});
     let w = c.source.watermark_ms.load(r);
+    // Flow control per source and worker (whether it holds partitions back
+    // now, and for how long it has in total).
+    let sources: Vec<serde_json::Value> = streamforge_dataflow::metrics::snapshot()
+        .into_iter()
+        .filter(|(_, _, m)| m.is_source.load(r))
+        .map(|(op, worker, m)| {
+            serde_json::json!({
+                "source": op,
+                "worker": worker,
+                "records_out": m.records_out.load(r),
+                "paused_partitions": m.paused_partitions.load(r),
+                "throttled_seconds": m.throttled_ns.load(r) as f64 / 1e9,
+            })
+        })
+        .collect();
     serde_json::json!({
         "job": info.job,
         "uptime_seconds": up,
@@ -452,6 +467,7 @@ fn status_json(
             stage("alerts", c.alerts.alerts_total.iter().map(|a| a.load(r)).sum()),
             stage("rules-published", c.rules_published_total.load(r)),
         ],
+        "sources": sources,
         "watermark_ms": w,
         "watermark": crate::operator_metrics::format_utc(w),
         "watermark_lag_ms": now_ms().saturating_sub(w),
@@ -523,7 +539,22 @@ fn status_html(
         s["watermark"].as_str().unwrap_or(""),
         s["watermark_lag_ms"].as_u64().unwrap_or(0) as f64 / 1e3
     );
-    h.push_str("<h2>Checkpoints</h2>");
+    h.push_str(
+        "<h2>Flow control</h2><table id=\"flow-control\"><tr><th>source</th><th>worker</th>\
+         <th>records</th><th>paused partitions</th><th>throttled s</th></tr>",
+    );
+    for src in s["sources"].as_array().into_iter().flatten() {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td></tr>",
+            esc(src["source"].as_str().unwrap_or("")),
+            src["worker"],
+            src["records_out"],
+            src["paused_partitions"],
+            src["throttled_seconds"].as_f64().unwrap_or(0.0)
+        );
+    }
+    h.push_str("</table><h2>Checkpoints</h2>");
     match s["checkpoint"].as_object() {
         Some(k) => {
             let _ = write!(

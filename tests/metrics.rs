@@ -245,12 +245,21 @@ linger = "3s"
         "alert-join",
         "threshold-history",
         "Watermark",
+        "Flow control",
         "Checkpoints",
     ] {
         assert!(page.contains(part), "{part} missing from the status page");
     }
     assert!(page.contains("http-equiv=\"refresh\""));
     assert_eq!(status["job"], "metrics-test");
+    let workers: Vec<u64> = status["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["source"] == "metrics-test-source")
+        .map(|s| s["worker"].as_u64().unwrap())
+        .collect();
+    assert_eq!(workers, [0, 1], "flow control per source and worker");
     assert!(status["graph"].as_array().unwrap().len() >= 6);
 
     // JSON logs.
