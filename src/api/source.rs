@@ -121,6 +121,25 @@ pub struct GeneratorSource<F> {
     pub f: F,
 }
 
+/// The [`PartitionReader`] methods a wrapping reader passes to its `inner`
+/// one unchanged.
+macro_rules! delegate_to_inner {
+    () => {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn set_waker(&mut self, waker: Waker) {
+            self.inner.set_waker(waker)
+        }
+        fn bytes_read(&self) -> Option<u64> {
+            self.inner.bytes_read()
+        }
+        fn set_paused(&mut self, paused: bool) {
+            self.inner.set_paused(paused)
+        }
+    };
+}
+
 /// Adds the event time to each record a reader yields, so that streams carry
 /// it (Flink's record timestamp).
 struct Stamped<T> {
@@ -147,18 +166,7 @@ impl<T> PartitionReader<Timestamped<T>> for Stamped<T> {
         }));
         Ok(status)
     }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn set_waker(&mut self, waker: Waker) {
-        self.inner.set_waker(waker)
-    }
-    fn bytes_read(&self) -> Option<u64> {
-        self.inner.bytes_read()
-    }
-    fn set_paused(&mut self, paused: bool) {
-        self.inner.set_paused(paused)
-    }
+    delegate_to_inner!();
     fn position(&self) -> PartitionPosition {
         self.inner.position()
     }
@@ -234,18 +242,7 @@ impl<T, F: Fn(&T) -> EventTime + 'static> PartitionReader<T> for WithTime<T, F> 
         }
         Ok(status)
     }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn set_waker(&mut self, waker: Waker) {
-        self.inner.set_waker(waker)
-    }
-    fn bytes_read(&self) -> Option<u64> {
-        self.inner.bytes_read()
-    }
-    fn set_paused(&mut self, paused: bool) {
-        self.inner.set_paused(paused)
-    }
+    delegate_to_inner!();
     fn position(&self) -> PartitionPosition {
         self.inner.position()
     }
@@ -793,18 +790,7 @@ impl<T> PartitionReader<T> for Offset<T> {
     ) -> Result<ReadStatus, Box<dyn std::error::Error + Send + Sync>> {
         self.inner.read_batch(max_items, out)
     }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn set_waker(&mut self, waker: Waker) {
-        self.inner.set_waker(waker)
-    }
-    fn bytes_read(&self) -> Option<u64> {
-        self.inner.bytes_read()
-    }
-    fn set_paused(&mut self, paused: bool) {
-        self.inner.set_paused(paused)
-    }
+    delegate_to_inner!();
     fn position(&self) -> PartitionPosition {
         let p = self.inner.position();
         PartitionPosition {
