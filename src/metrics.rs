@@ -349,6 +349,71 @@ impl Series {
     }
 }
 
+/// Records in and out per (operator, worker) over the last
+/// [`RATE_WINDOW`], from counter samples (Flink's per-operator
+/// `numRecordsInPerSecond`, not a mean since the start).
+#[derive(Default)]
+struct RecentRates {
+    samples: std::collections::VecDeque<(Instant, OperatorCounts)>,
+}
+
+/// Records in and out per (operator, worker).
+type OperatorCounts = std::collections::BTreeMap<(String, usize), (u64, u64)>;
+
+/// The span of the recent rates.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+
+impl RecentRates {
+    /// Adds a sample taken at `at`; keeps the newest sample at least
+    /// [`RATE_WINDOW`] old and everything after it.
+    fn push(&mut self, at: Instant, counts: OperatorCounts) {
+        self.samples.push_back((at, counts));
+        while self.samples.len() > 2 && self.samples[1].0 + RATE_WINDOW <= at {
+            self.samples.pop_front();
+        }
+    }
+
+    /// Samples the operator counters now (at most every 250 ms).
+    fn sample(&mut self) {
+        let now = Instant::now();
+        if self
+            .samples
+            .back()
+            .is_some_and(|(t, _)| now.duration_since(*t) < Duration::from_millis(250))
+        {
+            return;
+        }
+        let counts = streamforge_dataflow::metrics::snapshot()
+            .into_iter()
+            .map(|(op, w, m)| {
+                let r = Ordering::Relaxed;
+                ((op, w), (m.records_in.load(r), m.records_out.load(r)))
+            })
+            .collect();
+        self.push(now, counts);
+    }
+
+    /// Per (operator, worker): records in and out per second between the
+    /// oldest kept sample and the newest (empty before two samples).
+    fn rates(&self) -> std::collections::BTreeMap<(String, usize), (f64, f64)> {
+        let (Some((t0, first)), Some((t1, last))) = (self.samples.front(), self.samples.back())
+        else {
+            return Default::default();
+        };
+        let dt = t1.duration_since(*t0).as_secs_f64();
+        if dt <= 0.0 {
+            return Default::default();
+        }
+        last.iter()
+            .map(|(k, (i, o))| {
+                let (i0, o0) = first.get(k).copied().unwrap_or((0, 0));
+                let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / dt;
+                (k.clone(), (rate(*i, i0), rate(*o, o0)))
+            })
+            .collect()
+    }
+}
+
 /// The running metrics server; stops when dropped (after the linger time).
 pub struct MetricsServer {
     stop: Arc<AtomicBool>,
@@ -383,20 +448,23 @@ impl MetricsServer {
         let thread = std::thread::Builder::new()
             .name("metrics".into())
             .spawn(move || {
+                let mut recent = RecentRates::default();
                 while !s.load(Ordering::Relaxed) {
+                    recent.sample();
                     let Ok(Some(req)) = server.recv_timeout(Duration::from_millis(100)) else {
                         continue;
                     };
+                    let rates = recent.rates();
                     series.update(&counters, checkpoints.as_deref());
                     let (body, kind) = match req.url() {
                         "/metrics" => (series.text(), "text/plain; version=0.0.4"),
                         "/status.json" => (
-                            status_json(&counters, checkpoints.as_deref(), &info, started)
+                            status_json(&counters, checkpoints.as_deref(), &info, started, &rates)
                                 .to_string(),
                             "application/json",
                         ),
                         "/" | "/index.html" => (
-                            status_html(&counters, checkpoints.as_deref(), &info, started),
+                            status_html(&counters, checkpoints.as_deref(), &info, started, &rates),
                             "text/html; charset=utf-8",
                         ),
                         _ => {
@@ -435,6 +503,7 @@ fn status_json(
     ckpt: Option<&CheckpointContext>,
     info: &StatusInfo,
     started: Instant,
+    rates: &std::collections::BTreeMap<(String, usize), (f64, f64)>,
 ) -> serde_json::Value {
     let r = Ordering::Relaxed;
     let up = started.elapsed().as_secs_f64();
@@ -455,8 +524,21 @@ fn status_json(
             })
         })
         .collect();
+    let operators: Vec<serde_json::Value> = rates
+        .iter()
+        .map(|((op, worker), (i, o))| {
+            serde_json::json!({
+                "operator": op,
+                "worker": worker,
+                "records_in_per_second": i,
+                "records_out_per_second": o,
+            })
+        })
+        .collect();
     serde_json::json!({
         "job": info.job,
+        "operators": operators,
+        "rate_window_seconds": RATE_WINDOW.as_secs(),
         "uptime_seconds": up,
         "graph": info.edges.iter().map(|(a, b)| [a, b]).collect::<Vec<_>>(),
         "stages": [
@@ -499,8 +581,9 @@ fn status_html(
     ckpt: Option<&CheckpointContext>,
     info: &StatusInfo,
     started: Instant,
+    rates: &std::collections::BTreeMap<(String, usize), (f64, f64)>,
 ) -> String {
-    let s = status_json(c, ckpt, info, started);
+    let s = status_json(c, ckpt, info, started, rates);
     let mut h = String::new();
     let _ = write!(
         h,
@@ -539,6 +622,21 @@ fn status_html(
         s["watermark"].as_str().unwrap_or(""),
         s["watermark_lag_ms"].as_u64().unwrap_or(0) as f64 / 1e3
     );
+    h.push_str(
+        "<h2>Operators</h2><table id=\"operators\"><tr><th>operator</th><th>worker</th>\
+         <th>records in/s (last 10 s)</th><th>records out/s (last 10 s)</th></tr>",
+    );
+    for op in s["operators"].as_array().into_iter().flatten() {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.0}</td></tr>",
+            esc(op["operator"].as_str().unwrap_or("")),
+            op["worker"],
+            op["records_in_per_second"].as_f64().unwrap_or(0.0),
+            op["records_out_per_second"].as_f64().unwrap_or(0.0)
+        );
+    }
+    h.push_str("</table>");
     h.push_str(
         "<h2>Flow control</h2><table id=\"flow-control\"><tr><th>source</th><th>worker</th>\
          <th>records</th><th>paused partitions</th><th>throttled s</th></tr>",
@@ -589,4 +687,33 @@ fn status_html(
     }
     h.push_str("</table></body></html>");
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_rates_cover_the_last_ten_seconds() {
+        let t0 = Instant::now();
+        let counts = |n: u64| -> OperatorCounts { [(("w".to_string(), 0), (n, 2 * n))].into() };
+        let mut r = RecentRates::default();
+        assert!(r.rates().is_empty());
+        // 1 000 records/s for 20 s, then 100/s for 10 s.
+        for s in 0..=30u64 {
+            let n = if s <= 20 {
+                1_000 * s
+            } else {
+                20_000 + 100 * (s - 20)
+            };
+            r.push(t0 + Duration::from_secs(s), counts(n));
+        }
+        let (i, o) = r.rates()[&("w".to_string(), 0)];
+        assert!(
+            (i - 100.0).abs() < 1e-9,
+            "the last 10 s, not the mean (~700/s): {i}"
+        );
+        assert!((o - 200.0).abs() < 1e-9);
+        assert!(r.samples.len() <= 12);
+    }
 }

@@ -99,6 +99,7 @@ linger = "3s"
     let mut scrapes: Vec<BTreeMap<String, f64>> = Vec::new();
     let mut page = String::new();
     let mut status = serde_json::Value::Null;
+    let mut window_rate = 0.0f64;
     while child.try_wait().unwrap().is_none() {
         assert!(
             start.elapsed() < Duration::from_secs(120),
@@ -113,6 +114,21 @@ linger = "3s"
                     .into_string()
                     .unwrap();
                 status = serde_json::from_str(&text).unwrap();
+            }
+            if !page.is_empty() {
+                // Recent per-operator rates (last 10 s) of the window.
+                let text = ureq::get(&format!("{url}/status.json"))
+                    .call()
+                    .unwrap()
+                    .into_string()
+                    .unwrap();
+                let s: serde_json::Value = serde_json::from_str(&text).unwrap();
+                for op in s["operators"].as_array().into_iter().flatten() {
+                    if op["operator"] == "metrics-test-window" {
+                        window_rate =
+                            window_rate.max(op["records_in_per_second"].as_f64().unwrap());
+                    }
+                }
             }
             scrapes.push(m);
         }
@@ -246,6 +262,7 @@ linger = "3s"
         "threshold-history",
         "Watermark",
         "Flow control",
+        "Operators",
         "Checkpoints",
     ] {
         assert!(page.contains(part), "{part} missing from the status page");
@@ -260,6 +277,13 @@ linger = "3s"
         .map(|s| s["worker"].as_u64().unwrap())
         .collect();
     assert_eq!(workers, [0, 1], "flow control per source and worker");
+    assert_eq!(status["rate_window_seconds"], 10);
+    // The job reads ≤ 240 k records/s (rate-limit × 2 workers), split over
+    // the window's two workers.
+    assert!(
+        window_rate > 1_000.0 && window_rate < 200_000.0,
+        "recent records/s into the window on one worker: {window_rate}"
+    );
     assert!(status["graph"].as_array().unwrap().len() >= 6);
 
     // JSON logs.
