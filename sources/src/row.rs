@@ -1667,8 +1667,9 @@ mod tests {
             prop_assert_eq!(accepted, d.decode_slow(&learned).is_ok());
             // A plain accepted record takes the shape path on its layout.
             let fits = |values: &[String]| values.iter().all(|v| {
-                !v.contains(['\\', '[', '{'])
-                    && !(v.contains(['e', 'E']) && v.starts_with(|c: char| c == '-' || c.is_ascii_digit()))
+                let nested_or_escaped = v.contains(['\\', '[', '{']);
+                let exponent = v.contains(['e', 'E']) && v.starts_with(|c: char| c == '-' || c.is_ascii_digit());
+                !nested_or_escaped && !exponent
             });
             if accepted && fits(&first) && !repeated {
                 prop_assert!(d.decode_shape(learned.as_bytes()).is_some(), "{}", learned);
