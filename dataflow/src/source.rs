@@ -349,6 +349,8 @@ where
                 let position = saved.and_then(|s| s.get(&(i as u32)));
                 let mut reader = open(i, position);
                 reader.set_waker(waker.clone());
+                // A reopened reader counts from its restored offset.
+                let bytes_seen = reader.bytes_read().unwrap_or(0);
                 Partition {
                     index: i as u32,
                     reader,
@@ -361,7 +363,7 @@ where
                     quiet_since: None,
                     held_since: None,
                     reader_paused: false,
-                    bytes_seen: 0,
+                    bytes_seen,
                 }
             })
             .collect();
