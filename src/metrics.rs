@@ -360,6 +360,9 @@ struct RecentRates {
 /// Records in and out per (operator, worker).
 type OperatorCounts = std::collections::BTreeMap<(String, usize), (u64, u64)>;
 
+/// Records in and out per second per (operator, worker).
+type OperatorRates = std::collections::BTreeMap<(String, usize), (f64, f64)>;
+
 /// The span of the recent rates.
 const RATE_WINDOW: Duration = Duration::from_secs(10);
 
@@ -395,7 +398,7 @@ impl RecentRates {
 
     /// Per (operator, worker): records in and out per second between the
     /// oldest kept sample and the newest (empty before two samples).
-    fn rates(&self) -> std::collections::BTreeMap<(String, usize), (f64, f64)> {
+    fn rates(&self) -> OperatorRates {
         let (Some((t0, first)), Some((t1, last))) = (self.samples.front(), self.samples.back())
         else {
             return Default::default();
@@ -503,7 +506,7 @@ fn status_json(
     ckpt: Option<&CheckpointContext>,
     info: &StatusInfo,
     started: Instant,
-    rates: &std::collections::BTreeMap<(String, usize), (f64, f64)>,
+    rates: &OperatorRates,
 ) -> serde_json::Value {
     let r = Ordering::Relaxed;
     let up = started.elapsed().as_secs_f64();
@@ -581,7 +584,7 @@ fn status_html(
     ckpt: Option<&CheckpointContext>,
     info: &StatusInfo,
     started: Instant,
-    rates: &std::collections::BTreeMap<(String, usize), (f64, f64)>,
+    rates: &OperatorRates,
 ) -> String {
     let s = status_json(c, ckpt, info, started, rates);
     let mut h = String::new();

@@ -135,6 +135,23 @@ impl FlowControl {
         }
     }
 
+    /// Flow control with these limits, `None` when they are all off.
+    pub fn enabled(settings: FlowSettings) -> Option<Self> {
+        (settings != FlowSettings::off()).then(|| FlowControl::new(settings))
+    }
+
+    /// [`FlowControl::attach`] when there is flow control; `stream` as it
+    /// is otherwise.
+    pub fn attach_to<'s, C: Container + Clone + 'static>(
+        flow: Option<&FlowControl>,
+        stream: Stream<'s, Time, C>,
+    ) -> Stream<'s, Time, C> {
+        match flow {
+            Some(f) => f.attach(stream),
+            None => stream,
+        }
+    }
+
     /// Adds `stream` (the input of a stateful operator) to the probed
     /// frontier; returns the stream to build the operator on.
     pub fn attach<'s, C: Container + Clone + 'static>(

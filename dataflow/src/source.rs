@@ -161,9 +161,6 @@ pub struct SourceCounters {
     pub behind_watermark_total: AtomicU64,
     /// The highest watermark (ms) any worker of this process reached.
     pub watermark_ms: AtomicU64,
-    /// Time partitions spent paused by flow control, summed over the
-    /// workers' sources (ns; a source with any paused partition counts).
-    pub throttled_ns_total: AtomicU64,
 }
 
 struct Partition<D> {
@@ -628,7 +625,6 @@ where
                 if let Some(since) = throttled_since.take() {
                     let ns = now.duration_since(since).as_nanos() as u64;
                     metrics.throttled_ns.fetch_add(ns, Ordering::Relaxed);
-                    counters.throttled_ns_total.fetch_add(ns, Ordering::Relaxed);
                 }
                 if paused > 0 {
                     throttled_since = Some(now);

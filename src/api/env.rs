@@ -433,8 +433,7 @@ fn build_on<'s, F>(
 where
     F: Fn(&mut StreamEnv<'_>) -> Result<(), Error>,
 {
-    let flow =
-        (options.flow != FlowSettings::off()).then(|| FlowControl::new(options.flow.clone()));
+    let flow = FlowControl::enabled(options.flow.clone());
     let inner = EnvInner {
         scope,
         checkpoints: ctx.map(|c| CheckpointGraph::new(scope, c)),

@@ -17,6 +17,7 @@ use timely::dataflow::operators::vec::{Filter, Map};
 use timely::dataflow::operators::Inspect;
 use timely::dataflow::Stream;
 
+use streamforge_dataflow::flow_control::FlowControl;
 use streamforge_dataflow::{DeadLetter, EventTime, Time};
 use streamforge_sinks::batched::{BatchLimits, SinkBatched};
 use streamforge_sinks::write_ahead::{CommitTarget, SinkWriteAhead};
@@ -80,10 +81,9 @@ impl<'s, T: StreamData> DataStream<'s, T> {
         &self,
         stream: Stream<'s, Time, Vec<E>>,
     ) -> Stream<'s, Time, Vec<E>> {
-        match (&self.env.borrow().flow, self.after_state) {
-            (Some(flow), false) => flow.attach(stream),
-            _ => stream,
-        }
+        let env = self.env.borrow();
+        let flow = env.flow.as_ref().filter(|_| !self.after_state);
+        FlowControl::attach_to(flow, stream)
     }
 
     fn with<U>(&self, stream: Stream<'s, Time, Vec<Timestamped<U>>>) -> DataStream<'s, U> {

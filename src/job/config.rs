@@ -113,16 +113,21 @@ fn default_true() -> bool {
     true
 }
 
+// The defaults are `FlowSettings::default()`'s.
+fn flow_defaults() -> streamforge_dataflow::flow_control::FlowSettings {
+    streamforge_dataflow::flow_control::FlowSettings::default()
+}
+
 fn default_slack() -> Duration {
-    Duration::from_secs(30)
+    Duration::from_millis(flow_defaults().watermark_slack_ms.unwrap_or_default())
 }
 
 fn default_epochs() -> u64 {
-    2
+    flow_defaults().max_epochs_ahead.unwrap_or_default()
 }
 
 fn default_in_flight_mb() -> u64 {
-    64
+    flow_defaults().in_flight_bytes.unwrap_or_default() >> 20
 }
 
 impl Default for FlowControlConfig {

@@ -17,7 +17,7 @@ use timely::dataflow::Scope;
 use streamforge_dataflow::checkpoint::{
     CheckpointContext, CheckpointGraph, PartitionPosition, Restore,
 };
-use streamforge_dataflow::flow_control::{FlowControl, FlowSettings};
+use streamforge_dataflow::flow_control::FlowControl;
 use streamforge_dataflow::launch::ClusterArgs;
 use streamforge_dataflow::source::{
     checkpointed_source, partitioned_source, PartitionReader, SourceSettings,
@@ -44,17 +44,6 @@ use super::summary::{JobCounters, JobSummary};
 use crate::error::Error;
 use crate::operator_metrics::alerting::{AlertSinkConfig, AlertingConfig, RulesConfig};
 use crate::operator_metrics::{metrics_aggregate, to_row};
-
-/// The window's input, probed for the source's flow control.
-fn flow_probe<'s, D: Clone + 'static>(
-    flow: &Option<FlowControl>,
-    stream: timely::dataflow::Stream<'s, Time, Vec<D>>,
-) -> timely::dataflow::Stream<'s, Time, Vec<D>> {
-    match flow {
-        Some(f) => f.attach(stream),
-        None => stream,
-    }
-}
 
 /// A job file.
 #[derive(Clone, Debug, Deserialize)]
@@ -297,8 +286,7 @@ impl Plan {
         let mut settings = SourceSettings::new(format!("{}-source", self.job.name), ooo);
         settings.idle_timeout = self.job.watermark.idle_timeout;
         settings.rate_limit = self.job.rate_limit;
-        let limits = self.job.flow_control.settings();
-        settings.flow = (limits != FlowSettings::off()).then(|| FlowControl::new(limits));
+        settings.flow = FlowControl::enabled(self.job.flow_control.settings());
         if let Some(ctx) = &self.checkpoints {
             return self.build_checkpointed(scope, counters, settings, ctx.clone());
         }
@@ -311,7 +299,8 @@ impl Plan {
             move |i| open(i, None),
             Some(counters.source.clone()),
         );
-        let spans = flow_probe(&flow, spans);
+        // The window's input is the probed one.
+        let spans = FlowControl::attach_to(flow.as_ref(), spans);
         let (rows, late) = self.window(spans, None);
         let (rows, late, dead) = self.count(counters, rows, late, dead);
         for sink in &self.job.sinks {
@@ -346,7 +335,7 @@ impl Plan {
             Some(counters.source.clone()),
             &mut graph,
         );
-        let spans = flow_probe(&flow, spans);
+        let spans = FlowControl::attach_to(flow.as_ref(), spans);
         let (rows, late) = self.window(spans, Some(&mut graph));
         let (rows, late, dead) = self.count(counters, rows, late, dead);
         self.alerting(scope, &rows, counters, Some(&mut graph))?;

@@ -734,7 +734,9 @@ impl Eq for DatePattern {}
 /// every record, so the stripped name is shared, not allocated each time.
 /// The decoder interns strings, so the memo is looked up by the string's
 /// address first (the memo holds the `Arc`, so an address it knows is never
-/// another string's), and by its text for strings made elsewhere.
+/// another string's), and by its text for strings made elsewhere (one
+/// TrainTicket day: −15 M of 1 969 M instructions against the text memo
+/// alone).
 fn k8s_workload(pod: Arc<str>) -> Value {
     use std::cell::RefCell;
     type Memo = (
