@@ -150,8 +150,13 @@ const READ_AHEAD_CHUNKS: usize = 4;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct ReadAhead {
-    chunks: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    chunks: std::sync::mpsc::Receiver<std::io::Result<(Vec<u8>, usize)>>,
+    /// Read chunks go back to the thread to be filled again (no allocation,
+    /// zeroing or page faults per chunk).
+    spent: std::sync::mpsc::SyncSender<Vec<u8>>,
     chunk: Vec<u8>,
+    /// The filled length of `chunk` and the read position in it.
+    len: usize,
     at: usize,
 }
 
@@ -162,8 +167,11 @@ impl ReadAhead {
     /// The thread cannot be started.
     pub fn spawn(mut inner: impl Read + Send + 'static) -> std::io::Result<ReadAhead> {
         let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD_CHUNKS);
+        let (spent_tx, spent) = std::sync::mpsc::sync_channel::<Vec<u8>>(READ_AHEAD_CHUNKS + 2);
         let fill = move || loop {
-            let mut chunk = vec![0u8; READ_AHEAD_CHUNK];
+            let mut chunk = spent
+                .try_recv()
+                .unwrap_or_else(|_| vec![0u8; READ_AHEAD_CHUNK]);
             let mut n = 0;
             while n < chunk.len() {
                 match inner.read(&mut chunk[n..]) {
@@ -171,20 +179,15 @@ impl ReadAhead {
                     Ok(k) => n += k,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(e) => {
-                        chunk.truncate(n);
                         if n > 0 {
-                            let _ = tx.send(Ok(chunk));
+                            let _ = tx.send(Ok((chunk, n)));
                         }
                         let _ = tx.send(Err(e));
                         return;
                     }
                 }
             }
-            if n == 0 {
-                return;
-            }
-            chunk.truncate(n);
-            if tx.send(Ok(chunk)).is_err() {
+            if n == 0 || tx.send(Ok((chunk, n))).is_err() {
                 return;
             }
         };
@@ -193,7 +196,9 @@ impl ReadAhead {
             .spawn(fill)?;
         Ok(ReadAhead {
             chunks: rx,
+            spent: spent_tx,
             chunk: Vec::new(),
+            len: 0,
             at: 0,
         })
     }
@@ -201,18 +206,21 @@ impl ReadAhead {
 
 impl Read for ReadAhead {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.at == self.chunk.len() {
+        if self.at == self.len {
             match self.chunks.recv() {
-                Ok(Ok(chunk)) => {
-                    self.chunk = chunk;
-                    self.at = 0;
+                Ok(Ok((chunk, len))) => {
+                    let spent = std::mem::replace(&mut self.chunk, chunk);
+                    if !spent.is_empty() {
+                        let _ = self.spent.try_send(spent);
+                    }
+                    (self.len, self.at) = (len, 0);
                 }
                 Ok(Err(e)) => return Err(e),
                 // The thread finished: the end of the input.
                 Err(_) => return Ok(0),
             }
         }
-        let n = buf.len().min(self.chunk.len() - self.at);
+        let n = buf.len().min(self.len - self.at);
         buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
         self.at += n;
         Ok(n)
@@ -513,10 +521,17 @@ impl<D, Dec: CsvDecoder<D>> PartitionReader<D> for CsvPartition<Dec> {
             match self.reader.read_byte_record() {
                 Ok(None) => return Ok(ReadStatus::Finished),
                 Ok(Some(r)) => {
-                    self.line += 1 + memchr::memchr_iter(b'\n', r.as_slice()).count() as u64;
+                    self.line += 1;
                     self.record.clear();
-                    for field in r.unescaped_iter() {
-                        self.record.push_field(&field);
+                    for (i, raw) in r.iter().enumerate() {
+                        // Only a quoted field holds quotes to unescape or
+                        // line breaks to count.
+                        if raw.first() == Some(&b'"') {
+                            self.line += memchr::memchr_iter(b'\n', raw).count() as u64;
+                            self.record.push_field(&r.unescape(i).unwrap_or_default());
+                        } else {
+                            self.record.push_field(raw);
+                        }
                     }
                 }
                 Err(e) if e.is_io_error() => return Err(Box::new(e)),
