@@ -17,6 +17,7 @@ pub mod hash;
 pub mod keyed_state;
 pub mod launch;
 pub mod metrics;
+pub mod reader_thread;
 pub mod source;
 pub mod time;
 pub mod watermark;

@@ -768,17 +768,26 @@ pub fn vec_partition<D: 'static>(
     name: impl Into<String>,
     items: Vec<(EventTime, D)>,
 ) -> Box<dyn PartitionReader<D>> {
-    Box::new(VecPartition {
-        name: name.into(),
-        items: items.into_iter(),
-        taken: 0,
-    })
+    Box::new(VecPartition::new(name, items))
 }
 
-struct VecPartition<D> {
+/// The reader of [`vec_partition`]: `offset` and `line` of its position are
+/// the number of items read.
+pub struct VecPartition<D> {
     name: String,
     items: std::vec::IntoIter<(EventTime, D)>,
     taken: u64,
+}
+
+impl<D> VecPartition<D> {
+    /// A reader over `items`, `(event_time_ms, record)`.
+    pub fn new(name: impl Into<String>, items: Vec<(EventTime, D)>) -> VecPartition<D> {
+        VecPartition {
+            name: name.into(),
+            items: items.into_iter(),
+            taken: 0,
+        }
+    }
 }
 
 impl<D> PartitionReader<D> for VecPartition<D> {

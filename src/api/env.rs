@@ -397,6 +397,7 @@ where
         crate::job::log_restored(&options.name, id);
     }
     let config = options.cluster.timely_config()?;
+    streamforge_dataflow::reader_thread::plan(options.cluster.workers);
     let counters = Arc::new(RunCounters::default());
     let options = Arc::new(options.clone());
     let start = Instant::now();

@@ -397,7 +397,7 @@ impl<'s> StreamEnv<'s> {
     ) -> Result<DataStream<'s, T>, Error>
     where
         T: StreamData + DeserializeOwned,
-        F: Fn(&T) -> EventTime + Clone + 'static,
+        F: Fn(&T) -> EventTime + Clone + Send + 'static,
     {
         self.file_source(name, paths, watermarks, move |path, position| {
             let f = event_time.clone();
@@ -442,7 +442,7 @@ impl<'s> StreamEnv<'s> {
     ) -> Result<DataStream<'s, T>, Error>
     where
         T: StreamData + DeserializeOwned,
-        F: Fn(&T) -> EventTime + Clone + 'static,
+        F: Fn(&T) -> EventTime + Clone + Send + 'static,
     {
         self.file_source(name, paths, watermarks, move |path, position| {
             let f = event_time.clone();
@@ -519,7 +519,7 @@ impl<'s> StreamEnv<'s> {
     ) -> Result<DataStream<'s, T>, Error>
     where
         T: StreamData + DeserializeOwned,
-        F: Fn(&T) -> EventTime + Clone + 'static,
+        F: Fn(&T) -> EventTime + Clone + Send + 'static,
     {
         let first = expand(paths)?.into_iter().next().unwrap_or_default();
         match FileFormat::from_path(&first) {
@@ -570,7 +570,7 @@ impl<'s> StreamEnv<'s> {
     ) -> Result<DataStream<'s, T>, Error>
     where
         T: StreamData,
-        D: RecordDecoder<T> + CsvDecoder<T>,
+        D: RecordDecoder<T> + CsvDecoder<T> + Send,
         F: Fn() -> D + 'static,
     {
         for f in expand(paths)? {
@@ -625,7 +625,7 @@ impl<'s> StreamEnv<'s> {
     ) -> Result<DataStream<'s, T>, Error>
     where
         T: StreamData + DeserializeOwned,
-        F: Fn(&T) -> EventTime + Clone + 'static,
+        F: Fn(&T) -> EventTime + Clone + Send + 'static,
     {
         let n = config.partition_count()?;
         let config = self.with_prefetch_budget(config, n);

@@ -755,6 +755,7 @@ pub fn run_from(
         log_restored(&job.name, id);
     }
     let config = cluster.timely_config()?;
+    streamforge_dataflow::reader_thread::plan(cluster.workers);
     streamforge_dataflow::metrics::clear();
     let latency_out = std::env::var_os(crate::job::latency::LATENCY_OUT).map(PathBuf::from);
     let counters = Arc::new(JobCounters {
