@@ -77,6 +77,30 @@ pub fn plan(workers_per_process: usize) -> bool {
     on
 }
 
+/// Turns reader threads on for a file source with fewer partitions than
+/// the cluster has workers (unless `STREAMFORGE_READER_THREADS=0`): the
+/// workers that read nothing only have their share of the keyed work, so
+/// their cores are there for the readers (one JSONL file at `-w 2` on 2
+/// cores: +16 %). Call it after [`plan`]; it never turns them off.
+///
+/// # Examples
+/// ```
+/// use streamforge_dataflow::reader_thread::{enabled, plan_for_source, set_enabled};
+/// set_enabled(false);
+/// plan_for_source(2, 2);
+/// assert!(!enabled());
+/// if std::env::var_os("STREAMFORGE_READER_THREADS").is_none() {
+///     plan_for_source(1, 2);
+///     assert!(enabled());
+/// }
+/// ```
+pub fn plan_for_source(partitions: usize, total_workers: usize) {
+    let forced_off = std::env::var("STREAMFORGE_READER_THREADS").as_deref() == Ok("0");
+    if partitions < total_workers && !forced_off {
+        set_enabled(true);
+    }
+}
+
 /// Sets what [`enabled`] gives, as [`plan`] would (tests and benchmarks
 /// that need one mode whatever the machine).
 pub fn set_enabled(on: bool) {

@@ -472,6 +472,7 @@ impl<'s> StreamEnv<'s> {
             open(f, None)?;
         }
         let n = files.len();
+        streamforge_dataflow::reader_thread::plan_for_source(n, self.workers());
         Ok(self.source(name, n, watermarks, move |i, position| {
             open(&files[i], position).unwrap_or_else(|e| panic!("{e}"))
         }))

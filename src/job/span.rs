@@ -756,6 +756,9 @@ pub fn run_from(
     }
     let config = cluster.timely_config()?;
     streamforge_dataflow::reader_thread::plan(cluster.workers);
+    if let Input::Files(files, _) = &plan.input {
+        streamforge_dataflow::reader_thread::plan_for_source(files.len(), cluster.total_workers());
+    }
     streamforge_dataflow::metrics::clear();
     let latency_out = std::env::var_os(crate::job::latency::LATENCY_OUT).map(PathBuf::from);
     let counters = Arc::new(JobCounters {
