@@ -10,11 +10,11 @@
 //! `-w 2`: the second worker has only its share of the windows to do).
 //!
 //! Checkpoints stay exact: the reader thread records the inner reader's
-//! [`PartitionReader::position`] (and bytes read) after each chunk, and the
-//! worker side reports the position of the last chunk it *delivered*. What
-//! the thread read ahead and the worker never delivered is read again after
-//! a restore. Chunks are delivered whole, so a call may return more items
-//! than `max_items` (at most one chunk, [`CHUNK_ITEMS`]).
+//! [`PartitionReader::position`] (and bytes read) after each run of
+//! [`MARK_ITEMS`] items, and the worker side reports the position after the
+//! last run it *delivered*. What the thread read ahead and the worker never
+//! delivered is read again after a restore. Runs are delivered whole, so a
+//! call may return up to `MARK_ITEMS - 1` items more than `max_items`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -68,13 +68,20 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 /// }
 /// ```
 pub fn plan(workers_per_process: usize) -> bool {
-    let on = match std::env::var("STREAMFORGE_READER_THREADS").as_deref() {
-        Ok("1") => true,
-        Ok("0") => false,
-        _ => std::thread::available_parallelism().map_or(1, |n| n.get()) > workers_per_process,
-    };
-    ENABLED.store(on, Ordering::Relaxed);
+    let on = forced().unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, |n| n.get()) > workers_per_process
+    });
+    set_enabled(on);
     on
+}
+
+/// The choice `STREAMFORGE_READER_THREADS=1|0` forces, if any.
+fn forced() -> Option<bool> {
+    match std::env::var("STREAMFORGE_READER_THREADS").as_deref() {
+        Ok("1") => Some(true),
+        Ok("0") => Some(false),
+        _ => None,
+    }
 }
 
 /// Turns reader threads on for a file source with fewer partitions than
@@ -95,8 +102,7 @@ pub fn plan(workers_per_process: usize) -> bool {
 /// }
 /// ```
 pub fn plan_for_source(partitions: usize, total_workers: usize) {
-    let forced_off = std::env::var("STREAMFORGE_READER_THREADS").as_deref() == Ok("0");
-    if partitions < total_workers && !forced_off {
+    if partitions < total_workers && forced() != Some(false) {
         set_enabled(true);
     }
 }
@@ -130,6 +136,13 @@ struct ReaderThread<D> {
 }
 
 impl<D> ReaderThread<D> {
+    /// Everything delivered, and the thread has stopped: live statuses are
+    /// not expected (see [`on_reader_thread`]), so the thread stops after
+    /// any status but `More`.
+    fn finished(&self) -> bool {
+        self.marks.len() == 0 && self.status != ReadStatus::More
+    }
+
     fn stopped(&self) -> ReadError {
         format!("the reader thread of {} stopped", self.name).into()
     }
@@ -237,9 +250,7 @@ impl<D> PartitionReader<D> for ReaderThread<D> {
         let mut given = 0;
         loop {
             if self.marks.len() == 0 {
-                // Live statuses are not expected (see `on_reader_thread`):
-                // the thread stops after any status but `More`.
-                if self.status != ReadStatus::More {
+                if self.finished() {
                     return Ok(ReadStatus::Finished);
                 }
                 // With items in hand, take only a chunk that is ready, and
@@ -277,8 +288,7 @@ impl<D> PartitionReader<D> for ReaderThread<D> {
             self.position = mark.position;
             self.bytes_read = mark.bytes_read;
             if given >= max_items {
-                let done = self.marks.len() == 0 && self.status != ReadStatus::More;
-                return Ok(if done {
+                return Ok(if self.finished() {
                     ReadStatus::Finished
                 } else {
                     ReadStatus::More
@@ -353,10 +363,19 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         assert_eq!(r.position().offset, 0);
         assert_eq!(r.read_batch(1, &mut out).unwrap(), ReadStatus::More);
-        assert_eq!((out.len(), r.position().offset), (MARK_ITEMS, MARK_ITEMS as u64));
-        assert_eq!(r.read_batch(CHUNK_ITEMS, &mut out).unwrap(), ReadStatus::More);
+        assert_eq!(
+            (out.len(), r.position().offset),
+            (MARK_ITEMS, MARK_ITEMS as u64)
+        );
+        assert_eq!(
+            r.read_batch(CHUNK_ITEMS, &mut out).unwrap(),
+            ReadStatus::More
+        );
         assert_eq!(r.position().offset, (CHUNK_ITEMS + MARK_ITEMS) as u64);
-        assert_eq!(r.read_batch(CHUNK_ITEMS, &mut out).unwrap(), ReadStatus::More);
+        assert_eq!(
+            r.read_batch(CHUNK_ITEMS, &mut out).unwrap(),
+            ReadStatus::More
+        );
         // The items of the failing call's last run are not delivered.
         assert_eq!(r.position().offset, 2 * CHUNK_ITEMS as u64);
         let e = r.read_batch(CHUNK_ITEMS, &mut out).unwrap_err();

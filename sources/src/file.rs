@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use streamforge_dataflow::checkpoint::PartitionPosition;
-use streamforge_dataflow::source::{PartitionReader, ReadStatus, SourceItem};
 use streamforge_dataflow::reader_thread;
+use streamforge_dataflow::source::{PartitionReader, ReadStatus, SourceItem};
 use streamforge_dataflow::DeadLetter;
 
 use crate::decode::Val;
@@ -337,7 +337,9 @@ pub fn open_csv_at<D: Send + 'static, Dec: CsvDecoder<D> + Send>(
     let (skip, lines) = position.map_or((0, 0), |p| (p.offset, p.line));
     let builder = |headers: bool| {
         let mut b = simd_csv::ZeroCopyReaderBuilder::new();
-        b.flexible(true).has_headers(headers).buffer_capacity(1 << 20);
+        b.flexible(true)
+            .has_headers(headers)
+            .buffer_capacity(1 << 20);
         b
     };
     let mut reader = builder(true).from_reader(open_raw(path, 0)?);
@@ -771,6 +773,9 @@ mod tests {
         let mut r = ReadAhead::spawn(Fails(300_000)).unwrap();
         let mut out = Vec::new();
         let e = r.read_to_end(&mut out).unwrap_err();
-        assert_eq!((out.len(), e.to_string()), (300_000, "disk gone".to_string()));
+        assert_eq!(
+            (out.len(), e.to_string()),
+            (300_000, "disk gone".to_string())
+        );
     }
 }

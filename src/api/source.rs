@@ -626,7 +626,7 @@ impl<'s> StreamEnv<'s> {
     ) -> Result<DataStream<'s, T>, Error>
     where
         T: StreamData + DeserializeOwned,
-        F: Fn(&T) -> EventTime + Clone + Send + 'static,
+        F: Fn(&T) -> EventTime + Clone + 'static,
     {
         let n = config.partition_count()?;
         let config = self.with_prefetch_budget(config, n);
