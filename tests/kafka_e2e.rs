@@ -159,7 +159,18 @@ create-partitions = 3
         },
     )
     .unwrap();
-    assert_eq!((s.events, s.dead_letters), (328_848, 1));
+    assert_eq!(
+        (s.events, s.dead_letters),
+        (328_848, 1),
+        "dead letters (first 3): {}",
+        std::fs::read_to_string(dir.path().join("dead.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .take(3)
+            .map(|l| l.chars().take(400).collect::<String>())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert_rows_eq(
         &read_rows(&dir.path().join("kafka.jsonl")),
         &expected,
@@ -283,7 +294,7 @@ path = "{rows}"
     p.flush(Duration::from_secs(10)).unwrap();
     wait_for(
         "windows to close while partition 2 is idle",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || rows_with(&rows, "steady") >= 10,
     );
     // After a pause, a burst on the idle partition, later in event time.
@@ -300,7 +311,7 @@ path = "{rows}"
     p.flush(Duration::from_secs(10)).unwrap();
     wait_for(
         "windows of the burst to close",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || rows_with(&rows, "burst") >= 8,
     );
     drop(child);

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
@@ -31,8 +32,6 @@ const IDLE_POLL: Duration = Duration::from_millis(100);
 const COMMIT_EVERY: Duration = Duration::from_secs(5);
 /// Messages re-fetched before a checkpointed offset on restore (see `open_at`).
 const RESTORE_REWIND: i64 = 20_000;
-const DRAIN: Duration = Duration::from_millis(500);
-const FIRST_FETCH: Duration = Duration::from_secs(3);
 
 /// Where to start reading each partition.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -80,10 +79,14 @@ pub struct KafkaSourceConfig {
     /// Start position (default earliest).
     #[serde(default)]
     pub start: StartPosition,
-    /// A bounded replay: stop once each partition has reached the end offset
-    /// seen at start *and* has had no message for 500 ms (3 s before its first
-    /// message), instead of reading forever. (The second condition is there because Tansu 0.6 reports the
-    /// base offset of the last batch as the end offset, i.e. too low.)
+    /// A bounded replay: stop each partition once its consumer has reached
+    /// the partition's end (librdkafka's partition-EOF event: the fetch
+    /// position met the high watermark of a fetch response), instead of
+    /// reading forever. Messages produced while the job catches up are read
+    /// too, so the end is that of the moment the partition is caught up
+    /// (at least the end at start). No wall-clock timeout decides it: the
+    /// end offset a broker lists is not used either (Tansu 0.6 lists about
+    /// half of a freshly produced partition; its fetch responses are exact).
     #[serde(default)]
     pub bounded: bool,
     /// Consumer group for offset commits (lag monitoring only).
@@ -131,9 +134,10 @@ impl KafkaSourceConfig {
 
     fn consumer(&self) -> Result<BaseConsumer, SourceError> {
         let mut config = client_config(&self.properties)?;
-        config
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false");
+        config.set("enable.auto.commit", "false").set(
+            "enable.partition.eof",
+            if self.bounded { "true" } else { "false" },
+        );
         config.set(
             "group.id",
             self.group_id
@@ -288,10 +292,8 @@ impl KafkaSourceConfig {
             decoder,
             next_offset: start,
             skip_below: start,
-            stop_at: self.bounded.then_some(high),
-            drained_since: None,
-            opened: Instant::now(),
-            read_any: false,
+            bounded: self.bounded,
+            at_end: false,
             commit: self.commit_offsets && self.group_id.is_some(),
             last_commit: Instant::now(),
             bytes: 0,
@@ -309,10 +311,10 @@ struct KafkaPartition<Dec> {
     next_offset: i64,
     /// Messages below this offset were read before the restore.
     skip_below: i64,
-    stop_at: Option<i64>,
-    drained_since: Option<Instant>,
-    opened: Instant,
-    read_any: bool,
+    /// Finish at the partition's end (see [`KafkaSourceConfig::bounded`]).
+    bounded: bool,
+    /// The consumer reported the partition's end, and no message came since.
+    at_end: bool,
     commit: bool,
     last_commit: Instant,
     /// Payload bytes read (flow control's in-flight budget).
@@ -356,6 +358,10 @@ impl<D, Dec: RecordDecoder<D>> PartitionReader<D> for KafkaPartition<Dec> {
         while read < max_items {
             match consumer.poll(Duration::ZERO) {
                 None => break,
+                Some(Err(KafkaError::PartitionEOF(_))) => {
+                    self.at_end = true;
+                    break;
+                }
                 Some(Err(e)) => {
                     tracing::warn!(partition = %self.name, error = %e, "kafka consumer error");
                     return Ok(ReadStatus::Idle(IDLE_POLL));
@@ -366,6 +372,7 @@ impl<D, Dec: RecordDecoder<D>> PartitionReader<D> for KafkaPartition<Dec> {
                         continue;
                     }
                     read += 1;
+                    self.at_end = false;
                     self.next_offset = offset + 1;
                     let payload = m.payload().unwrap_or_default();
                     self.bytes += payload.len() as u64;
@@ -388,21 +395,13 @@ impl<D, Dec: RecordDecoder<D>> PartitionReader<D> for KafkaPartition<Dec> {
             self.commit();
         }
         if read > 0 {
-            self.drained_since = None;
-            self.read_any = true;
             return Ok(ReadStatus::More);
         }
-        if self.stop_at.is_some_and(|s| self.next_offset >= s) {
-            let since = *self.drained_since.get_or_insert_with(Instant::now);
-            // Before the first message, give the consumer time for its first fetch.
-            let settled = self.read_any || self.opened.elapsed() >= FIRST_FETCH;
-            if settled && since.elapsed() >= DRAIN {
-                if self.commit {
-                    self.commit();
-                }
-                return Ok(ReadStatus::Finished);
+        if self.bounded && self.at_end {
+            if self.commit {
+                self.commit();
             }
-            return Ok(ReadStatus::Idle(DRAIN / 5));
+            return Ok(ReadStatus::Finished);
         }
         Ok(ReadStatus::Idle(IDLE_POLL))
     }
