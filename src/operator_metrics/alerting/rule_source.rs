@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use timely::container::CapacityContainerBuilder;
@@ -101,7 +102,10 @@ pub fn open_rule_topic(cfg: &RuleTopicConfig) -> Result<(BaseConsumer, Vec<i64>)
     let mut config = streamforge_sources::kafka::client_config(&cfg.properties)?;
     config
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
+        .set(
+            "enable.partition.eof",
+            if cfg.bounded { "true" } else { "false" },
+        )
         .set("group.id", "streamforge-rules");
     let consumer: BaseConsumer = config.create().map_err(|e| err(&e))?;
     let md = consumer
@@ -134,7 +138,8 @@ pub fn open_rule_topic(cfg: &RuleTopicConfig) -> Result<(BaseConsumer, Vec<i64>)
 /// The rule topic as a stream (worker 0 reads it): updates leave at
 /// `(0, max(version, last time))`; while the topic has nothing new the
 /// stream's event time follows the wall clock (processing time). It ends when
-/// `bounded` and the offsets of the start are read, or when `done()` says
+/// `bounded` and every partition is read to its end (librdkafka's partition
+/// EOF), or when `done()` says
 /// the job's input ended.
 ///
 /// # Errors
@@ -162,6 +167,10 @@ pub fn kafka_rule_stream<'s>(
                 let mut read: Vec<i64> = reader
                     .as_ref()
                     .map_or(Vec::new(), |(_, e)| vec![0; e.len()]);
+                // Partitions whose end the consumer reported (bounded), with
+                // no message since: the listed end offsets are not used for
+                // that (Tansu 0.6 lists too low an end).
+                let mut at_end: Vec<bool> = vec![false; read.len()];
                 move |output| {
                     let (Some(c), Some((consumer, ends))) = (cap.as_mut(), reader.as_mut()) else {
                         return;
@@ -173,11 +182,17 @@ pub fn kafka_rule_stream<'s>(
                                 caught_up = true;
                                 break;
                             }
+                            Some(Err(KafkaError::PartitionEOF(p))) => {
+                                if let Some(e) = at_end.get_mut(p as usize) {
+                                    *e = true;
+                                }
+                            }
                             Some(Err(e)) => tracing::warn!(%e, topic, "rule topic read error"),
                             Some(Ok(m)) => {
                                 let p = m.partition() as usize;
                                 if p < read.len() {
                                     read[p] = m.offset() + 1;
+                                    at_end[p] = false;
                                 }
                                 let ts = m.timestamp().to_millis().map(|t| t.max(0) as u64);
                                 match RuleUpdate::from_kafka(
@@ -198,7 +213,7 @@ pub fn kafka_rule_stream<'s>(
                         }
                     }
                     let all_read = read.iter().zip(ends.iter()).all(|(r, e)| r >= e);
-                    if (bounded && all_read) || done() {
+                    if (bounded && at_end.iter().all(|e| *e)) || done() {
                         cap = None;
                         return;
                     }
