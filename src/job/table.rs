@@ -341,6 +341,48 @@ impl Compiled {
     }
 }
 
+/// A window's key: columns of the row, and constants (bound names, see
+/// [`Scope::bind`]) that only its output rows carry.
+#[derive(Clone, Debug, Default)]
+struct WindowKey {
+    /// Row columns, in key order.
+    columns: Vec<usize>,
+    /// `(position in the key, value)`, by position.
+    constants: Vec<(usize, Value)>,
+}
+
+impl WindowKey {
+    /// The key's values in declared order, from those of its row columns.
+    fn values(&self, mut row: Vec<Value>) -> Vec<Value> {
+        for (at, v) in &self.constants {
+            row.insert(*at, v.clone());
+        }
+        row
+    }
+}
+
+/// One column of a key.
+enum KeyColumn {
+    Row(usize),
+    Const(Value),
+}
+
+/// The key columns `names` (name as declared, type, place) in `scope`.
+fn key_columns(
+    names: &[String],
+    scope: &Scope,
+    what: &str,
+) -> Result<Vec<(String, ColumnType, KeyColumn)>, String> {
+    names
+        .iter()
+        .map(|n| match scope.resolve(n) {
+            Some((name, Expr::Column(i), t)) => Ok((name.to_string(), t, KeyColumn::Row(i))),
+            Some((name, Expr::Literal(v), t)) => Ok((name.to_string(), t, KeyColumn::Const(v))),
+            Some(_) | None => Err(format!("{what}: unknown column `{n}`")),
+        })
+        .collect()
+}
+
 /// Everything a worker needs to build the job, compiled once.
 #[derive(Clone, Debug)]
 struct Compiled {
@@ -348,7 +390,7 @@ struct Compiled {
     event_time: String,
     input_names: Vec<String>,
     steps: Vec<Plan>,
-    window: Option<(Vec<usize>, AggPlan)>,
+    window: Option<(WindowKey, AggPlan)>,
     source: Arc<dyn SourceConnector>,
     sinks: Vec<(Arc<dyn SinkConnector>, Projection)>,
     output_names: Vec<String>,
@@ -360,18 +402,31 @@ fn compile_job(job: &TableJob) -> Result<Compiled, String> {
     let mut scope = Scope::new(schema.columns().iter().map(|c| (c.name.clone(), c.ty)));
     let input_names = scope.names.clone();
     let mut steps = Vec::new();
-    let columns_of = |names: &[String], scope: &Scope, what: &str| -> Result<Vec<usize>, String> {
-        names
+    // With a window (whose output is all the sinks see), a computed column
+    // that only renames a column or holds a constant is bound in the scope
+    // instead of stored in every row — unless a later step changes the
+    // column it renames.
+    let changed_later = |i: usize, column: &str| {
+        job.steps[i + 1..]
             .iter()
-            .map(|n| {
-                scope
-                    .index_of(n)
-                    .ok_or_else(|| format!("{what}: unknown column `{n}`"))
-            })
-            .collect()
+            .any(|s| matches!(s, Step::Compute { name, .. } if name.eq_ignore_ascii_case(column)))
     };
     for (i, step) in job.steps.iter().enumerate() {
         let what = format!("steps.{i}");
+        if let (Step::Compute { name, expr }, Some(_)) = (step, &job.window) {
+            if scope.index_of(name).is_none() {
+                let (e, t) = compile(expr, &scope).map_err(|e| format!("{what}: {e}"))?;
+                let pure = match &e {
+                    Expr::Literal(_) => true,
+                    Expr::Column(j) => !changed_later(i, &scope.names[*j]),
+                    _ => false,
+                };
+                if pure {
+                    scope.bind(name, t.unwrap_or(ColumnType::String), e);
+                    continue;
+                }
+            }
+        }
         steps.push(match step {
             Step::Filter { expr } => {
                 let (e, t) = compile(expr, &scope).map_err(|e| format!("{what}: {e}"))?;
@@ -383,6 +438,7 @@ fn compile_job(job: &TableJob) -> Result<Compiled, String> {
             Step::Compute { name, expr } => {
                 let (e, t) = compile(expr, &scope).map_err(|e| format!("{what}: {e}"))?;
                 let t = t.unwrap_or(ColumnType::String);
+                scope.unbind(name);
                 let at = match scope.index_of(name) {
                     Some(j) => {
                         scope.types[j] = t;
@@ -396,7 +452,15 @@ fn compile_job(job: &TableJob) -> Result<Compiled, String> {
                 Plan::Compute(at, e, format!("{what} (compute {name})"), name.clone())
             }
             Step::Dedup { key, ttl } => {
-                Plan::Dedup(columns_of(key, &scope, &what)?, ttl.as_millis() as u64)
+                // A constant adds nothing to a dedup key.
+                let key = key_columns(key, &scope, &what)?
+                    .into_iter()
+                    .filter_map(|(_, _, c)| match c {
+                        KeyColumn::Row(i) => Some(i),
+                        KeyColumn::Const(_) => None,
+                    })
+                    .collect();
+                Plan::Dedup(key, ttl.as_millis() as u64)
             }
         });
     }
@@ -427,13 +491,17 @@ fn compile_job(job: &TableJob) -> Result<Compiled, String> {
                 }
                 _ => {}
             }
-            let key = columns_of(&w.key, &scope, "window.key")?;
+            let columns = key_columns(&w.key, &scope, "window.key")?;
             let plan = compile_select(&w.select, &scope, event_time)
                 .map_err(|e| format!("window.select: {e}"))?;
-            let mut out = Scope::new(
-                key.iter()
-                    .map(|&k| (scope.names[k].clone(), scope.types[k])),
-            );
+            let mut out = Scope::new(columns.iter().map(|(n, t, _)| (n.clone(), *t)));
+            let mut key = WindowKey::default();
+            for (at, (_, _, c)) in columns.into_iter().enumerate() {
+                match c {
+                    KeyColumn::Row(i) => key.columns.push(i),
+                    KeyColumn::Const(v) => key.constants.push((at, v)),
+                }
+            }
             out.push("window_start_ms", ColumnType::Timestamp);
             out.push("window_end_ms", ColumnType::Timestamp);
             for (n, t) in plan.outputs() {
@@ -596,7 +664,8 @@ fn build(
         Some((key, plan)) => {
             let w = job.window.as_ref().expect("compiled window");
             let lateness = w.allowed_lateness.map_or(0, |d| d.as_millis() as u64);
-            let key = key.clone();
+            let key_values = key.clone();
+            let key = key.columns.clone();
             if !plan.inputs.is_empty() {
                 run.push((RowOp::Inputs(plan.clone()), Arc::new(names.clone())));
             }
@@ -645,8 +714,8 @@ fn build(
                 .filter(move |r| {
                     range.is_none_or(|(from, to)| r.window.end_ms > from && r.window.start_ms < to)
                 })
-                .map(|r| {
-                    let mut row = r.key.key();
+                .map(move |r| {
+                    let mut row = key_values.values(r.key.key());
                     row.push(Value::Timestamp(r.window.start_ms as i64));
                     row.push(Value::Timestamp(r.window.end_ms as i64));
                     row.extend(r.value);
@@ -872,4 +941,112 @@ pub fn replay_value(mut value: toml::Value, r: &Replay) -> Result<toml::Value, S
         toml::Value::Array(vec![(r.from_ms as i64).into(), (r.to_ms as i64).into()]),
     );
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(steps: &str, key: &str) -> TableJob {
+        let text = format!(
+            r#"name = "t"
+[source]
+kind = "file"
+paths = ["in.jsonl"]
+[schema]
+event-time = "ts"
+columns = [{{ name = "ts", type = "timestamp" }}, {{ name = "service", type = "string" }},
+           {{ name = "operator", type = "string" }}]
+{steps}
+[window]
+kind = "tumbling"
+size = "60s"
+key = {key}
+select = ["count(*) AS n"]
+[[sinks]]
+kind = "jsonl"
+path = "out.jsonl"
+"#
+        );
+        TableJob::from_value(toml::from_str(&text).unwrap()).unwrap()
+    }
+
+    fn computes(c: &Compiled) -> Vec<String> {
+        c.steps
+            .iter()
+            .filter_map(|s| match s {
+                Plan::Compute(_, _, _, name) => Some(name.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn renames_and_constants_are_bound_unless_their_column_changes_later() {
+        let steps = r#"
+[[steps]]
+kind = "compute"
+name = "svc"
+expr = "service"
+[[steps]]
+kind = "compute"
+name = "kind"
+expr = "'span'"
+[[steps]]
+kind = "compute"
+name = "op_before"
+expr = "operator"
+[[steps]]
+kind = "compute"
+name = "operator"
+expr = "upper(operator)"
+[[steps]]
+kind = "compute"
+name = "op"
+expr = "op_before"
+"#;
+        let c = compile_job(&job(steps, r#"["svc", "kind", "op", "operator"]"#)).unwrap();
+        // `op_before` renames a column that a later step changes, and
+        // `operator` is a column of the input: both are stored.
+        assert_eq!(computes(&c), ["op_before", "operator"]);
+        let (key, _) = c.window.as_ref().unwrap();
+        // svc = service (1), op = op_before (3), operator (2); `kind` is a constant.
+        assert_eq!(key.columns, [1, 3, 2]);
+        assert_eq!(key.constants, [(1, Value::str("span"))]);
+        assert_eq!(
+            key.values(vec![Value::str("a"), Value::str("b"), Value::str("C")]),
+            [
+                Value::str("a"),
+                Value::str("span"),
+                Value::str("b"),
+                Value::str("C")
+            ]
+        );
+        assert_eq!(
+            &c.output_names[..4],
+            ["svc", "kind", "op", "operator"].map(String::from)
+        );
+    }
+
+    #[test]
+    fn without_a_window_every_computed_column_is_stored() {
+        let text = r#"name = "t"
+[source]
+kind = "file"
+paths = ["in.jsonl"]
+[schema]
+event-time = "ts"
+columns = [{ name = "ts", type = "timestamp" }, { name = "service", type = "string" }]
+[[steps]]
+kind = "compute"
+name = "svc"
+expr = "service"
+[[sinks]]
+kind = "jsonl"
+path = "out.jsonl"
+"#;
+        let c = compile_job(&TableJob::from_value(toml::from_str(text).unwrap()).unwrap()).unwrap();
+        assert_eq!(computes(&c), ["svc"]);
+        assert_eq!(c.output_names, ["ts", "service", "svc"].map(String::from));
+    }
 }

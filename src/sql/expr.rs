@@ -22,20 +22,86 @@ use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
 use streamforge_sources::row::{ColumnType, Decimal, Value};
 
-/// The columns an expression can refer to.
+/// The columns an expression can refer to: the row's own, in row order,
+/// and names bound to an expression instead of a place in the row (see
+/// [`Scope::bind`]).
 #[derive(Clone, Debug, Default)]
 pub struct Scope {
     /// Column names, in row order.
     pub names: Vec<String>,
     /// Column types.
     pub types: Vec<ColumnType>,
+    /// Names that are not in the row: each stands for an expression over
+    /// the row (an alias of one of its columns, or a constant).
+    bound: Vec<(String, ColumnType, Expr)>,
 }
 
 impl Scope {
     /// A scope of `(name, type)` columns.
     pub fn new(columns: impl IntoIterator<Item = (String, ColumnType)>) -> Scope {
         let (names, types) = columns.into_iter().unzip();
-        Scope { names, types }
+        Scope {
+            names,
+            types,
+            bound: Vec::new(),
+        }
+    }
+
+    /// Binds `name` to `expr` without a place in the row: expressions
+    /// compiled later that name it get `expr` itself (a column of the row or
+    /// a constant), so a computed column that only renames a column or
+    /// holds a constant costs nothing per row. A name bound before is
+    /// rebound; `name` must not be a column of the row.
+    ///
+    /// # Examples
+    /// ```
+    /// use streamforge::sql::expr::{compile, Expr, Scope};
+    /// use streamforge_sources::row::{ColumnType, Value};
+    /// let mut scope = Scope::new([("OperationName".into(), ColumnType::String)]);
+    /// scope.bind("operator_name", ColumnType::String, Expr::Column(0));
+    /// scope.bind("operator_class", ColumnType::String, Expr::Literal(Value::str("span")));
+    /// assert_eq!(scope.names.len(), 1);
+    /// let (e, _) = compile("concat(operator_name, '/', operator_class)", &scope).unwrap();
+    /// assert_eq!(e.eval(&vec![Value::str("GET /")]).unwrap(), Value::str("GET //span"));
+    /// assert!(matches!(scope.resolve("Operator_Name"), Some(("operator_name", Expr::Column(0), ColumnType::String))));
+    /// ```
+    pub fn bind(&mut self, name: &str, ty: ColumnType, expr: Expr) {
+        debug_assert!(!self.names.iter().any(|n| n == name));
+        self.unbind(name);
+        self.bound.push((name.to_string(), ty, expr));
+    }
+
+    /// Forgets a binding of `name` (see [`Scope::bind`]); `false` when
+    /// there was none.
+    pub fn unbind(&mut self, name: &str) -> bool {
+        let before = self.bound.len();
+        self.bound.retain(|(n, ..)| n != name);
+        self.bound.len() != before
+    }
+
+    /// What `name` stands for — `Expr::Column(i)` for a column of the row,
+    /// or the expression it is bound to — with its type and its name as
+    /// declared; exact matches first, then case-insensitive ones (columns
+    /// of the row before bound names).
+    pub fn resolve(&self, name: &str) -> Option<(&str, Expr, ColumnType)> {
+        let row = |eq: &dyn Fn(&str) -> bool| {
+            self.names
+                .iter()
+                .position(|n| eq(n))
+                .map(|i| (self.names[i].as_str(), Expr::Column(i), self.types[i]))
+        };
+        let bound = |eq: &dyn Fn(&str) -> bool| {
+            self.bound
+                .iter()
+                .find(|(n, ..)| eq(n))
+                .map(|(n, t, e)| (n.as_str(), e.clone(), *t))
+        };
+        let exact = |n: &str| n == name;
+        let folded = |n: &str| n.eq_ignore_ascii_case(name);
+        row(&exact)
+            .or_else(|| bound(&exact))
+            .or_else(|| row(&folded))
+            .or_else(|| bound(&folded))
     }
 
     /// Adds a column.
@@ -484,13 +550,16 @@ pub(crate) fn plain_args(f: &ast::Function) -> Result<Vec<ast::Expr>, String> {
 }
 
 fn column(name: &str, scope: &Scope) -> Result<(Expr, Option<ColumnType>), String> {
-    let i = scope.index_of(name).ok_or_else(|| {
-        format!(
-            "unknown column `{name}` (columns: {})",
-            scope.names.join(", ")
-        )
+    let (_, e, t) = scope.resolve(name).ok_or_else(|| {
+        let names: Vec<&str> = scope
+            .names
+            .iter()
+            .chain(scope.bound.iter().map(|(n, ..)| n))
+            .map(String::as_str)
+            .collect();
+        format!("unknown column `{name}` (columns: {})", names.join(", "))
     })?;
-    Ok((Expr::Column(i), Some(scope.types[i])))
+    Ok((e, Some(t)))
 }
 
 fn literal(v: &ast::Value) -> Result<(Expr, Option<ColumnType>), String> {
