@@ -949,6 +949,21 @@ path = "{d}/bound-{workers}.jsonl"
         };
         let s = streamforge::job::table::run(&job, dir.path(), &args, &Default::default()).unwrap();
         assert_eq!(s.late as usize, model.late, "at {workers} workers");
+        // The window reads few of the columns, but the late output gets
+        // every input column of its rows (`operator` as the steps left it).
+        let late =
+            std::fs::read_to_string(dir.path().join(format!("late-{workers}.jsonl"))).unwrap();
+        assert_eq!(late.lines().count(), model.late);
+        for l in late.lines() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v.as_object().unwrap().len(), 6, "{l}");
+            assert!(
+                v["ts"].is_u64() && v["duration_ms"].is_i64() && v["is_error"].is_boolean(),
+                "{l}"
+            );
+            assert!(v["service"].is_string() && v["user_id"].is_string(), "{l}");
+            assert_eq!(v["operator"], "z", "{l}");
+        }
         let mut got: Vec<String> =
             std::fs::read_to_string(dir.path().join(format!("bound-{workers}.jsonl")))
                 .unwrap()
