@@ -334,16 +334,12 @@ fn window_job_files_match_the_model_at_1_2_4_workers_and_as_a_cluster() {
     }
 }
 
-/// A pipeline with every kind of step, as a job file.
-fn pipeline_job(dir: &Path, out: &str) -> String {
-    let d = dir.display();
+/// The file source and schema of the events `write_inputs` writes in `dir`.
+fn events_source(dir: &Path) -> String {
     format!(
-        r#"
-name = "pipeline"
-[source]
+        r#"[source]
 kind = "file"
-paths = ["{d}/events-*.jsonl"]
-
+paths = ["{}/events-*.jsonl"]
 [schema]
 event-time = "ts"
 columns = [
@@ -354,6 +350,18 @@ columns = [
   {{ name = "is_error", type = "bool" }},
   {{ name = "user_id", type = "string" }},
 ]
+"#,
+        dir.display()
+    )
+}
+
+/// A pipeline with every kind of step, as a job file.
+fn pipeline_job(dir: &Path, out: &str) -> String {
+    let source = events_source(dir);
+    format!(
+        r#"
+name = "pipeline"
+{source}
 
 [watermark]
 out-of-orderness = "2s"
@@ -888,24 +896,12 @@ fn renamed_and_constant_key_columns_give_the_models_rows() {
     want.sort();
     assert!(want.len() > 50 && model.late > 0);
     let d = dir.path().display();
+    let source = events_source(dir.path());
     for workers in [1, 2] {
         let text = format!(
             r#"name = "bound"
 late-output = "{d}/late-{workers}.jsonl"
-[source]
-kind = "file"
-paths = ["{d}/events-*.jsonl"]
-[schema]
-event-time = "ts"
-columns = [
-  {{ name = "ts", type = "timestamp" }},
-  {{ name = "service", type = "string" }},
-  {{ name = "operator", type = "string" }},
-  {{ name = "duration_ms", type = "int" }},
-  {{ name = "is_error", type = "bool" }},
-  {{ name = "user_id", type = "string" }},
-]
-[watermark]
+{source}[watermark]
 out-of-orderness = "2s"
 [[steps]]
 kind = "compute"

@@ -10,9 +10,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
@@ -132,7 +133,7 @@ impl KafkaSourceConfig {
         }
     }
 
-    fn consumer(&self) -> Result<BaseConsumer, SourceError> {
+    fn consumer(&self) -> Result<BaseConsumer<SourceContext>, SourceError> {
         let mut config = client_config(&self.properties)?;
         config.set("enable.auto.commit", "false").set(
             "enable.partition.eof",
@@ -144,7 +145,9 @@ impl KafkaSourceConfig {
                 .clone()
                 .unwrap_or_else(|| "streamforge".into()),
         );
-        config.create().map_err(|e| self.err(e))
+        config
+            .create_with_context(SourceContext)
+            .map_err(|e| self.err(e))
     }
 
     fn decoder(&self) -> Result<ValueDecoder, SourceError> {
@@ -302,8 +305,30 @@ impl KafkaSourceConfig {
     }
 }
 
+/// The client context of source consumers: librdkafka's default logs every
+/// client error at ERROR, and a bounded consumer's partition-EOF events
+/// (its normal end, see [`KafkaSourceConfig::bounded`]) also reach that
+/// callback as global errors (seen in a 2-process cluster, from consumers
+/// closed after their end): those are logged at DEBUG.
+pub struct SourceContext;
+
+impl ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
+            tracing::debug!(%reason, "kafka partition end");
+        } else {
+            tracing::error!(%error, %reason, "kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {}
+
 struct KafkaPartition<Dec> {
-    consumer: Option<BaseConsumer>,
+    consumer: Option<BaseConsumer<SourceContext>>,
     topic: String,
     partition: i32,
     name: String,

@@ -10,6 +10,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
+use streamforge_sources::kafka::SourceContext;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, Stream};
@@ -97,7 +98,9 @@ fn now_ms() -> u64 {
 ///
 /// # Errors
 /// The consumer cannot be created, or the topic is missing.
-pub fn open_rule_topic(cfg: &RuleTopicConfig) -> Result<(BaseConsumer, Vec<i64>), Error> {
+pub fn open_rule_topic(
+    cfg: &RuleTopicConfig,
+) -> Result<(BaseConsumer<SourceContext>, Vec<i64>), Error> {
     let err = |e: &dyn std::fmt::Display| Error::Invalid(format!("rule topic {}: {e}", cfg.topic));
     let mut config = streamforge_sources::kafka::client_config(&cfg.properties)?;
     config
@@ -107,7 +110,9 @@ pub fn open_rule_topic(cfg: &RuleTopicConfig) -> Result<(BaseConsumer, Vec<i64>)
             if cfg.bounded { "true" } else { "false" },
         )
         .set("group.id", "streamforge-rules");
-    let consumer: BaseConsumer = config.create().map_err(|e| err(&e))?;
+    let consumer: BaseConsumer<SourceContext> = config
+        .create_with_context(SourceContext)
+        .map_err(|e| err(&e))?;
     let md = consumer
         .fetch_metadata(Some(&cfg.topic), Duration::from_secs(10))
         .map_err(|e| err(&e))?;
