@@ -334,6 +334,16 @@ fn window_job_files_match_the_model_at_1_2_4_workers_and_as_a_cluster() {
     }
 }
 
+/// Runs the table job `text` in this process at `workers` workers.
+fn run_text(text: &str, dir: &Path, workers: usize) -> streamforge::job::JobSummary {
+    let job = streamforge::job::table::TableJob::from_value(toml::from_str(text).unwrap()).unwrap();
+    let args = streamforge::dataflow::launch::ClusterArgs {
+        workers,
+        ..Default::default()
+    };
+    streamforge::job::table::run(&job, dir, &args, &Default::default()).unwrap()
+}
+
 /// The file source and schema of the events `write_inputs` writes in `dir`.
 fn events_source(dir: &Path) -> String {
     format!(
@@ -506,13 +516,7 @@ fn pipeline_with_filter_compute_dedup_and_sliding_window_matches_the_model() {
     for workers in [1, 2, 4] {
         let out = dir.path().join(format!("pipe-{workers}.jsonl"));
         let text = pipeline_job(dir.path(), &out.display().to_string());
-        let value: toml::Value = toml::from_str(&text).unwrap();
-        let job = streamforge::job::table::TableJob::from_value(value).unwrap();
-        let args = streamforge::dataflow::launch::ClusterArgs {
-            workers,
-            ..Default::default()
-        };
-        let s = streamforge::job::table::run(&job, dir.path(), &args, &Default::default()).unwrap();
+        let s = run_text(&text, dir.path(), workers);
         assert_eq!(s.rows as usize, want.len());
         let mut got: Vec<PipeRow> = Vec::new();
         for line in std::fs::read_to_string(&out).unwrap().lines() {
@@ -668,13 +672,7 @@ fn session_windows_in_a_job_file_match_the_model_at_1_2_4_workers() {
             &text[..start],
             out.display()
         );
-        let job =
-            streamforge::job::table::TableJob::from_value(toml::from_str(&text).unwrap()).unwrap();
-        let args = streamforge::dataflow::launch::ClusterArgs {
-            workers,
-            ..Default::default()
-        };
-        let s = streamforge::job::table::run(&job, dir.path(), &args, &Default::default()).unwrap();
+        let s = run_text(&text, dir.path(), workers);
         assert_eq!(s.late, 0);
         let mut got: Vec<(String, u64, u64, u64, i64)> = std::fs::read_to_string(&out)
             .unwrap()
@@ -937,13 +935,7 @@ kind = "jsonl"
 path = "{d}/bound-{workers}.jsonl"
 "#
         );
-        let job =
-            streamforge::job::table::TableJob::from_value(toml::from_str(&text).unwrap()).unwrap();
-        let args = streamforge::dataflow::launch::ClusterArgs {
-            workers,
-            ..Default::default()
-        };
-        let s = streamforge::job::table::run(&job, dir.path(), &args, &Default::default()).unwrap();
+        let s = run_text(&text, dir.path(), workers);
         assert_eq!(s.late as usize, model.late, "at {workers} workers");
         // The window reads few of the columns, but the late output gets
         // every input column of its rows (`operator` as the steps left it).
