@@ -413,20 +413,6 @@ fn compile_job(job: &TableJob) -> Result<Compiled, String> {
     };
     for (i, step) in job.steps.iter().enumerate() {
         let what = format!("steps.{i}");
-        if let (Step::Compute { name, expr }, Some(_)) = (step, &job.window) {
-            if scope.index_of(name).is_none() {
-                let (e, t) = compile(expr, &scope).map_err(|e| format!("{what}: {e}"))?;
-                let pure = match &e {
-                    Expr::Literal(_) => true,
-                    Expr::Column(j) => !changed_later(i, &scope.names[*j]),
-                    _ => false,
-                };
-                if pure {
-                    scope.bind(name, t.unwrap_or(ColumnType::String), e);
-                    continue;
-                }
-            }
-        }
         steps.push(match step {
             Step::Filter { expr } => {
                 let (e, t) = compile(expr, &scope).map_err(|e| format!("{what}: {e}"))?;
@@ -439,6 +425,17 @@ fn compile_job(job: &TableJob) -> Result<Compiled, String> {
                 let (e, t) = compile(expr, &scope).map_err(|e| format!("{what}: {e}"))?;
                 let t = t.unwrap_or(ColumnType::String);
                 scope.unbind(name);
+                if job.window.is_some() && scope.index_of(name).is_none() {
+                    let pure = match &e {
+                        Expr::Literal(_) => true,
+                        Expr::Column(j) => !changed_later(i, &scope.names[*j]),
+                        _ => false,
+                    };
+                    if pure {
+                        scope.bind(name, t, e);
+                        continue;
+                    }
+                }
                 let at = match scope.index_of(name) {
                     Some(j) => {
                         scope.types[j] = t;
@@ -1026,6 +1023,24 @@ expr = "op_before"
             &c.output_names[..4],
             ["svc", "kind", "op", "operator"].map(String::from)
         );
+    }
+
+    #[test]
+    fn a_bound_name_computed_again_in_another_case_is_stored() {
+        let steps = r#"
+[[steps]]
+kind = "compute"
+name = "svc"
+expr = "service"
+[[steps]]
+kind = "compute"
+name = "SVC"
+expr = "upper(service)"
+"#;
+        let c = compile_job(&job(steps, r#"["svc"]"#)).unwrap();
+        assert_eq!(computes(&c), ["SVC"]);
+        // The key is the stored column (3), not the first rename of `service`.
+        assert_eq!(c.window.as_ref().unwrap().0.columns, [3]);
     }
 
     #[test]

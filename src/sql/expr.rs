@@ -50,8 +50,8 @@ impl Scope {
     /// Binds `name` to `expr` without a place in the row: expressions
     /// compiled later that name it get `expr` itself (a column of the row or
     /// a constant), so a computed column that only renames a column or
-    /// holds a constant costs nothing per row. A name bound before is
-    /// rebound; `name` must not be a column of the row.
+    /// holds a constant costs nothing per row. A name bound before (in any
+    /// case) is rebound; `name` must not be a column of the row.
     ///
     /// # Examples
     /// ```
@@ -71,12 +71,10 @@ impl Scope {
         self.bound.push((name.to_string(), ty, expr));
     }
 
-    /// Forgets a binding of `name` (see [`Scope::bind`]); `false` when
-    /// there was none.
-    pub fn unbind(&mut self, name: &str) -> bool {
-        let before = self.bound.len();
-        self.bound.retain(|(n, ..)| n != name);
-        self.bound.len() != before
+    /// Forgets a binding of `name`, matched case-insensitively as a step
+    /// that computes a column of the row matches it (see [`Scope::bind`]).
+    pub fn unbind(&mut self, name: &str) {
+        self.bound.retain(|(n, ..)| !n.eq_ignore_ascii_case(name));
     }
 
     /// What `name` stands for — `Expr::Column(i)` for a column of the row,
